@@ -1,0 +1,202 @@
+"""The proxy's settings: one pydantic model, read from defaults < file < environment < flags.
+
+The file is what the operator writes into a ConfigMap; its layout is the model's layout.
+Environment variables use the `EMBEDDING_PROXY_` prefix and `__` between nested fields,
+e.g. `EMBEDDING_PROXY_BATCHING__MAX_BATCH_SIZE=64`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "EMBEDDING_PROXY_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535, description="API port (TEI and OpenAI routes).")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger bodies get 413.")
+    drain_seconds: float = Field(
+        0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."
+    )
+    grace_seconds: float = Field(
+        25.0, ge=0, le=3600, description="After draining, wait this long for queued work."
+    )
+    request_timeout_ms: int = Field(
+        30_000, ge=1, description="Default deadline of a request, queue time included."
+    )
+    workers: int = Field(1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RetryConfig(Section):
+    max_attempts: int = Field(3, ge=1, le=10, description="Tries per upstream call, first included.")
+    backoff_ms: int = Field(50, ge=0, description="First backoff; doubles each retry, with jitter.")
+    max_backoff_ms: int = Field(2_000, ge=0)
+    budget_ratio: float = Field(
+        0.2, ge=0, le=10, description="Retries allowed as a share of recent upstream calls."
+    )
+
+
+class UpstreamConfig(Section):
+    url: str = Field("http://127.0.0.1:80", description="Base URL of TEI.")
+    timeout_ms: int = Field(60_000, ge=1, description="Upper bound on one upstream call.")
+    connect_timeout_ms: int = Field(2_000, ge=1)
+    max_connections: int = Field(64, ge=1, le=4096)
+    api_key_file: Path | None = Field(None, description="Bearer key TEI requires, from a file.")
+    info_refresh_seconds: float = Field(
+        30.0, ge=1, description="How often /info (limits, model id) is read again."
+    )
+    retry: RetryConfig = RetryConfig()
+
+    @model_validator(mode="after")
+    def _url_has_scheme(self) -> UpstreamConfig:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
+
+
+class BatchingConfig(Section):
+    """Reloaded live: a new file changes these without a restart."""
+
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Inputs per upstream call (capped by TEI's limit)."
+    )
+    max_batch_tokens: int = Field(
+        16_384,
+        ge=1,
+        description="Token budget per call, estimated as characters/4 (capped by TEI's).",
+    )
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest an input waits for its batch to fill."
+    )
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Upstream calls at once.")
+    queue_capacity: int = Field(
+        4096, ge=1, description="Inputs waiting at most; beyond that, 429."
+    )
+    flush_mode: Literal["adaptive", "deadline"] = Field(
+        "adaptive",
+        description="adaptive: send at once while a slot is free; deadline: wait max_wait_ms.",
+    )
+    idle_group_seconds: float = Field(
+        60.0, ge=0.1, description="A parameter group idle this long is dropped."
+    )
+
+
+class AuthConfig(Section):
+    api_keys: list[str] = Field(default_factory=list, repr=False)
+    api_keys_file: Path | None = Field(None, description="One key a line; reloaded on change.")
+
+
+class LimitsConfig(Section):
+    max_inputs_per_request: int = Field(
+        1024, ge=1, description="Inputs in one client request; beyond that, 422."
+    )
+    max_input_chars: int = Field(
+        100_000, ge=1, description="Characters in one input; beyond that, 413."
+    )
+    rate_per_second: float = Field(0, ge=0, description="Requests per second per key; 0: off.")
+    rate_burst: int = Field(0, ge=0, description="Bucket size; 0: same as rate_per_second.")
+
+
+class Config(Section):
+    version: str = Field("", description="Label of this config, exported as a metric.")
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    batching: BatchingConfig = BatchingConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it in one line."""
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings in a YAML (or, by suffix, TOML) file."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: not valid: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must hold a mapping of settings")
+    return data
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from EMBEDDING_PROXY_A__B=value variables (strings; pydantic converts)."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another")
+        leaf = path[-1]
+        node[leaf] = [v for v in value.split(",") if v] if leaf == "api_keys" else value
+    return out
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge override into a copy of base."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the first bad setting, e.g. `batching.max_batch_size: ...`."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown setting"
+    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def validate(data: Mapping[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from e
+
+
+def load(
+    path: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < file < environment < flags."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(environ[ENV_PREFIX + "CONFIG"])
+    data: dict[str, Any] = read_file(path) if path else {}
+    data = merge(data, from_env(environ))
+    data = merge(data, flags or {})
+    return validate(data)

@@ -1,0 +1,102 @@
+"""Every Prometheus metric the proxy exports. The names are an interface: the operator's
+autoscaler and users' dashboards read them, and the README documents each one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "embedding_proxy_"
+
+# The autoscaling signal (read by the operator): see README, "Autoscaling signal".
+QUEUE_DEPTH_AVG = PREFIX + "queue_depth_avg"
+CONFIG_INFO = PREFIX + "config_info"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """One set of metrics on its own registry (one per app, so tests never share state)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge(
+            PREFIX + "queue_depth", "Inputs waiting in the proxy's queues, not yet sent.", registry=r
+        )
+        self.inflight_inputs = Gauge(
+            PREFIX + "inflight_inputs", "Inputs inside upstream calls now.", registry=r
+        )
+        self.queue_depth_avg = Gauge(
+            QUEUE_DEPTH_AVG,
+            "10 s moving average of queued plus in-flight inputs: the autoscaling signal.",
+            registry=r,
+        )
+        self.upstream_inflight = Gauge(
+            PREFIX + "upstream_inflight", "Upstream calls in progress.", registry=r
+        )
+        self.groups = Gauge(PREFIX + "groups", "Parameter groups with a live queue.", registry=r)
+        self.requests = Counter(
+            PREFIX + "requests",
+            "Client requests answered, by route and status code.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from a client request's arrival to its answer.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            PREFIX + "queue_wait_seconds",
+            "Time an input waited in the queue before its upstream call.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            PREFIX + "batch_size",
+            "Inputs per upstream call.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            PREFIX + "upstream_duration_seconds",
+            "Duration of upstream calls, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_responses = Counter(
+            PREFIX + "upstream_responses",
+            "Upstream calls by route and outcome (status code, or 'error').",
+            ["route", "status"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            PREFIX + "rejections",
+            "Inputs or requests refused by the proxy itself, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            PREFIX + "upstream_retries",
+            "Upstream calls retried, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            CONFIG_INFO, "Always 1; the label says which config version runs.", ["version"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            PREFIX + "config_reloads",
+            "Config reloads by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+
+    def set_config_version(self, version: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(version=version).set(1)
