@@ -39,12 +39,13 @@ class ServerConfig(Section):
     request_timeout_ms: int = Field(
         30_000, ge=1, description="Default deadline of a request, queue time included."
     )
-    workers: int = Field(1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class RetryConfig(Section):
-    max_attempts: int = Field(3, ge=1, le=10, description="Tries per upstream call, first included.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per upstream call, first included."
+    )
     backoff_ms: int = Field(50, ge=0, description="First backoff; doubles each retry, with jitter.")
     max_backoff_ms: int = Field(2_000, ge=0)
     budget_ratio: float = Field(
@@ -85,9 +86,7 @@ class BatchingConfig(Section):
         5.0, ge=0, le=10_000, description="Longest an input waits for its batch to fill."
     )
     max_concurrency: int = Field(4, ge=1, le=1024, description="Upstream calls at once.")
-    queue_capacity: int = Field(
-        4096, ge=1, description="Inputs waiting at most; beyond that, 429."
-    )
+    queue_capacity: int = Field(4096, ge=1, description="Inputs waiting at most; beyond that, 429.")
     flush_mode: Literal["adaptive", "deadline"] = Field(
         "adaptive",
         description="adaptive: send at once while a slot is free; deadline: wait max_wait_ms.",
@@ -135,7 +134,7 @@ def read_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {path}: not valid: {e}") from e
+        raise ConfigError(f"config file {path}: not valid: {' '.join(str(e).split())}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -194,9 +193,13 @@ def load(
 ) -> Config:
     """Defaults < file < environment < flags."""
     environ = os.environ if environ is None else environ
-    if path is None and environ.get(ENV_PREFIX + "CONFIG"):
-        path = Path(environ[ENV_PREFIX + "CONFIG"])
+    path = path or env_config_path(environ)
     data: dict[str, Any] = read_file(path) if path else {}
     data = merge(data, from_env(environ))
     data = merge(data, flags or {})
     return validate(data)
+
+
+def env_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    value = (os.environ if environ is None else environ).get(ENV_PREFIX + "CONFIG")
+    return Path(value) if value else None

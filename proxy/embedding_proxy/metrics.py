@@ -22,7 +22,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.queue_depth = Gauge(
-            PREFIX + "queue_depth", "Inputs waiting in the proxy's queues, not yet sent.", registry=r
+            PREFIX + "queue_depth",
+            "Inputs waiting in the proxy's queues, not yet sent.",
+            registry=r,
         )
         self.inflight_inputs = Gauge(
             PREFIX + "inflight_inputs", "Inputs inside upstream calls now.", registry=r
@@ -87,7 +89,9 @@ class Metrics:
             registry=r,
         )
         self.config_info = Gauge(
-            CONFIG_INFO, "Always 1; the label says which config version runs.", ["version"],
+            CONFIG_INFO,
+            "Always 1; the label says which config version runs.",
+            ["version"],
             registry=r,
         )
         self.config_reloads = Counter(

@@ -1,0 +1,323 @@
+"""The sidecar's HTTP side: handlers for TEI's and OpenAI's dialects, health, readiness and
+metrics, and the lifecycle (upstream watch, config reload, graceful drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import openai_api, tei_api
+from .batcher import Batcher
+from .config import Config
+from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .metrics import Metrics
+from .reload import ConfigWatcher
+from .smoothing import MovingAverage
+from .upstream import Piece, Upstream
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
+AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
+
+
+class Proxy:
+    """Everything one proxy process holds; the aiohttp app keeps it under `app[PROXY]`."""
+
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.metrics.set_config_version(config.version)
+        self.upstream = Upstream(config.upstream, self.metrics)
+        self.batcher: Batcher[tuple[str, bytes], Any, Piece] = Batcher(
+            self._dispatch, config.batching, on_batch=self._on_batch
+        )
+        self.load_average = MovingAverage(AVERAGE_SAMPLES)
+        self.draining = False  # SIGTERM seen: not ready, still serving
+        self.stopping = False  # drain delay over: new work refused
+        self.upstream_ok = False
+        self._reload = reload
+        self._tasks: list[asyncio.Task[None]] = []
+        self.watcher: ConfigWatcher | None = None
+
+    # Lifecycle.
+    async def start(self, config_path: Path | None = None) -> None:
+        await self.upstream.start()
+        self._tasks.append(asyncio.create_task(self._watch_upstream()))
+        self._tasks.append(asyncio.create_task(self._sample()))
+        if config_path is not None and self._reload is not None:
+            self.watcher = ConfigWatcher(config_path, self._reload, self.apply, self._count_reload)
+            self._tasks.append(asyncio.create_task(self.watcher.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.batcher.close()
+        await self.upstream.close()
+
+    async def shutdown(self) -> None:
+        """SIGTERM: unready at once, serve through the drain delay, then finish queued work."""
+        if self.draining:
+            return
+        self.draining = True
+        server = self.config.server
+        log.info("draining: not ready; serving new requests for %.1f s", server.drain_seconds)
+        await asyncio.sleep(server.drain_seconds)
+        self.stopping = True
+        done = await self.batcher.drain(server.grace_seconds)
+        log.info("drained: %s", "all work answered" if done else "grace period ran out")
+
+    def apply(self, config: Config) -> None:
+        """A reloaded config: batching and limits apply live; the rest needs a restart."""
+        for section in ("server", "upstream"):
+            if getattr(config, section) != getattr(self.config, section):
+                log.warning("config: %s settings changed; they apply after a restart", section)
+        self.config = self.config.model_copy(
+            update={
+                "version": config.version,
+                "batching": config.batching,
+                "limits": config.limits,
+                "auth": config.auth,
+            }
+        )
+        self.batcher.update(settings=config.batching)
+        self.metrics.set_config_version(config.version)
+        log.info("config %r applied: %s", config.version, config.batching)
+
+    def _count_reload(self, ok: bool) -> None:
+        self.metrics.config_reloads.labels(result="ok" if ok else "failed").inc()
+
+    async def _watch_upstream(self) -> None:
+        """Keep TEI's limits and health current; readiness follows the upstream."""
+        refresh = self.config.upstream.info_refresh_seconds
+        next_info = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if self.upstream.info is None or now >= next_info:
+                    info = await self.upstream.fetch_info()
+                    self.batcher.update(caps=info.caps())
+                    next_info = now + refresh
+                self.upstream_ok = await self.upstream.healthy()
+            except (ProxyError, OSError, TimeoutError, ValueError) as e:
+                self.upstream_ok = False
+                log.debug("upstream not ready: %s", e)
+            except Exception as e:  # aiohttp.ClientError and the like: keep watching
+                self.upstream_ok = False
+                log.debug("upstream not ready: %r", e)
+            await asyncio.sleep(2.0 if self.upstream.info is not None else 0.25)
+
+    async def _sample(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(SAMPLE_SECONDS)
+            b = self.batcher
+            self.load_average.add(b.queue_depth + b.inflight_inputs)
+            ticks += 1
+            if ticks % 10 == 0:
+                b.drop_idle_groups()
+
+    # The batch path.
+    async def _dispatch(
+        self, key: tuple[str, bytes], items: list[Any], deadline: float
+    ) -> Sequence[Piece | ProxyError]:
+        route, params = key
+        return await self.upstream.call_batch(
+            route, orjson.loads(params) if params else {}, items, deadline
+        )
+
+    def _on_batch(self, size: int, waits: list[float]) -> None:
+        self.metrics.batch_size.observe(size)
+        for wait in waits:
+            self.metrics.queue_wait.observe(wait)
+
+    def deadline(self, request: web.Request) -> float:
+        ms = float(self.config.server.request_timeout_ms)
+        header = request.headers.get(TIMEOUT_HEADER)
+        if header:
+            try:
+                ms = min(ms, max(1.0, float(header)))
+            except ValueError:
+                raise ProxyError(
+                    400, f"{TIMEOUT_HEADER} must be a number of milliseconds", VALIDATION
+                ) from None
+        return asyncio.get_running_loop().time() + ms / 1000
+
+    async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
+        """Queue a request's inputs and wait for all of them; the first error fails it."""
+        entries = self.batcher.submit(req.key, req.items, req.costs, deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                if len(entries) == 1:
+                    return [await entries[0].future]
+                await asyncio.wait([e.future for e in entries])
+        except TimeoutError:
+            ms = self.config.server.request_timeout_ms
+            raise ProxyError(
+                504, f"request did not finish within its deadline ({ms} ms at most)", TIMEOUT
+            ) from None
+        finally:
+            self.batcher.cancel(entries)  # only those still queued or pending are affected
+        errors = [e.future.exception() for e in entries]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [e.future.result() for e in entries]
+
+    async def read_body(self, request: web.Request) -> bytes:
+        if self.stopping:
+            raise ProxyError(503, "proxy is shutting down", UNHEALTHY)
+        if request.content_type != JSON:
+            raise ProxyError(
+                415, "Expected request with `Content-Type: application/json`", VALIDATION
+            )
+        limit = self.config.server.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _too_large(limit)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(limit) from None
+
+    # Handlers.
+    async def handle_tei(self, request: web.Request) -> web.StreamResponse:
+        route = request.path
+        started = time.perf_counter()
+        try:
+            body = await self.read_body(request)
+            req = tei_api.parse(route, body, self.config.limits)
+            pieces = await self.run_batch(req, self.deadline(request))
+            response = web.Response(
+                body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON
+            )
+        except ProxyError as e:
+            self._count_rejection(e)
+            response = web.Response(
+                status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
+            )
+        self._observe(route, response.status, started)
+        return response
+
+    async def handle_openai(self, request: web.Request) -> web.StreamResponse:
+        route = "/v1/embeddings"
+        started = time.perf_counter()
+        try:
+            body = await self.read_body(request)
+            req, encoding = openai_api.parse(body, self.config.limits)
+            pieces = await self.run_batch(req, self.deadline(request))
+            model = self.upstream.info.model_id if self.upstream.info else "unknown"
+            response = web.Response(
+                body=openai_api.render(
+                    [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
+                ),
+                content_type=JSON,
+            )
+        except ProxyError as e:
+            self._count_rejection(e)
+            response = web.Response(
+                status=e.status, body=e.openai_body(), content_type=JSON, headers=e.headers
+            )
+        self._observe(route, response.status, started)
+        return response
+
+    async def handle_forward(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = "other"
+        try:
+            if self.stopping:
+                raise ProxyError(503, "proxy is shutting down", UNHEALTHY)
+            body = await request.read()
+            status, headers, data = await self.upstream.forward(
+                request.method, request.path_qs, request.headers, body, self.deadline(request)
+            )
+            response = web.Response(status=status, body=data, headers=headers)
+        except web.HTTPRequestEntityTooLarge:
+            e = _too_large(self.config.server.max_body_bytes)
+            response = web.Response(status=e.status, body=e.tei_body(), content_type=JSON)
+        except ProxyError as e:
+            response = web.Response(status=e.status, body=e.tei_body(), content_type=JSON)
+        self._observe(route, response.status, started)
+        return response
+
+    async def handle_health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200)
+
+    async def handle_ready(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            reason = "draining"
+        elif not self.upstream_ok:
+            reason = f"upstream {self.upstream.base} not answering"
+        else:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+    async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        m, b = self.metrics, self.batcher
+        m.queue_depth.set(b.queue_depth)
+        m.inflight_inputs.set(b.inflight_inputs)
+        m.queue_depth_avg.set(self.load_average.value)
+        m.groups.set(b.group_count)
+        return web.Response(
+            body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    def _observe(self, route: str, status: int, started: float) -> None:
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+
+    def _count_rejection(self, error: ProxyError) -> None:
+        reason = {
+            429: "queue_full",
+            504: "deadline",
+            503: "shutting_down",
+            413: "too_large",
+            415: "content_type",
+        }.get(error.status)
+        if (
+            reason is None
+            and error.status in (400, 422)
+            and error.error_type in ("Validation", "Empty")
+        ):
+            reason = "invalid"
+        if reason is not None:
+            self.metrics.rejections.labels(reason=reason).inc()
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"request body exceeds the limit of {limit} bytes", VALIDATION)
+
+
+PROXY = web.AppKey("proxy", Proxy)
+
+
+def create_app(proxy: Proxy, with_metrics: bool = True) -> web.Application:
+    """The API app (routes of TEI and OpenAI, health, readiness, and metrics unless separate)."""
+    app = web.Application(client_max_size=proxy.config.server.max_body_bytes)
+    app[PROXY] = proxy
+    app.router.add_get("/health", proxy.handle_health)
+    app.router.add_get("/ready", proxy.handle_ready)
+    if with_metrics:
+        app.router.add_get("/metrics", proxy.handle_metrics)
+    for route in sorted(tei_api.BATCH_ROUTES):
+        app.router.add_post(route, proxy.handle_tei)
+    app.router.add_post("/v1/embeddings", proxy.handle_openai)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle_forward)
+    return app
+
+
+def create_metrics_app(proxy: Proxy) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/metrics", proxy.handle_metrics)
+    app.router.add_get("/health", proxy.handle_health)
+    return app

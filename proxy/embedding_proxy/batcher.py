@@ -1,0 +1,322 @@
+"""Coalesces items from many callers into batches, one queue per group.
+
+Generic: it knows nothing of HTTP or TEI. A caller submits items under a group key and gets one
+future per item; a dispatch function turns a batch of items into results in the same order.
+The batcher owns the queues, the flush policy, the concurrency limit, admission, deadlines,
+cancellation, and the live figures that metrics and the autoscaler read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .config import BatchingConfig
+from .errors import TIMEOUT, ProxyError, overloaded
+
+K = TypeVar("K", bound=Hashable)
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+# dispatch(key, items, deadline) -> one result (or exception) per item, in order.
+Dispatch = Callable[[K, list[I], float], Awaitable[Sequence[Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Limits imposed by the upstream (TEI's /info); the proxy never exceeds them."""
+
+    max_batch_size: int = 1 << 30
+    max_batch_tokens: int = 1 << 30
+    max_inflight_inputs: int = 1 << 30
+
+
+class Entry(Generic[I, R]):
+    """One queued item; `future` gets its result."""
+
+    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "queued")
+
+    def __init__(
+        self,
+        group: Group,
+        item: I,
+        cost: int,
+        future: asyncio.Future[R],
+        now: float,
+        deadline: float,
+    ) -> None:
+        self.group = group
+        self.item = item
+        self.cost = cost
+        self.future = future
+        self.enqueued = now
+        self.deadline = deadline
+        self.queued = True
+
+
+class Group:
+    """The queue of one group key."""
+
+    __slots__ = ("cost", "count", "entries", "idle_since", "key")
+
+    def __init__(self, key: Hashable, now: float) -> None:
+        self.key = key
+        self.entries: deque[Entry[Any, Any]] = deque()
+        self.count = 0  # queued entries (the deque may also hold cancelled ones)
+        self.cost = 0
+        self.idle_since = now
+
+    def head(self) -> Entry[Any, Any] | None:
+        while self.entries and not self.entries[0].queued:
+            self.entries.popleft()
+        return self.entries[0] if self.entries else None
+
+
+class Batcher(Generic[K, I, R]):
+    def __init__(
+        self,
+        dispatch: Dispatch[K, I],
+        settings: BatchingConfig,
+        caps: Caps | None = None,
+        on_batch: Callable[[int, list[float]], None] | None = None,
+    ) -> None:
+        self._dispatch = dispatch
+        self.settings = settings
+        self.caps = caps or Caps()
+        self._on_batch = on_batch  # (batch size, queue waits) for metrics
+        self._groups: dict[K, Group] = {}
+        self._queued = 0
+        self._inflight_inputs = 0
+        self._calls = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pump_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._flush_all = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # Live figures.
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    @property
+    def inflight_inputs(self) -> int:
+        return self._inflight_inputs
+
+    @property
+    def inflight_calls(self) -> int:
+        return self._calls
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    def submit(
+        self, key: K, items: Sequence[I], costs: Sequence[int], deadline: float
+    ) -> list[Entry[I, R]]:
+        """Queue items; one entry (with its future) per item. ProxyError(429) when full."""
+        if self._queued + len(items) > self.settings.queue_capacity:
+            raise overloaded(
+                f"proxy queue is full ({self._queued} of {self.settings.queue_capacity} inputs "
+                "waiting); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(key, now)
+        entries = [
+            Entry(group, item, cost, loop.create_future(), now, deadline)
+            for item, cost in zip(items, costs, strict=True)
+        ]
+        group.entries.extend(entries)
+        group.count += len(items)
+        group.cost += sum(costs)
+        self._queued += len(items)
+        self._idle.clear()
+        self._schedule()
+        return entries
+
+    def cancel(self, entries: Sequence[Entry[I, R]]) -> None:
+        """The caller has gone: drop its queued items so they are never sent upstream."""
+        for entry in entries:
+            if entry.queued:
+                self._unqueue(entry.group, entry)
+            if not entry.future.done():
+                entry.future.cancel()
+        self._check_idle()
+
+    def update(self, settings: BatchingConfig | None = None, caps: Caps | None = None) -> None:
+        """New settings or upstream limits apply from the next batch on."""
+        if settings is not None:
+            self.settings = settings
+        if caps is not None:
+            self.caps = caps
+        self._schedule()
+
+    async def drain(self, timeout: float) -> bool:
+        """Send everything queued at once and wait for all calls to finish. True if done in time."""
+        self._flush_all = True
+        self._schedule()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def drop_idle_groups(self) -> None:
+        now = asyncio.get_running_loop().time()
+        ttl = self.settings.idle_group_seconds
+        for key in [k for k, g in self._groups.items() if not g.count and now - g.idle_since > ttl]:
+            del self._groups[key]
+
+    # Flush policy.
+    def _schedule(self) -> None:
+        # Pump on the next loop turn, so callers arriving in the same turn share a batch.
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _limits(self) -> tuple[int, int]:
+        s, c = self.settings, self.caps
+        return min(s.max_batch_size, c.max_batch_size), min(s.max_batch_tokens, c.max_batch_tokens)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        size_cap, token_cap = self._limits()
+        wait = self.settings.max_wait_ms / 1000
+        adaptive = self.settings.flush_mode == "adaptive"
+        while self._calls < self.settings.max_concurrency:
+            room = min(size_cap, self.caps.max_inflight_inputs - self._inflight_inputs)
+            if room <= 0:
+                break
+            best: Group | None = None
+            best_at = 0.0
+            for group in self._groups.values():
+                head = group.head() if group.count else None
+                if head is None:
+                    continue
+                full = group.count >= size_cap or group.cost >= token_cap
+                if not (adaptive or full or self._flush_all or head.enqueued + wait <= now):
+                    continue
+                if best is None or head.enqueued < best_at:
+                    best, best_at = group, head.enqueued
+            if best is None:
+                break
+            batch = self._take(best, room, token_cap, now)
+            if batch:
+                self._start(best.key, batch, now)
+        self._arm_timer(loop, now, wait, adaptive)
+        self._check_idle()
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, now: float, wait: float, adaptive: bool):
+        """In deadline mode, wake up when the oldest waiting input has waited max_wait_ms."""
+        if adaptive or self._calls >= self.settings.max_concurrency:
+            return  # a finishing call pumps again
+        heads = [g.head() for g in self._groups.values() if g.count]
+        due = min((h.enqueued + wait for h in heads if h is not None), default=None)
+        if due is None:
+            return
+        if self._timer is not None and self._timer_at <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = loop.call_at(max(due, now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _take(self, group: Group, room: int, token_cap: int, now: float) -> list[Entry[I, R]]:
+        batch: list[Entry[I, R]] = []
+        cost = 0
+        while group.entries and len(batch) < room:
+            entry = group.entries[0]
+            if not entry.queued:
+                group.entries.popleft()
+                continue
+            if batch and cost + entry.cost > token_cap:
+                break
+            group.entries.popleft()
+            self._unqueue(group, entry)
+            if entry.future.done():
+                continue
+            if entry.deadline <= now:
+                # Its caller has given up (or is about to): never compute it.
+                entry.future.set_exception(
+                    ProxyError(504, "request deadline passed while queued", TIMEOUT)
+                )
+                continue
+            batch.append(entry)
+            cost += entry.cost
+        return batch
+
+    def _unqueue(self, group: Group, entry: Entry[Any, Any]) -> None:
+        entry.queued = False
+        group.count -= 1
+        group.cost -= entry.cost
+        self._queued -= 1
+        if not group.count:
+            group.idle_since = asyncio.get_running_loop().time()
+
+    def _start(self, key: K, batch: list[Entry[I, R]], now: float) -> None:
+        self._calls += 1
+        self._inflight_inputs += len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), [now - e.enqueued for e in batch])
+        task = asyncio.get_running_loop().create_task(self._run(key, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: K, batch: list[Entry[I, R]]) -> None:
+        deadline = max(e.deadline for e in batch)
+        try:
+            results = await self._dispatch(key, [e.item for e in batch], deadline)
+            if len(results) != len(batch):
+                raise RuntimeError(f"dispatch gave {len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        ProxyError(503, "proxy is shutting down", "Unhealthy")
+                    )
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ProxyError):
+                log.exception("batch for %s failed", key)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+        else:
+            for entry, result in zip(batch, results, strict=True):
+                if entry.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    entry.future.set_exception(result)
+                else:
+                    entry.future.set_result(result)
+        finally:
+            self._calls -= 1
+            self._inflight_inputs -= len(batch)
+            self._schedule()
+
+    def _check_idle(self) -> None:
+        if not self._queued and not self._calls:
+            self._idle.set()

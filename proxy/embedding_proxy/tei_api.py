@@ -1,0 +1,204 @@
+"""TEI's own dialect: which routes batch, how their bodies turn into inputs plus shared
+parameters, and how a caller's answer is put back together. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .config import LimitsConfig
+from .errors import EMPTY, VALIDATION, ProxyError
+
+Item = str | list[int] | list[str]
+
+
+@dataclass(slots=True)
+class BatchRequest:
+    """A request that can be batched: inputs plus the parameters they share."""
+
+    route: str  # upstream route the batch goes to
+    params: dict[str, Any]  # sent upstream beside the inputs
+    key: tuple[str, bytes]  # group key: route + every parameter but the inputs
+    items: list[Item]
+    costs: list[int]
+    form: str = "list"  # "list"; "single": one input not in a list; "simple": {"input": ...}
+
+
+# Parameters equal to TEI's defaults are dropped, so that callers who spell them out and callers
+# who leave them out share a queue.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "/embed": {
+        "normalize": True,
+        "truncate": None,
+        "prompt_name": None,
+        "dimensions": None,
+        "truncation_direction": "Right",
+    },
+    "/embed_sparse": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
+    "/embed_all": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
+    "/tokenize": {"add_special_tokens": True, "prompt_name": None},
+    "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
+}
+BATCH_ROUTES = frozenset(_DEFAULTS)
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The JSON object in a request body, or TEI's errors for what is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ProxyError(
+            400, f"Failed to parse the request body as JSON: {e}", VALIDATION
+        ) from None
+    if not isinstance(data, dict):
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: expected a JSON object",
+            VALIDATION,
+        )
+    return data
+
+
+def cost(item: Item) -> int:
+    """Estimated tokens of an input: about 4 characters a token; token ids count exactly."""
+    if isinstance(item, str):
+        return len(item) // 4 + 2
+    return len(item)
+
+
+def group_key(route: str, params: dict[str, Any]) -> tuple[str, bytes]:
+    if not params:
+        return (route, b"")
+    return (route, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+
+
+def shared_params(route: str, data: dict[str, Any], input_field: str) -> dict[str, Any]:
+    defaults = _DEFAULTS[route]
+    return {
+        k: v
+        for k, v in data.items()
+        if k != input_field
+        and not (k in defaults and defaults[k] == v and type(defaults[k]) is type(v))
+    }
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+    )
+
+
+def parse_embed_inputs(value: Any, allow_ids: bool = True) -> tuple[list[Item], bool]:
+    """TEI's `Input`: a string, token ids, or a list of either. (items, was single)."""
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, list):
+        if allow_ids and value and _is_ids(value):
+            return [value], True
+        if all(isinstance(v, str) or (allow_ids and _is_ids(v)) for v in value):
+            return list(value), False
+    kinds = "a string or a list of strings" + (" or token ids" if allow_ids else "")
+    raise ProxyError(
+        422,
+        f"Failed to deserialize the JSON body into the target type: inputs: expected {kinds}",
+        VALIDATION,
+    )
+
+
+def parse_predict_inputs(value: Any) -> tuple[list[Item], bool]:
+    """TEI's `PredictInput`: a string, a pair [a, b], or a batch of [a] / [a, b] lists."""
+    if isinstance(value, str):
+        return [[value]], True
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value) and len(value) <= 2:
+            return [list(value)], True
+        if all(
+            isinstance(v, list) and 1 <= len(v) <= 2 and all(isinstance(s, str) for s in v)
+            for v in value
+        ):
+            return [list(v) for v in value], False
+    if value == []:
+        return [], False
+    raise ProxyError(
+        422,
+        "Failed to deserialize the JSON body into the target type: inputs: expected a string, a "
+        "pair of strings [string, string] or a batch of mixed strings and pairs",
+        VALIDATION,
+    )
+
+
+def check_inputs(items: Sequence[Item], limits: LimitsConfig) -> None:
+    if not items:
+        raise ProxyError(400, "`inputs` cannot be empty", EMPTY)
+    if len(items) > limits.max_inputs_per_request:
+        raise ProxyError(
+            422,
+            f"batch size {len(items)} > maximum allowed batch size {limits.max_inputs_per_request}",
+            VALIDATION,
+        )
+    longest = limits.max_input_chars
+    for item in items:
+        size = (
+            len(item) if isinstance(item, str) else sum(len(s) for s in item if isinstance(s, str))
+        )
+        if size > longest:
+            raise ProxyError(
+                413,
+                f"input of {size} characters exceeds the limit of {longest} characters",
+                VALIDATION,
+            )
+
+
+def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
+    """A TEI request on one of the batching routes."""
+    data = decode_object(body)
+    if route == "/embed" and "inputs" not in data and "input" in data:
+        return _parse_simple(data, limits)
+    if "inputs" not in data:
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `inputs`",
+            VALIDATION,
+        )
+    if route == "/predict":
+        items, single = parse_predict_inputs(data["inputs"])
+    else:
+        items, single = parse_embed_inputs(data["inputs"], allow_ids=route != "/tokenize")
+    check_inputs(items, limits)
+    params = shared_params(route, data, "inputs")
+    return BatchRequest(
+        route,
+        params,
+        group_key(route, params),
+        items,
+        [cost(i) for i in items],
+        "single" if single else "list",
+    )
+
+
+def _parse_simple(data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
+    """The single form `{"input": "text"}` -> `{"embedding": [...]}`."""
+    value = data["input"]
+    if not isinstance(value, str):
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: input: expected a string",
+            VALIDATION,
+        )
+    check_inputs([value], limits)
+    params = shared_params("/embed", data, "input")
+    return BatchRequest(
+        "/embed", params, group_key("/embed", params), [value], [cost(value)], "simple"
+    )
+
+
+def render(request: BatchRequest, fragments: Sequence[bytes]) -> bytes:
+    """The caller's answer from its inputs' fragments, in TEI's shape for the route."""
+    if request.form == "simple":
+        return b'{"embedding":' + fragments[0] + b"}"
+    if request.form == "single" and request.route == "/predict":
+        return fragments[0]  # TEI answers a single prediction input unnested
+    return b"[" + b",".join(fragments) + b"]"

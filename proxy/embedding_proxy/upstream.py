@@ -1,0 +1,291 @@
+"""The client for TEI: limits from /info, one pooled keep-alive session, retries with backoff for
+overload and transient failures, and isolation of a bad input (a batch that TEI rejects for its
+input is split until only the offending inputs fail)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from . import errors
+from .batcher import Caps
+from .config import UpstreamConfig
+from .errors import TIMEOUT, UPSTREAM, ProxyError
+from .metrics import Metrics
+from .retry import RetryBudget, backoff_seconds, retry_after_seconds
+from .splitting import split
+
+log = logging.getLogger(__name__)
+
+# Statuses that belong to the input rather than to the upstream's state: split and retry halves.
+INPUT_ERRORS = frozenset({400, 413, 422})
+# Statuses that say "not now": safe to retry, embeddings being pure functions.
+RETRY_STATUSES = frozenset({429, 503})
+# Headers that belong to one hop, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamInfo:
+    """What TEI's /info says about itself, as far as the proxy needs it."""
+
+    model_id: str
+    max_client_batch_size: int
+    max_batch_tokens: int
+    max_concurrent_requests: int
+    max_input_length: int
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> UpstreamInfo:
+        def positive(name: str, default: int) -> int:
+            value = data.get(name)
+            return value if isinstance(value, int) and value > 0 else default
+
+        return cls(
+            model_id=str(data.get("model_id", "unknown")),
+            max_client_batch_size=positive("max_client_batch_size", 32),
+            max_batch_tokens=positive("max_batch_tokens", 16384),
+            max_concurrent_requests=positive("max_concurrent_requests", 512),
+            max_input_length=positive("max_input_length", 512),
+        )
+
+    def caps(self) -> Caps:
+        return Caps(
+            max_batch_size=self.max_client_batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            max_inflight_inputs=self.max_concurrent_requests,
+        )
+
+
+class Piece:
+    """One input's answer: its raw JSON fragment and its share of the batch's tokens."""
+
+    __slots__ = ("fragment", "tokens")
+
+    def __init__(self, fragment: bytes, tokens: int) -> None:
+        self.fragment = fragment
+        self.tokens = tokens
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.base = config.url.rstrip("/")
+        self.budget = RetryBudget(config.retry.budget_ratio)
+        self.info: UpstreamInfo | None = None
+        self.api_key: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
+        )
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self.api_key = self._read_key()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Upstream.start() not called"
+        return self._session
+
+    def _read_key(self) -> str | None:
+        path = self.config.api_key_file
+        if path is None:
+            return None
+        key = path.read_text().strip()
+        return key or None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    async def fetch_info(self) -> UpstreamInfo:
+        timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000 + 3)
+        async with self.session.get(
+            self.base + "/info", headers=self._headers(), timeout=timeout
+        ) as resp:
+            if resp.status != 200:
+                raise ProxyError(502, f"upstream /info answered {resp.status}", UPSTREAM)
+            self.info = UpstreamInfo.parse(orjson.loads(await resp.read()))
+        return self.info
+
+    async def healthy(self) -> bool:
+        timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000)
+        try:
+            async with self.session.get(
+                self.base + "/health", headers=self._headers(), timeout=timeout
+            ) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def call_batch(
+        self, route: str, params: Mapping[str, Any], items: Sequence[Any], deadline: float
+    ) -> list[Piece | ProxyError]:
+        """One answer per item. A whole-batch failure raises ProxyError."""
+        payload = orjson.dumps({**params, "inputs": list(items)})
+        status, body, tokens = await self._post(route, payload, deadline)
+        if status == 200:
+            fragments = split(body, len(items))
+            return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
+        error = errors.from_upstream(status, body)
+        if status in INPUT_ERRORS and len(items) > 1:
+            # Find the offending inputs: halve until each failing part holds only them.
+            mid = len(items) // 2
+            left, right = await asyncio.gather(
+                self.call_batch(route, params, items[:mid], deadline),
+                self.call_batch(route, params, items[mid:], deadline),
+            )
+            return left + right
+        if status in INPUT_ERRORS:
+            return [error] * len(items)
+        raise error
+
+    async def _post(self, route: str, payload: bytes, deadline: float) -> tuple[int, bytes, int]:
+        """POST with retries; (status, body, tokens computed) of the last attempt."""
+        loop = asyncio.get_running_loop()
+        retry = self.config.retry
+        self.budget.record_attempt()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ProxyError(504, "deadline passed before the upstream answered", TIMEOUT)
+            timeout = aiohttp.ClientTimeout(
+                total=min(self.config.timeout_ms / 1000, remaining),
+                sock_connect=self.config.connect_timeout_ms / 1000,
+            )
+            started = time.perf_counter()
+            self.metrics.upstream_inflight.inc()
+            reason: str
+            delay: float | None = None
+            try:
+                async with self.session.post(
+                    self.base + route, data=payload, headers=self._headers(), timeout=timeout
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    tokens = _int_header(resp.headers.get("x-compute-tokens"))
+                    delay = retry_after_seconds(resp.headers.get("Retry-After"))
+            except TimeoutError:
+                self._observe(route, "timeout", started)
+                limit = (
+                    "the request's deadline"
+                    if remaining * 1000 < self.config.timeout_ms
+                    else (f"upstream.timeout_ms ({self.config.timeout_ms} ms)")
+                )
+                raise ProxyError(504, f"upstream did not answer within {limit}", TIMEOUT) from None
+            except aiohttp.ClientError as e:
+                self._observe(route, "error", started)
+                reason, status, body, tokens = "connection", 0, b"", 0
+                error = ProxyError(
+                    502, f"upstream {self.base} unreachable: {_describe(e)}", UPSTREAM
+                )
+            else:
+                self._observe(route, str(status), started)
+                if status not in RETRY_STATUSES:
+                    return status, body, tokens
+                reason = str(status)
+                error = errors.from_upstream(status, body)
+            finally:
+                self.metrics.upstream_inflight.dec()
+            if attempt >= retry.max_attempts or not self.budget.try_spend():
+                if status:
+                    return status, body, tokens
+                raise error
+            pause = backoff_seconds(attempt, retry.backoff_ms, retry.max_backoff_ms)
+            if delay is not None:
+                pause = max(pause, min(delay, retry.max_backoff_ms / 1000))
+            if loop.time() + pause >= deadline:
+                if status:
+                    return status, body, tokens
+                raise error
+            self.metrics.retries.labels(reason=reason).inc()
+            await asyncio.sleep(pause)
+
+    def _observe(self, route: str, outcome: str, started: float) -> None:
+        self.metrics.upstream_responses.labels(route=route, status=outcome).inc()
+        self.metrics.upstream_duration.labels(route=route).observe(time.perf_counter() - started)
+
+    async def forward(
+        self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes, deadline: float
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Pass a request through unchanged (but for hop-by-hop headers and keys)."""
+        out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+        if self.api_key:
+            out["Authorization"] = f"Bearer {self.api_key}"
+        remaining = deadline - asyncio.get_running_loop().time()
+        timeout = aiohttp.ClientTimeout(
+            total=max(0.001, min(self.config.timeout_ms / 1000, remaining)),
+            sock_connect=self.config.connect_timeout_ms / 1000,
+        )
+        try:
+            async with self.session.request(
+                method, self.base + path_qs, data=body or None, headers=out, timeout=timeout
+            ) as resp:
+                data = await resp.read()
+                back = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
+                back.pop("Content-Encoding", None)
+                return resp.status, back, data
+        except TimeoutError:
+            raise ProxyError(504, "upstream did not answer in time", TIMEOUT) from None
+        except aiohttp.ClientError as e:
+            raise ProxyError(
+                502, f"upstream {self.base} unreachable: {_describe(e)}", UPSTREAM
+            ) from None
+
+
+def share(tokens: int, items: Sequence[Any]) -> list[int]:
+    """Apportion a batch's token count to its inputs by their length (token ids count exactly),
+    so that the shares add up to the total."""
+    weights = [len(item) if isinstance(item, str | list) else 1 for item in items]
+    total_weight = sum(weights) or 1
+    raw = [tokens * w / total_weight for w in weights]
+    out = [int(r) for r in raw]
+    # Largest remainders get the leftover tokens.
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[
+        : tokens - sum(out)
+    ]:
+        out[i] += 1
+    return out
+
+
+def _int_header(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+def _describe(error: aiohttp.ClientError) -> str:
+    return str(error) or type(error).__name__
