@@ -15,10 +15,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import openai_api, tei_api
+from .auth import KeyStore
 from .batcher import Batcher
 from .config import Config
 from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
 from .smoothing import MovingAverage
 from .upstream import Piece, Upstream
@@ -43,6 +45,8 @@ class Proxy:
             self._dispatch, config.batching, on_batch=self._on_batch
         )
         self.load_average = MovingAverage(AVERAGE_SAMPLES)
+        self.keys = KeyStore(config.auth)
+        self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.draining = False  # SIGTERM seen: not ready, still serving
         self.stopping = False  # drain delay over: new work refused
         self.upstream_ok = False
@@ -92,6 +96,8 @@ class Proxy:
             }
         )
         self.batcher.update(settings=config.batching)
+        self.keys.update(config.auth)
+        self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.metrics.set_config_version(config.version)
         log.info("config %r applied: %s", config.version, config.batching)
 
@@ -127,6 +133,8 @@ class Proxy:
             ticks += 1
             if ticks % 10 == 0:
                 b.drop_idle_groups()
+                self.keys.refresh()
+                self.limiter.forget_idle(asyncio.get_running_loop().time())
 
     # The batch path.
     async def _dispatch(
@@ -163,9 +171,8 @@ class Proxy:
                     return [await entries[0].future]
                 await asyncio.wait([e.future for e in entries])
         except TimeoutError:
-            ms = self.config.server.request_timeout_ms
             raise ProxyError(
-                504, f"request did not finish within its deadline ({ms} ms at most)", TIMEOUT
+                504, "request did not finish within its deadline", TIMEOUT, reason="deadline"
             ) from None
         finally:
             self.batcher.cancel(entries)  # only those still queued or pending are affected
@@ -175,12 +182,24 @@ class Proxy:
                 raise error
         return [e.future.result() for e in entries]
 
-    async def read_body(self, request: web.Request) -> bytes:
+    def admit(self, request: web.Request) -> None:
+        """Refuse work while stopping, without a valid key, or over the client's rate."""
         if self.stopping:
-            raise ProxyError(503, "proxy is shutting down", UNHEALTHY)
+            raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
+        client = request.remote or "unknown"
+        if self.keys.enabled:
+            client = self.keys.check(request.headers.get("Authorization"))
+        if self.limiter.enabled:
+            self.limiter.take(client, asyncio.get_running_loop().time())
+
+    async def read_body(self, request: web.Request) -> bytes:
+        self.admit(request)
         if request.content_type != JSON:
             raise ProxyError(
-                415, "Expected request with `Content-Type: application/json`", VALIDATION
+                415,
+                "Expected request with `Content-Type: application/json`",
+                VALIDATION,
+                reason="content_type",
             )
         limit = self.config.server.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -235,8 +254,7 @@ class Proxy:
         started = time.perf_counter()
         route = "other"
         try:
-            if self.stopping:
-                raise ProxyError(503, "proxy is shutting down", UNHEALTHY)
+            self.admit(request)
             body = await request.read()
             status, headers, data = await self.upstream.forward(
                 request.method, request.path_qs, request.headers, body, self.deadline(request)
@@ -246,7 +264,10 @@ class Proxy:
             e = _too_large(self.config.server.max_body_bytes)
             response = web.Response(status=e.status, body=e.tei_body(), content_type=JSON)
         except ProxyError as e:
-            response = web.Response(status=e.status, body=e.tei_body(), content_type=JSON)
+            self._count_rejection(e)
+            response = web.Response(
+                status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
+            )
         self._observe(route, response.status, started)
         return response
 
@@ -277,25 +298,14 @@ class Proxy:
         self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
 
     def _count_rejection(self, error: ProxyError) -> None:
-        reason = {
-            429: "queue_full",
-            504: "deadline",
-            503: "shutting_down",
-            413: "too_large",
-            415: "content_type",
-        }.get(error.status)
-        if (
-            reason is None
-            and error.status in (400, 422)
-            and error.error_type in ("Validation", "Empty")
-        ):
-            reason = "invalid"
-        if reason is not None:
-            self.metrics.rejections.labels(reason=reason).inc()
+        if error.reason is not None:
+            self.metrics.rejections.labels(reason=error.reason).inc()
 
 
 def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"request body exceeds the limit of {limit} bytes", VALIDATION)
+    return ProxyError(
+        413, f"request body exceeds the limit of {limit} bytes", VALIDATION, reason="too_large"
+    )
 
 
 PROXY = web.AppKey("proxy", Proxy)

@@ -30,12 +30,14 @@ class ProxyError(Exception):
         message: str,
         error_type: str,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_type = error_type
         self.headers = headers or {}
+        self.reason = reason  # set when the proxy itself refuses: the rejections metric's label
 
     def tei_body(self) -> bytes:
         return orjson.dumps({"error": self.message, "error_type": self.error_type})
@@ -66,5 +68,5 @@ def from_upstream(status: int, body: bytes) -> ProxyError:
     )
 
 
-def overloaded(message: str, retry_after_s: int = 1) -> ProxyError:
-    return ProxyError(429, message, OVERLOADED, {"Retry-After": str(retry_after_s)})
+def overloaded(message: str, retry_after_s: int = 1, reason: str = "queue_full") -> ProxyError:
+    return ProxyError(429, message, OVERLOADED, {"Retry-After": str(retry_after_s)}, reason)
