@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .upstream import Piece, Upstream
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 JSON = "application/json"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
@@ -34,7 +35,7 @@ AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
 
 
 class Proxy:
-    """Everything one proxy process holds; the aiohttp app keeps it under `app[PROXY]`."""
+    """Everything one proxy process holds: config, metrics, batcher, upstream client, state."""
 
     def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
@@ -51,6 +52,7 @@ class Proxy:
         self.stopping = False  # drain delay over: new work refused
         self.upstream_ok = False
         self._reload = reload
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
 
@@ -150,7 +152,7 @@ class Proxy:
         for wait in waits:
             self.metrics.queue_wait.observe(wait)
 
-    def deadline(self, request: web.Request) -> float:
+    def deadline(self, request: web.BaseRequest) -> float:
         ms = float(self.config.server.request_timeout_ms)
         header = request.headers.get(TIMEOUT_HEADER)
         if header:
@@ -165,34 +167,35 @@ class Proxy:
     async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
         """Queue a request's inputs and wait for all of them; the first error fails it."""
         entries = self.batcher.submit(req.key, req.items, req.costs, deadline)
+        futures = [e.future for e in entries]
+        # One timer per request (cheaper than a timeout context on the hot path): at the deadline
+        # every unanswered input fails with 504.
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, futures)
         try:
-            async with asyncio.timeout_at(deadline):
-                if len(entries) == 1:
-                    return [await entries[0].future]
-                await asyncio.wait([e.future for e in entries])
-        except TimeoutError:
-            raise ProxyError(
-                504, "request did not finish within its deadline", TIMEOUT, reason="deadline"
-            ) from None
+            if len(futures) == 1:
+                return [await futures[0]]
+            await asyncio.wait(futures)
         finally:
-            self.batcher.cancel(entries)  # only those still queued or pending are affected
-        errors = [e.future.exception() for e in entries]
+            timer.cancel()
+            self.batcher.cancel(entries)  # only inputs still queued or pending are affected
+        errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None:
                 raise error
-        return [e.future.result() for e in entries]
+        return [f.result() for f in futures]
 
-    def admit(self, request: web.Request) -> None:
+    def admit(self, request: web.BaseRequest) -> None:
         """Refuse work while stopping, without a valid key, or over the client's rate."""
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
-        client = request.remote or "unknown"
+        client = None
         if self.keys.enabled:
             client = self.keys.check(request.headers.get("Authorization"))
         if self.limiter.enabled:
+            client = client or request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
 
-    async def read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.BaseRequest) -> bytes:
         self.admit(request)
         if request.content_type != JSON:
             raise ProxyError(
@@ -210,7 +213,7 @@ class Proxy:
             raise _too_large(limit) from None
 
     # Handlers.
-    async def handle_tei(self, request: web.Request) -> web.StreamResponse:
+    async def handle_tei(self, request: web.BaseRequest) -> web.StreamResponse:
         route = request.path
         started = time.perf_counter()
         try:
@@ -228,7 +231,7 @@ class Proxy:
         self._observe(route, response.status, started)
         return response
 
-    async def handle_openai(self, request: web.Request) -> web.StreamResponse:
+    async def handle_openai(self, request: web.BaseRequest) -> web.StreamResponse:
         route = "/v1/embeddings"
         started = time.perf_counter()
         try:
@@ -250,7 +253,7 @@ class Proxy:
         self._observe(route, response.status, started)
         return response
 
-    async def handle_forward(self, request: web.Request) -> web.StreamResponse:
+    async def handle_forward(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         route = "other"
         try:
@@ -271,10 +274,10 @@ class Proxy:
         self._observe(route, response.status, started)
         return response
 
-    async def handle_health(self, request: web.Request) -> web.StreamResponse:
+    async def handle_health(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(status=200)
 
-    async def handle_ready(self, request: web.Request) -> web.StreamResponse:
+    async def handle_ready(self, request: web.BaseRequest) -> web.StreamResponse:
         if self.draining:
             reason = "draining"
         elif not self.upstream_ok:
@@ -283,7 +286,7 @@ class Proxy:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
-    async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         m, b = self.metrics, self.batcher
         m.queue_depth.set(b.queue_depth)
         m.inflight_inputs.set(b.inflight_inputs)
@@ -294,12 +297,29 @@ class Proxy:
         )
 
     def _observe(self, route: str, status: int, started: float) -> None:
-        self.metrics.requests.labels(route=route, status=str(status)).inc()
-        self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+        # Labelled children are looked up once and kept: labels() is costly per request.
+        children = self._children.get((route, status))
+        if children is None:
+            children = self._children[(route, status)] = (
+                self.metrics.requests.labels(route=route, status=str(status)),
+                self.metrics.request_duration.labels(route=route),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def _count_rejection(self, error: ProxyError) -> None:
         if error.reason is not None:
             self.metrics.rejections.labels(reason=error.reason).inc()
+
+
+def _expire(futures: list[asyncio.Future[Piece]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(
+                ProxyError(
+                    504, "request did not finish within its deadline", TIMEOUT, reason="deadline"
+                )
+            )
 
 
 def _too_large(limit: int) -> ProxyError:
@@ -308,26 +328,42 @@ def _too_large(limit: int) -> ProxyError:
     )
 
 
-PROXY = web.AppKey("proxy", Proxy)
-
-
-def create_app(proxy: Proxy, with_metrics: bool = True) -> web.Application:
-    """The API app (routes of TEI and OpenAI, health, readiness, and metrics unless separate)."""
-    app = web.Application(client_max_size=proxy.config.server.max_body_bytes)
-    app[PROXY] = proxy
-    app.router.add_get("/health", proxy.handle_health)
-    app.router.add_get("/ready", proxy.handle_ready)
+def create_server(proxy: Proxy, with_metrics: bool = True) -> web.Server:
+    """The API server: TEI's and OpenAI's routes, health, readiness, and metrics unless they are
+    served apart. A plain dispatch table on aiohttp's low-level server: the proxy's own cost per
+    request is what sets its throughput, and it has no use for a general router."""
+    posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
+    posts["/v1/embeddings"] = proxy.handle_openai
+    gets: dict[str, Handler] = {"/health": proxy.handle_health, "/ready": proxy.handle_ready}
     if with_metrics:
-        app.router.add_get("/metrics", proxy.handle_metrics)
-    for route in sorted(tei_api.BATCH_ROUTES):
-        app.router.add_post(route, proxy.handle_tei)
-    app.router.add_post("/v1/embeddings", proxy.handle_openai)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle_forward)
-    return app
+        gets["/metrics"] = proxy.handle_metrics
+    routes = {"POST": posts, "GET": gets}
+    forward = proxy.handle_forward
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        table = routes.get(request.method)
+        handler = table.get(request.path, forward) if table is not None else forward
+        return await handler(request)
+
+    limit = proxy.config.server.max_body_bytes
+
+    def make_request(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, protocol._loop, client_max_size=limit
+        )
+
+    # handler_cancellation: a caller that disconnects cancels its handler, which takes its inputs
+    # out of the queue before they are sent upstream.
+    return web.Server(handle, request_factory=make_request, handler_cancellation=True)
 
 
-def create_metrics_app(proxy: Proxy) -> web.Application:
-    app = web.Application()
-    app.router.add_get("/metrics", proxy.handle_metrics)
-    app.router.add_get("/health", proxy.handle_health)
-    return app
+def create_metrics_server(proxy: Proxy) -> web.Server:
+    gets: dict[str, Handler] = {"/metrics": proxy.handle_metrics, "/health": proxy.handle_health}
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        handler = gets.get(request.path) if request.method == "GET" else None
+        if handler is None:
+            return web.Response(status=404, text="metrics port: GET /metrics\n")
+        return await handler(request)
+
+    return web.Server(handle)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .app import Proxy, create_app, create_metrics_app
+from .app import Proxy, create_metrics_server, create_server
 from .config import Config
 
 log = logging.getLogger("embedding_proxy")
@@ -26,17 +26,13 @@ async def serve(
     server = config.server
     proxy = Proxy(config, reload)
     await proxy.start(config_path)
-    runners: list[web.AppRunner] = []
+    runners: list[web.ServerRunner] = []
     separate_metrics = server.metrics_port is not None
-    apps = [(create_app(proxy, with_metrics=not separate_metrics), server.port)]
+    servers = [(create_server(proxy, with_metrics=not separate_metrics), server.port)]
     if server.metrics_port is not None:
-        apps.append((create_metrics_app(proxy), server.metrics_port))
-    for app, port in apps:
-        # handler_cancellation: a caller that disconnects cancels its handler, which takes its
-        # inputs out of the queue before they are sent upstream.
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0
-        )
+        servers.append((create_metrics_server(proxy), server.metrics_port))
+    for web_server, port in servers:
+        runner = web.ServerRunner(web_server, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         await web.TCPSite(runner, server.host, port, backlog=4096).start()
         runners.append(runner)

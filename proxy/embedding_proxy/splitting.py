@@ -8,7 +8,7 @@ import orjson
 from .errors import UPSTREAM, ProxyError
 
 
-def split(body: bytes, count: int) -> list[bytes]:
+def split(body: bytes, count: int) -> list[bytes | memoryview]:
     """The top-level JSON array `body` as `count` raw element fragments, or 502."""
     parts = _split_vectors(body)
     if parts is None:
@@ -30,19 +30,26 @@ def split(body: bytes, count: int) -> list[bytes]:
     return parts
 
 
-def _split_vectors(body: bytes) -> list[bytes] | None:
-    """Fast path for a compact list of flat number lists, as TEI's /embed sends it:
-    `[[1.0,2.0],[3.0]]`. Anything else (nesting, objects, spaces) returns None."""
-    if not (body.startswith(b"[[") and body.endswith(b"]]")):
+def _split_vectors(body: bytes) -> list[bytes | memoryview] | None:
+    """Fast path for a list of flat number lists, as TEI's /embed sends it: `[[1.0,2.0],[3.0]]`.
+    The fragments are views into `body`: nothing is copied until the caller's answer is joined.
+    Anything else (deeper nesting, objects, spaces between lists) returns None."""
+    if not (body.startswith(b"[[") and body.endswith(b"]]")) or b"{" in body:
         return None
-    inner = body[2:-2]
-    parts = inner.split(b"],[")
-    separators = len(parts) - 1
-    if inner.count(b"[") != separators or inner.count(b"]") != separators:
-        return None  # nested lists: not flat vectors
-    if b"{" in inner or b'"' in inner or b" " in inner:
-        return None
-    return [b"[" + part + b"]" for part in parts]
+    view = memoryview(body)
+    parts: list[bytes | memoryview] = []
+    start, end = 1, len(body) - 1
+    # Single-byte searches (memchr) only: this runs over every vector the proxy passes through.
+    while True:
+        cut = body.find(b"]", start, end)
+        if cut < 0 or body.find(b"[", start + 1, cut) >= 0:
+            return None  # cut short, or nested lists: not flat vectors
+        parts.append(view[start : cut + 1])
+        if cut + 1 == end:
+            return parts
+        if body[cut + 1 : cut + 3] != b",[":
+            return None
+        start = cut + 2
 
 
 def _snippet(body: bytes) -> str:

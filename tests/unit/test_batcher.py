@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from embedding_proxy.batcher import Batcher, Caps
 from embedding_proxy.config import BatchingConfig
 from embedding_proxy.errors import ProxyError

@@ -7,6 +7,7 @@ import struct
 
 import orjson
 import pytest
+
 from embedding_proxy import openai_api, tei_api
 from embedding_proxy.config import LimitsConfig
 from embedding_proxy.errors import ProxyError

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
+
 from embedding_proxy.errors import ProxyError
 from embedding_proxy.splitting import split
 
 
 def test_compact_vectors_split_without_parsing() -> None:
-    assert split(b"[[1.0,2.5],[-3e-5,4]]", 2) == [b"[1.0,2.5]", b"[-3e-5,4]"]
+    assert [bytes(p) for p in split(b"[[1.0,2.5],[-3e-5,4]]", 2)] == [b"[1.0,2.5]", b"[-3e-5,4]"]
+    assert [bytes(p) for p in split(b"[[1.0]]", 1)] == [b"[1.0]"]
 
 
 @pytest.mark.parametrize(
@@ -16,6 +18,7 @@ def test_compact_vectors_split_without_parsing() -> None:
         [[{"index": 1, "value": 0.5}], [{"index": 2, "value": 0.1}]],  # /embed_sparse
         [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6]]],  # /embed_all
         [[{"id": 1, "text": "a", "special": False, "start": 0, "stop": 1}], []],  # /tokenize
+        [[1.0], [2.0, [3]]],  # nested deeper than vectors
     ],
 )
 def test_other_shapes_split_by_element(data: list[object]) -> None:
