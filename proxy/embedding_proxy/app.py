@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -99,7 +100,12 @@ class Proxy:
         )
         self.batcher.update(settings=config.batching)
         self.keys.update(config.auth)
-        self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
+        limits = config.limits
+        if (limits.rate_per_second, limits.rate_burst) != (
+            self.limiter.rate,
+            self.limiter.burst_setting,
+        ):
+            self.limiter = RateLimiter(limits.rate_per_second, limits.rate_burst)
         self.metrics.set_config_version(config.version)
         log.info("config %r applied: %s", config.version, config.batching)
 
@@ -118,10 +124,7 @@ class Proxy:
                     self.batcher.update(caps=info.caps())
                     next_info = now + refresh
                 self.upstream_ok = await self.upstream.healthy()
-            except (ProxyError, OSError, TimeoutError, ValueError) as e:
-                self.upstream_ok = False
-                log.debug("upstream not ready: %s", e)
-            except Exception as e:  # aiohttp.ClientError and the like: keep watching
+            except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as e:
                 self.upstream_ok = False
                 log.debug("upstream not ready: %r", e)
             await asyncio.sleep(2.0 if self.upstream.info is not None else 0.25)
@@ -136,6 +139,7 @@ class Proxy:
             if ticks % 10 == 0:
                 b.drop_idle_groups()
                 self.keys.refresh()
+                self.upstream.refresh_key()
                 self.limiter.forget_idle(asyncio.get_running_loop().time())
 
     # The batch path.

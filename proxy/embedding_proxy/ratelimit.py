@@ -10,6 +10,7 @@ from .errors import ProxyError, overloaded
 class RateLimiter:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
+        self.burst_setting = burst
         self.burst = float(burst or max(1, math.ceil(rate)))
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, updated at)
 

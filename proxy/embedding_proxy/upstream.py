@@ -19,6 +19,7 @@ from .batcher import Caps
 from .config import UpstreamConfig
 from .errors import TIMEOUT, UPSTREAM, ProxyError
 from .metrics import Metrics
+from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
 from .splitting import split
 
@@ -96,6 +97,7 @@ class Upstream:
         self.budget = RetryBudget(config.retry.budget_ratio)
         self.info: UpstreamInfo | None = None
         self.api_key: str | None = None
+        self._key_seen: Fingerprint = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -103,7 +105,7 @@ class Upstream:
             limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
         )
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-        self.api_key = self._read_key()
+        self.refresh_key()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -114,12 +116,16 @@ class Upstream:
         assert self._session is not None, "Upstream.start() not called"
         return self._session
 
-    def _read_key(self) -> str | None:
+    def refresh_key(self) -> None:
+        """(Re)read the key TEI requires when its file (a mounted Secret) has changed."""
         path = self.config.api_key_file
-        if path is None:
-            return None
-        key = path.read_text().strip()
-        return key or None
+        if path is None or fingerprint(path) == self._key_seen:
+            return
+        self._key_seen = fingerprint(path)
+        try:
+            self.api_key = path.read_text().strip() or None
+        except OSError as e:
+            log.error("cannot read upstream.api_key_file %s: %s", path, e.strerror)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
