@@ -68,15 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from . import simulator
 
-    settings = simulator.settings_from_args(args)
     setup_logging("info")
-    web.run_app(
-        simulator.create_app(settings), host=settings.host, port=settings.port, access_log=None
-    )
+    simulator.run(simulator.settings_from_args(args))
     return 0
 
 

@@ -1,0 +1,156 @@
+"""Every knob of the simulator, and its command line (`embedding-proxy simulate-tei`).
+
+Flag names follow TEI's launcher where TEI has the setting (`--max-client-batch-size`,
+`--max-batch-tokens`, `--max-concurrent-requests`, `--auto-truncate`, `--payload-limit`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+DEFAULT_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+@dataclass
+class SimulatorSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_id: str = "embedding-proxy/tei-simulator"
+    dimensions: int = 768
+    max_client_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    max_batch_requests: int | None = None
+    max_concurrent_requests: int = 512
+    max_input_length: int = 512
+    auto_truncate: bool = False
+    payload_limit: int = 2_000_000
+    api_key: str | None = None
+    prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    # TEI's own batching inside; off models a server that runs one request at a time.
+    internal_batching: bool = True
+    # The cost of one forward pass (see gpu.CostModel).
+    base_ms: float = 6.0
+    knee_tokens: int = 8192
+    per_token_us: float = 0.4
+    backend_replicas: int = 1
+    vector_cache_size: int = 4096
+
+    def __post_init__(self) -> None:
+        positive = (
+            "dimensions",
+            "max_client_batch_size",
+            "max_batch_tokens",
+            "max_concurrent_requests",
+            "max_input_length",
+            "payload_limit",
+            "backend_replicas",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_batch_requests is not None and self.max_batch_requests < 1:
+            raise ValueError(
+                f"max_batch_requests must be at least 1, got {self.max_batch_requests}"
+            )
+        if self.max_input_length > self.max_batch_tokens:
+            # TEI refuses this too: an input longer than a batch could never be scheduled.
+            raise ValueError(
+                f"max_input_length ({self.max_input_length}) must be at most "
+                f"max_batch_tokens ({self.max_batch_tokens})"
+            )
+        for name in ("base_ms", "per_token_us", "knee_tokens", "vector_cache_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+def _prompt(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=TEXT, got {value!r}")
+    return name, text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's flags to `parser`."""
+    d = SimulatorSettings()
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", "--hostname", default=d.host, help=f"default {d.host}")
+    server.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
+    server.add_argument(
+        "--payload-limit", type=int, default=d.payload_limit, help="request body limit, bytes"
+    )
+    server.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY`")
+
+    tei = parser.add_argument_group("TEI limits (reported by /info)")
+    tei.add_argument("--model-id", default=d.model_id)
+    tei.add_argument("--dimensions", type=int, default=d.dimensions, help="vector size")
+    tei.add_argument("--max-client-batch-size", type=int, default=d.max_client_batch_size)
+    tei.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens)
+    tei.add_argument("--max-batch-requests", type=int, default=None)
+    tei.add_argument("--max-concurrent-requests", type=int, default=d.max_concurrent_requests)
+    tei.add_argument("--max-input-length", type=int, default=d.max_input_length)
+    tei.add_argument("--auto-truncate", action="store_true")
+    tei.add_argument(
+        "--prompt",
+        action="append",
+        type=_prompt,
+        metavar="NAME=TEXT",
+        help="a prompt for `prompt_name` (repeatable; default: query and passage)",
+    )
+
+    gpu = parser.add_argument_group("simulated GPU")
+    gpu.add_argument(
+        "--no-internal-batching",
+        dest="internal_batching",
+        action="store_false",
+        help="run each request as its own forward pass, one at a time",
+    )
+    gpu.add_argument(
+        "--base-ms", type=float, default=d.base_ms, help="cost of a pass below the knee"
+    )
+    gpu.add_argument(
+        "--knee-tokens", type=int, default=d.knee_tokens, help="tokens a pass takes at base cost"
+    )
+    gpu.add_argument(
+        "--per-token-us", type=float, default=d.per_token_us, help="cost per token past the knee"
+    )
+    gpu.add_argument(
+        "--backend-replicas", type=int, default=d.backend_replicas, help="passes that run at once"
+    )
+    gpu.add_argument("--vector-cache-size", type=int, default=d.vector_cache_size)
+
+
+def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
+    """Build settings from parsed flags; a bad value exits with status 2 and one line saying why."""
+    prompts = dict(args.prompt) if args.prompt else dict(DEFAULT_PROMPTS)
+    try:
+        return _settings(args, prompts)
+    except ValueError as e:
+        print(f"embedding-proxy simulate-tei: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _settings(args: argparse.Namespace, prompts: dict[str, str]) -> SimulatorSettings:
+    return SimulatorSettings(
+        host=args.host,
+        port=args.port,
+        model_id=args.model_id,
+        dimensions=args.dimensions,
+        max_client_batch_size=args.max_client_batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_input_length=args.max_input_length,
+        auto_truncate=args.auto_truncate,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key,
+        prompts=prompts,
+        internal_batching=args.internal_batching,
+        base_ms=args.base_ms,
+        knee_tokens=args.knee_tokens,
+        per_token_us=args.per_token_us,
+        backend_replicas=args.backend_replicas,
+        vector_cache_size=args.vector_cache_size,
+    )
