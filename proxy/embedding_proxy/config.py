@@ -103,7 +103,7 @@ class AuthConfig(Section):
 
 class LimitsConfig(Section):
     max_inputs_per_request: int = Field(
-        1024, ge=1, description="Inputs in one client request; beyond that, 422."
+        1024, ge=1, description="Inputs in one client request; beyond that, 413."
     )
     max_input_chars: int = Field(
         100_000, ge=1, description="Characters in one input; beyond that, 413."

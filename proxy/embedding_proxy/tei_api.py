@@ -135,7 +135,7 @@ def check_inputs(items: Sequence[Item], limits: LimitsConfig) -> None:
         raise ProxyError(400, "`inputs` cannot be empty", EMPTY)
     if len(items) > limits.max_inputs_per_request:
         raise ProxyError(
-            422,
+            413,
             f"batch size {len(items)} > maximum allowed batch size {limits.max_inputs_per_request}",
             VALIDATION,
         )

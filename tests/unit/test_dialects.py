@@ -59,7 +59,7 @@ def test_routes_have_separate_groups() -> None:
         (body({"inputs": 5}), 422, "Validation"),
         (body({"inputs": [None]}), 422, "Validation"),
         (body({"text": "x"}), 422, "Validation"),
-        (body({"inputs": ["a"] * 1025}), 422, "Validation"),
+        (body({"inputs": ["a"] * 1025}), 413, "Validation"),
         (body({"inputs": "x" * 100_001}), 413, "Validation"),
     ],
 )

@@ -1,0 +1,29 @@
+"""HTTP calls and checks shared by the integration tests."""
+
+from __future__ import annotations
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+JSON = {"Content-Type": "application/json"}
+
+
+def close(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) < 1e-6 for x, y in zip(a, b, strict=True))
+
+
+async def embed(http: aiohttp.ClientSession, url: str, body: dict) -> tuple[int, object]:
+    async with http.post(url + "/embed", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """Every sample of a /metrics page, keyed `name{label=value,...}` (labels sorted)."""
+    async with http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
