@@ -1,0 +1,75 @@
+"""`embedding-proxy bench`: the proxy against the upstream called directly and against the best
+the upstream can do (`ideal`: full pre-formed batches), side by side in one run. See
+docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+
+from .run import main
+
+TARGETS = ("proxy", "direct", "ideal")
+
+__all__ = ["TARGETS", "add_arguments", "main"]
+
+
+def _targets(value: str) -> list[str]:
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"targets are {', '.join(TARGETS)}; got {value!r}")
+    return names
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=_positive, help="requests per target (default 2000)")
+    p.add_argument("--concurrency", type=_positive, default=64, help="callers at once (64)")
+    p.add_argument(
+        "--tokens", type=int, default=16, help="simulator tokens per input, at least 3 (16)"
+    )
+    p.add_argument("--inputs-per-request", type=_positive, default=1, help="inputs a request (1)")
+    p.add_argument(
+        "--targets",
+        type=_targets,
+        help="comma-separated: proxy, direct, ideal (default all; proxy with --connections)",
+    )
+    p.add_argument("--upstream", help="TEI base URL; without it the simulator is started")
+    p.add_argument(
+        "--simulator-args",
+        default="",
+        help="flags for the started simulator, e.g. --simulator-args=--no-internal-batching",
+    )
+    p.add_argument(
+        "--proxy-args", default="", help='flags for `serve`, e.g. --proxy-args="--max-wait-ms 2"'
+    )
+    p.add_argument(
+        "--warmup", type=int, help="untimed requests per target first (default: concurrency, ≥200)"
+    )
+    p.add_argument(
+        "--ideal-batch-size", type=_positive, help="default: the upstream's max_client_batch_size"
+    )
+    p.add_argument(
+        "--ideal-concurrency",
+        type=_positive,
+        help="batches at once for ideal (default: the proxy's max_concurrency)",
+    )
+    p.add_argument(
+        "--connections",
+        type=_positive,
+        help="memory check: this many requests in flight to the proxy at once (e.g. 2048)",
+    )
+    p.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="load generator's HTTP client: raw (cheapest, default) or aiohttp",
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (120)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")

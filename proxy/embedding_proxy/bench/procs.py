@@ -1,0 +1,194 @@
+"""The processes a benchmark starts (simulator, proxy, load generator), and what it measures."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import psutil
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile_limit() -> int:
+    """Soft file-descriptor limit up to the hard one: thousands of connections need as many fds.
+    Children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return orjson.loads(resp.read())
+
+
+@dataclass
+class Service:
+    """A started server process with its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, path: str, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not answer {path} within {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop it and remove its log (errors that matter quote the log's tail first)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.unlink(missing_ok=True)
+
+
+def start_service(name: str, args: list[str], port: int, ready_path: str) -> Service:
+    log = Path(tempfile.mkstemp(prefix=f"embedding-proxy-bench-{name}-", suffix=".log")[1])
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    service = Service(name, proc, port, log)
+    try:
+        service.wait_ready(ready_path)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def start_simulator(extra: list[str]) -> Service:
+    port = free_port()
+    args = [PYTHON, "-m", "embedding_proxy.simulator", "--host", "127.0.0.1", "--port", str(port)]
+    return start_service("simulator", [*args, *extra], port, "/health")
+
+
+def start_proxy(upstream: str, extra: list[str]) -> Service:
+    port = free_port()
+    args = [PYTHON, "-m", "embedding_proxy.cli", "serve", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--upstream", upstream, "--log-level", "warning"]
+    return start_service("proxy", [*args, *extra], port, "/ready")
+
+
+@dataclass
+class Watch:
+    """CPU seconds (user + system) between start() and stop(), and peak RSS sampled every 50 ms."""
+
+    pid: int
+    interval: float = 0.05
+    cpu_s: float = 0.0
+    peak_rss: int = 0
+    _cpu0: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _cpu(self) -> float:
+        t = psutil.Process(self.pid).cpu_times()
+        return t.user + t.system
+
+    def _sample(self) -> None:
+        proc = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._cpu0 = self._cpu()
+        self.peak_rss = psutil.Process(self.pid).memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.cpu_s = self._cpu() - self._cpu0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class LoadProcess:
+    """The load generator child: spec in, "warm" out, "go" in, result out."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "embedding_proxy.bench.load"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._send(spec)
+
+    def _send(self, obj: dict[str, Any]) -> None:
+        stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
+        stdin.write(orjson.dumps(obj) + b"\n")
+        stdin.flush()
+
+    def _receive(self) -> dict[str, Any]:
+        stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        line = stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"load generator exited with {self.proc.returncode}")
+        return orjson.loads(line)
+
+    def wait_warm(self) -> None:
+        self._receive()
+
+    def go(self) -> dict[str, Any]:
+        self._send({"go": True})
+        result = self._receive()
+        self.proc.wait(30)
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,120 @@
+"""The benchmark's table, ratios and machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+import psutil
+
+COLUMNS = [
+    ("target", "{}"),
+    ("requests", "{:,}"),
+    ("ok", "{:,}"),
+    ("failed", "{:,}"),
+    ("inputs/s", "{:,.0f}"),
+    ("p50 ms", "{:.2f}"),
+    ("p95 ms", "{:.2f}"),
+    ("p99 ms", "{:.2f}"),
+    ("proxy CPU µs/req", "{:.0f}"),
+    ("proxy peak RSS MB", "{:.1f}"),
+]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    values = [
+        row["target"],
+        row["requests"],
+        row["ok"],
+        row["failed"],
+        row["inputs_per_s"],
+        row["p50_ms"],
+        row["p95_ms"],
+        row["p99_ms"],
+        row.get("proxy_cpu_us_per_request"),
+        row.get("proxy_peak_rss_mb"),
+    ]
+    formats = [fmt for _, fmt in COLUMNS]
+    return ["-" if v is None else f.format(v) for v, f in zip(values, formats, strict=True)]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    return "\n".join([line, rule, *body])
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
+    by = {r["target"]: r for r in results}
+    out: dict[str, float] = {}
+    proxy = by.get("proxy")
+    if proxy is None:
+        return out
+    for other in ("direct", "ideal"):
+        base = by.get(other)
+        if base is not None and base["inputs_per_s"] > 0:
+            out[f"proxy/{other}"] = proxy["inputs_per_s"] / base["inputs_per_s"]
+    if "direct" in by:
+        out["p50 proxy-direct ms"] = proxy["p50_ms"] - by["direct"]["p50_ms"]
+    return out
+
+
+def cpu_table(results: list[dict[str, Any]]) -> str:
+    """Where the machine's CPU went during each measured run: the processes share the cores."""
+    headers = ["target", "wall s", "load generator CPU s", "proxy CPU s", "upstream CPU s"]
+    rows = []
+    for r in results:
+        cells = [r["wall_s"], r["loadgen_cpu_s"], r.get("proxy_cpu_s"), r.get("upstream_cpu_s")]
+        rows.append([r["target"], *("-" if v is None else f"{v:.2f}" for v in cells)])
+    return markdown_table(headers, rows)
+
+
+def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    m = settings["machine"]
+    lines = [
+        f"embedding-proxy bench: {settings['tokens']} tokens/input, "
+        f"{settings['inputs_per_request']} input(s)/request, concurrency "
+        f"{settings['concurrency']}; ideal: batches of {settings['ideal_batch_size']} at "
+        f"concurrency {settings['ideal_concurrency']}",
+        f"upstream: {settings['upstream']}",
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; load generator, "
+        "proxy and a local upstream share them",
+        "",
+        markdown_table([c for c, _ in COLUMNS], [_cells(r) for r in results]),
+        "",
+        cpu_table(results),
+    ]
+    rat = ratios(results)
+    if rat:
+        lines.append("")
+        lines.append("  ".join(f"{k}: {v:.2f}" for k, v in rat.items()))
+    for r in results:
+        if r["failed"]:
+            lines.append(f"{r['target']}: failures {r['statuses']}; first: {r['first_error']}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Runs the benchmark: starts what is needed, drives each target in turn, prints the report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import secrets
+import shlex
+import sys
+from typing import Any
+
+import orjson
+
+from ..config import BatchingConfig
+from . import report
+from .procs import LoadProcess, Service, Watch, get_json, raise_nofile_limit, start_proxy
+from .procs import start_simulator as start_sim
+
+DEFAULT_REQUESTS = 2000
+MEMORY_TARGET_MB = 150
+
+
+def _proxy_max_concurrency(proxy_args: list[str]) -> int:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--max-concurrency", type=int)
+    known, _ = p.parse_known_args(proxy_args)
+    return known.max_concurrency or BatchingConfig().max_concurrency
+
+
+def settings_of(args: argparse.Namespace, upstream: str, info: dict[str, Any]) -> dict[str, Any]:
+    connections = args.connections
+    concurrency = connections or args.concurrency
+    requests = args.requests or (4 * connections if connections else DEFAULT_REQUESTS)
+    targets = args.targets or (["proxy"] if connections else ["proxy", "direct", "ideal"])
+    warmup = args.warmup if args.warmup is not None else max(200, concurrency)
+    proxy_args = shlex.split(args.proxy_args)
+    return {
+        "targets": targets,
+        "requests": requests,
+        "concurrency": concurrency,
+        "connections": connections,
+        "tokens": args.tokens,
+        "inputs_per_request": args.inputs_per_request,
+        "warmup": warmup,
+        "upstream": upstream,
+        "simulator_args": args.simulator_args if not args.upstream else None,
+        "proxy_args": proxy_args,
+        "ideal_batch_size": args.ideal_batch_size or int(info.get("max_client_batch_size", 32)),
+        "ideal_concurrency": args.ideal_concurrency or _proxy_max_concurrency(proxy_args),
+        "timeout_s": args.timeout,
+        "client": args.client,
+        "machine": report.machine(),
+    }
+
+
+def load_spec(settings: dict[str, Any], target: str, url: str, run_id: str) -> dict[str, Any]:
+    """What the load generator sends for a target. All targets carry the same inputs count;
+    each its own texts (a salt), so no answer is a cache hit of another target's."""
+    per_request = settings["inputs_per_request"]
+    concurrency = settings["concurrency"]
+    if target == "ideal":
+        per_request, concurrency = settings["ideal_batch_size"], settings["ideal_concurrency"]
+    inputs = settings["requests"] * settings["inputs_per_request"]
+    return {
+        "url": url + "/embed",
+        "tokens": settings["tokens"],
+        "inputs": inputs,
+        "inputs_per_request": per_request,
+        "warmup_inputs": settings["warmup"] * settings["inputs_per_request"],
+        "concurrency": concurrency,
+        "salt": f"{target[0]}{run_id}-",
+        "timeout_s": settings["timeout_s"],
+        "client": settings["client"],
+    }
+
+
+def run_target(
+    settings: dict[str, Any], target: str, upstream: str, simulator: Service | None, run_id: str
+) -> dict[str, Any]:
+    proxy = start_proxy(upstream, settings["proxy_args"]) if target == "proxy" else None
+    load: LoadProcess | None = None
+    try:
+        url = proxy.url if proxy is not None else upstream
+        load = LoadProcess(load_spec(settings, target, url, run_id))
+        load.wait_warm()
+        watches = {
+            name: Watch(service.proc.pid)
+            for name, service in (("proxy", proxy), ("upstream", simulator))
+            if service is not None
+        }
+        for watch in watches.values():
+            watch.start()
+        result = load.go()
+        for watch in watches.values():
+            watch.stop()
+    finally:
+        if load is not None:
+            load.kill()
+        if proxy is not None:
+            proxy.stop()
+    result["target"] = target
+    if "upstream" in watches:
+        result["upstream_cpu_s"] = watches["upstream"].cpu_s
+    if "proxy" in watches:
+        w = watches["proxy"]
+        result["proxy_cpu_s"] = w.cpu_s
+        result["proxy_cpu_us_per_request"] = w.cpu_s / max(1, result["requests"]) * 1e6
+        result["proxy_peak_rss_mb"] = w.peak_rss / 2**20
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.tokens < 3:
+        print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
+        return 2
+    fd_limit = raise_nofile_limit()
+    if args.connections and args.connections + 64 > fd_limit:
+        print(f"embedding-proxy bench: file-descriptor limit {fd_limit} too low", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        simulator: Service | None = None
+        upstream = args.upstream
+        if upstream is None:
+            simulator = start_sim(shlex.split(args.simulator_args))
+            stack.callback(simulator.stop)
+            upstream = simulator.url
+        upstream = upstream.rstrip("/")
+        settings = settings_of(args, upstream, get_json(upstream + "/info"))
+        run_id = secrets.token_hex(3)
+        results = []
+        for target in settings["targets"]:
+            print(f"bench: {target} ...", file=sys.stderr, flush=True)
+            results.append(run_target(settings, target, upstream, simulator, run_id))
+    if args.json:
+        out = {"settings": settings, "results": results, "ratios": report.ratios(results)}
+        sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(report.text_report(settings, results))
+        if settings["connections"]:
+            _print_memory_check(results)
+    return 0 if all(r["failed"] == 0 for r in results) else 1
+
+
+def _print_memory_check(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        if "proxy_peak_rss_mb" in r:
+            mb = r["proxy_peak_rss_mb"]
+            verdict = "within" if mb <= MEMORY_TARGET_MB else "over"
+            print(f"memory: proxy peak RSS {mb:.1f} MB, {verdict} the {MEMORY_TARGET_MB} MB target")
