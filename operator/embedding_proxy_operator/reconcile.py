@@ -1,0 +1,214 @@
+"""Pure decisions: from an EmbeddingProxy and its target Deployment (as read), what to write and
+what to say. The handlers read, call `plan`, write, and report what `plan` says."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import names, render
+from .conditions import Fact
+from .spec import ProxySpec, SpecError, parse
+
+Obj = dict[str, Any]
+
+DEFAULT_POD_GRACE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Notice:
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    spec: ProxySpec | None = None
+    config: Obj | None = None
+    configmap: Obj | None = None
+    ops: list[render.Op] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
+    mode: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.config["version"] if self.config else None
+
+
+def plan(
+    proxy: Mapping[str, Any],
+    deployment: Mapping[str, Any] | None,
+    native_supported: bool,
+) -> Plan:
+    meta = proxy.get("metadata", {})
+    name, namespace = meta["name"], meta["namespace"]
+    out = Plan()
+    try:
+        spec = parse(proxy.get("spec") or {})
+    except SpecError as e:
+        msg = f"the spec is invalid: {e}"
+        out.facts = [
+            Fact(names.SIDECAR_INJECTED, "False", "InvalidSpec", msg),
+            Fact(names.CONFIG_APPLIED, "False", "InvalidSpec", msg),
+        ]
+        out.warnings.append(Notice("InvalidSpec", msg))
+        return out
+
+    out.spec = spec
+    out.config = render.proxy_config(spec)
+    out.configmap = render.configmap(name, namespace, meta.get("uid"), out.config)
+    target = spec.target_ref.name
+
+    if deployment is None or deployment.get("metadata", {}).get("deletionTimestamp"):
+        msg = (
+            f"Deployment {target!r} does not exist in namespace {namespace!r}; "
+            "the sidecar is added as soon as it appears"
+        )
+        out.facts = [
+            Fact(names.TARGET_FOUND, "False", "TargetNotFound", msg),
+            Fact(names.SIDECAR_INJECTED, "False", "TargetNotFound", msg),
+        ]
+        return out
+
+    found = Fact(names.TARGET_FOUND, "True", "Found", f"Deployment {target!r} found")
+    refusal = _refusal(deployment, spec, name)
+    if refusal:
+        out.facts = [found, refusal]
+        out.warnings.append(Notice(refusal.reason, refusal.message))
+        return out
+
+    native = spec.sidecar.mode == "Native" and native_supported
+    out.mode = "Native" if native else "Container"
+    if spec.sidecar.mode == "Native" and not native_supported:
+        out.warnings.append(
+            Notice(
+                "NativeSidecarUnsupported",
+                "this cluster predates native sidecars (Kubernetes 1.29); "
+                "the proxy runs as a regular container instead",
+            )
+        )
+    container = render.sidecar_container(spec, native)
+    out.ops = render.inject_ops(
+        deployment,
+        name,
+        container,
+        render.volumes(spec, name),
+        render.restart_hash(out.config),
+    )
+    where = "a native sidecar" if native else "a container"
+    out.facts = [
+        found,
+        Fact(
+            names.SIDECAR_INJECTED,
+            "True",
+            "Injected",
+            f"{spec.sidecar.image} runs as {where} in Deployment {target!r}",
+        ),
+    ]
+    out.warnings += _advice(deployment, spec)
+    return out
+
+
+def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact | None:
+    """Why the sidecar must not go into this Deployment, if there is a reason."""
+    target = spec.target_ref.name
+    owner = render.owner_of(deployment)
+    if owner and owner != name:
+        return Fact(
+            names.SIDECAR_INJECTED,
+            "False",
+            "TargetClaimed",
+            f"Deployment {target!r} already carries the sidecar of EmbeddingProxy {owner!r}; "
+            "one EmbeddingProxy per Deployment",
+        )
+    if not render.user_containers(deployment):
+        return Fact(
+            names.SIDECAR_INJECTED,
+            "False",
+            "TargetHasNoContainers",
+            f"Deployment {target!r} has no containers of its own to put the proxy beside",
+        )
+    present = render.find_sidecar(deployment)
+    if present and not owner and not _looks_ours(present[1]):
+        return Fact(
+            names.SIDECAR_INJECTED,
+            "False",
+            "NameConflict",
+            f"Deployment {target!r} has its own container named {names.SIDECAR_NAME!r}; "
+            "rename it so the operator can add the proxy",
+        )
+    taken = render.user_ports(deployment)
+    ports = spec.sidecar.ports
+    for port, role, field_ in (
+        (ports.api, "API", "api"),
+        (ports.metrics, "metrics", "metrics"),
+    ):
+        if port in taken:
+            return Fact(
+                names.SIDECAR_INJECTED,
+                "False",
+                "PortConflict",
+                f"the proxy's {role} port {port} is already used by container "
+                f"{taken[port]!r}; set spec.sidecar.ports.{field_} to a free port",
+            )
+    return None
+
+
+def _looks_ours(container: Mapping[str, Any]) -> bool:
+    mounts = container.get("volumeMounts") or []
+    return any(m.get("name") == names.CONFIG_VOLUME for m in mounts)
+
+
+def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:
+    out: list[Notice] = []
+    pod = render.pod_spec(deployment)
+    grace = pod.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_SECONDS)
+    need = spec.sidecar.drain_seconds + spec.sidecar.grace_seconds
+    if isinstance(grace, int) and grace < need:
+        out.append(
+            Notice(
+                "TerminationGraceTooShort",
+                f"the pod's terminationGracePeriodSeconds ({grace}) is shorter than the proxy's "
+                f"drainSeconds + graceSeconds ({need}); queued requests may be cut off",
+            )
+        )
+    taken = render.user_ports(deployment)
+    up = spec.upstream
+    if up.is_local and taken and up.port not in taken:
+        listed = ", ".join(str(p) for p in sorted(taken))
+        out.append(
+            Notice(
+                "UpstreamPortUnknown",
+                f"upstream.url uses port {up.port}, but the pod's containers declare {listed}; "
+                "TEI's image listens on 80, its binary on 3000 by default",
+            )
+        )
+    return out
+
+
+def config_fact(ready_pods: int, current_pods: int, version: str | None) -> Fact:
+    """ConfigApplied from what the ready pods' proxies report."""
+    if version is None:
+        return Fact(names.CONFIG_APPLIED, "False", "NoConfig", "no config has been written")
+    if ready_pods == 0:
+        return Fact(
+            names.CONFIG_APPLIED,
+            "Unknown",
+            "NoReadyPods",
+            f"config {version} is written; no ready pod runs the sidecar yet",
+        )
+    if current_pods < ready_pods:
+        return Fact(
+            names.CONFIG_APPLIED,
+            "False",
+            "Rolling",
+            f"{current_pods} of {ready_pods} ready pods run config {version}",
+        )
+    return Fact(
+        names.CONFIG_APPLIED,
+        "True",
+        "Applied",
+        f"all {ready_pods} ready pods run config {version}",
+    )

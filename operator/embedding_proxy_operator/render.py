@@ -1,0 +1,375 @@
+"""Pure rendering: the proxy's config file, its ConfigMap, the sidecar container and volumes,
+and the JSON Patch that puts them into (or takes them out of) a Deployment.
+
+JSON Patch rather than a strategic merge or server-side apply: each operation names exactly one
+element of the user's lists (by index, checked against the object read), so the user's containers
+and volumes are never replaced, and a `test` of the resourceVersion makes the patch fail instead of
+overwriting a change made since the read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from . import names
+from .spec import ProxySpec
+
+Obj = dict[str, Any]
+Op = dict[str, Any]
+
+# Sections the proxy applies live when the file changes; everything else needs a restart.
+LIVE_SECTIONS = ("batching", "limits", "auth")
+
+
+def _digest(data: Any, length: int = 10) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def proxy_config(spec: ProxySpec) -> Obj:
+    """The proxy's config (layout of `embedding_proxy.config.Config`), `version` included."""
+    side, up, bat, lim = spec.sidecar, spec.upstream, spec.batching, spec.limits
+    config: Obj = {
+        "server": {
+            "host": "0.0.0.0",
+            "port": side.ports.api,
+            "metrics_port": side.ports.metrics,
+            "max_body_bytes": side.max_body_bytes,
+            "drain_seconds": side.drain_seconds,
+            "grace_seconds": side.grace_seconds,
+            "request_timeout_ms": side.request_timeout_milliseconds,
+            "log_level": side.log_level,
+        },
+        "upstream": {
+            "url": up.url,
+            "timeout_ms": up.timeout_milliseconds,
+            "connect_timeout_ms": up.connect_timeout_milliseconds,
+            "max_connections": up.max_connections,
+        },
+        "batching": {
+            "max_batch_size": bat.max_batch_size,
+            "max_batch_tokens": bat.max_batch_tokens,
+            "max_wait_ms": bat.max_wait_milliseconds,
+            "max_concurrency": bat.max_concurrency,
+            "queue_capacity": bat.queue_capacity,
+            "flush_mode": bat.flush_mode,
+        },
+        "auth": {},
+        "limits": {
+            "max_inputs_per_request": lim.max_inputs_per_request,
+            "max_input_chars": lim.max_input_chars,
+            "rate_per_second": lim.requests_per_second,
+            "rate_burst": lim.burst,
+        },
+    }
+    # Secrets are mounted as files; the config holds only their paths.
+    if spec.auth.api_keys_secret_ref:
+        config["auth"]["api_keys_file"] = f"{names.API_KEYS_DIR}/{names.API_KEYS_FILE}"
+    if spec.auth.upstream_api_key_secret_ref:
+        config["upstream"]["api_key_file"] = f"{names.UPSTREAM_KEY_DIR}/{names.UPSTREAM_KEY_FILE}"
+    return {"version": _digest(config), **config}
+
+
+def restart_hash(config: Mapping[str, Any]) -> str:
+    """Hash of the settings a running proxy does not reload: a change rolls the pods."""
+    return _digest({k: v for k, v in config.items() if k not in (*LIVE_SECTIONS, "version")})
+
+
+def configmap(name: str, namespace: str, uid: str | None, config: Mapping[str, Any]) -> Obj:
+    meta: Obj = {
+        "name": names.configmap_name(name),
+        "namespace": namespace,
+        "labels": {
+            names.LABEL_MANAGED_BY: names.FIELD_MANAGER,
+            names.LABEL_PART_OF: names.PART_OF,
+            names.LABEL_PROXY: name,
+        },
+    }
+    if uid:
+        # Garbage collection removes it with its EmbeddingProxy even if the operator is away.
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    data = {names.CONFIG_KEY: text}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def _mount(volume: str, path: str) -> Obj:
+    return {"name": volume, "mountPath": path, "readOnly": True}
+
+
+def sidecar_container(spec: ProxySpec, native: bool) -> Obj:
+    side = spec.sidecar
+    mounts: list[Obj] = [_mount(names.CONFIG_VOLUME, names.CONFIG_DIR)]
+    if spec.auth.api_keys_secret_ref:
+        mounts.append(_mount(names.API_KEYS_VOLUME, names.API_KEYS_DIR))
+    if spec.auth.upstream_api_key_secret_ref:
+        mounts.append(_mount(names.UPSTREAM_KEY_VOLUME, names.UPSTREAM_KEY_DIR))
+    container: Obj = {
+        "name": names.SIDECAR_NAME,
+        "image": side.image,
+        "imagePullPolicy": side.image_pull_policy,
+        "command": ["embedding-proxy"],
+        "args": ["serve", "--config", names.CONFIG_PATH],
+        "ports": [
+            {"name": "proxy-api", "containerPort": side.ports.api, "protocol": "TCP"},
+            {"name": "proxy-metrics", "containerPort": side.ports.metrics, "protocol": "TCP"},
+        ],
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": side.ports.api},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        # /ready follows the upstream; no startupProbe, since a native sidecar's startup probe
+        # would hold back TEI's own start, and TEI is what /ready waits for.
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": side.ports.api},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "resources": json.loads(json.dumps(side.resources)),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": names.SIDECAR_UID,
+            "runAsGroup": names.SIDECAR_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if native:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def volumes(spec: ProxySpec, proxy_name: str) -> list[Obj]:
+    # A whole-directory mount (never subPath), so that the kubelet's updates of the ConfigMap
+    # reach the running proxy, which then reloads the batching settings.
+    out: list[Obj] = [
+        {"name": names.CONFIG_VOLUME, "configMap": {"name": names.configmap_name(proxy_name)}}
+    ]
+    keys = spec.auth.api_keys_secret_ref
+    if keys:
+        out.append(
+            {
+                "name": names.API_KEYS_VOLUME,
+                "secret": {
+                    "secretName": keys.name,
+                    "items": [{"key": keys.key, "path": names.API_KEYS_FILE}],
+                },
+            }
+        )
+    upstream = spec.auth.upstream_api_key_secret_ref
+    if upstream:
+        out.append(
+            {
+                "name": names.UPSTREAM_KEY_VOLUME,
+                "secret": {
+                    "secretName": upstream.name,
+                    "items": [{"key": upstream.key, "path": names.UPSTREAM_KEY_FILE}],
+                },
+            }
+        )
+    return out
+
+
+# ---- reading a Deployment ----------------------------------------------------------------
+
+
+def pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
+    return deployment.get("spec", {}).get("template", {}).get("spec", {}) or {}
+
+
+def find_sidecar(deployment: Mapping[str, Any]) -> tuple[str, Obj] | None:
+    """Where the sidecar is now (`containers` or `initContainers`) and its spec, if anywhere."""
+    pod = pod_spec(deployment)
+    for field in ("initContainers", "containers"):
+        for c in pod.get(field) or []:
+            if c.get("name") == names.SIDECAR_NAME:
+                return field, c
+    return None
+
+
+def owner_of(deployment: Mapping[str, Any]) -> str | None:
+    return (deployment.get("metadata", {}).get("annotations") or {}).get(names.PROXY_ANNOTATION)
+
+
+def user_ports(deployment: Mapping[str, Any]) -> dict[int, str]:
+    """Ports of the pod's other long-running containers: port → container name."""
+    pod = pod_spec(deployment)
+    out: dict[int, str] = {}
+    running = list(pod.get("containers") or []) + [
+        c for c in pod.get("initContainers") or [] if c.get("restartPolicy") == "Always"
+    ]
+    for c in running:
+        if c.get("name") == names.SIDECAR_NAME:
+            continue
+        for p in c.get("ports") or []:
+            if isinstance(p.get("containerPort"), int):
+                out[p["containerPort"]] = c.get("name", "?")
+    return out
+
+
+def user_containers(deployment: Mapping[str, Any]) -> list[Obj]:
+    containers = pod_spec(deployment).get("containers") or []
+    return [c for c in containers if c.get("name") != names.SIDECAR_NAME]
+
+
+# ---- JSON Patch ---------------------------------------------------------------------------
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+POD = "/spec/template/spec"
+TEMPLATE_META = "/spec/template/metadata"
+
+
+def covers(stored: Any, wanted: Any) -> bool:
+    """Whether `stored` holds everything in `wanted`: the API server adds defaults to containers
+    and volumes (terminationMessagePath, defaultMode, ...), which are no reason to patch."""
+    if isinstance(wanted, Mapping):
+        return isinstance(stored, Mapping) and all(
+            k in stored and covers(stored[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(stored, list)
+            and len(stored) == len(wanted)
+            and all(covers(s, w) for s, w in zip(stored, wanted, strict=True))
+        )
+    return bool(stored == wanted)
+
+
+class _ListPatcher:
+    """Emits operations on one list while tracking its state, so indices stay right."""
+
+    def __init__(self, ops: list[Op], path: str, items: Sequence[Obj] | None) -> None:
+        self.ops, self.path = ops, path
+        self.exists = items is not None
+        self.items = list(items or [])
+
+    def index(self, name: str) -> int | None:
+        for i, item in enumerate(self.items):
+            if item.get("name") == name:
+                return i
+        return None
+
+    def remove(self, name: str) -> None:
+        # Every duplicate, highest index first.
+        while (i := self.index(name)) is not None:
+            self.ops.append({"op": "remove", "path": f"{self.path}/{i}"})
+            del self.items[i]
+
+    def put(self, item: Obj) -> None:
+        i = self.index(item["name"])
+        if i is not None:
+            if not covers(self.items[i], item):
+                self.ops.append({"op": "replace", "path": f"{self.path}/{i}", "value": item})
+                self.items[i] = item
+        elif not self.exists:
+            self.ops.append({"op": "add", "path": self.path, "value": [item]})
+            self.items, self.exists = [item], True
+        else:
+            self.ops.append({"op": "add", "path": f"{self.path}/-", "value": item})
+            self.items.append(item)
+
+    def drop_if_empty(self) -> None:
+        # Leave no empty list behind where the user had none.
+        if self.exists and not self.items:
+            self.ops.append({"op": "remove", "path": self.path})
+            self.exists = False
+
+
+def _guard(deployment: Mapping[str, Any]) -> list[Op]:
+    rv = deployment.get("metadata", {}).get("resourceVersion")
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}] if rv else []
+
+
+def _annotation_ops(obj: Mapping[str, Any], base: str, key: str, value: str | None) -> list[Op]:
+    """Set (or, with None, remove) one annotation at `base` (a path to a metadata object)."""
+    parts = [p for p in base.split("/") if p]
+    meta: Any = obj
+    for p in parts:
+        meta = meta.get(p) if isinstance(meta, Mapping) else None
+    annotations = (meta or {}).get("annotations")
+    if value is None:
+        if not annotations or key not in annotations:
+            return []
+        if len(annotations) == 1:
+            return [{"op": "remove", "path": f"{base}/annotations"}]
+        return [{"op": "remove", "path": f"{base}/annotations/{_escape(key)}"}]
+    if meta is None:
+        return [{"op": "add", "path": base, "value": {"annotations": {key: value}}}]
+    if annotations is None:
+        return [{"op": "add", "path": f"{base}/annotations", "value": {key: value}}]
+    if annotations.get(key) == value:
+        return []
+    return [{"op": "add", "path": f"{base}/annotations/{_escape(key)}", "value": value}]
+
+
+def inject_ops(
+    deployment: Mapping[str, Any],
+    proxy_name: str,
+    container: Obj,
+    wanted_volumes: Sequence[Obj],
+    restart: str,
+) -> list[Op]:
+    """Operations that make the Deployment carry exactly this sidecar; [] when it already does."""
+    pod = pod_spec(deployment)
+    ops: list[Op] = []
+    native = container.get("restartPolicy") == "Always"
+    home, other = ("initContainers", "containers") if native else ("containers", "initContainers")
+    away = _ListPatcher(ops, f"{POD}/{other}", pod.get(other))
+    away.remove(names.SIDECAR_NAME)
+    if other == "initContainers":
+        away.drop_if_empty()
+    _ListPatcher(ops, f"{POD}/{home}", pod.get(home)).put(container)
+
+    vols = _ListPatcher(ops, f"{POD}/volumes", pod.get("volumes"))
+    wanted = {v["name"] for v in wanted_volumes}
+    for name in names.OWNED_VOLUMES:
+        if name not in wanted:
+            vols.remove(name)
+    for v in wanted_volumes:
+        vols.put(v)
+
+    ops += _annotation_ops(deployment, TEMPLATE_META, names.RESTART_HASH_ANNOTATION, restart)
+    ops += _annotation_ops(deployment, "/metadata", names.PROXY_ANNOTATION, proxy_name)
+    return _guard(deployment) + ops if ops else []
+
+
+def remove_ops(deployment: Mapping[str, Any]) -> list[Op]:
+    """Operations that take out everything the operator added; [] when nothing is there."""
+    pod = pod_spec(deployment)
+    ops: list[Op] = []
+    inits = _ListPatcher(ops, f"{POD}/initContainers", pod.get("initContainers"))
+    inits.remove(names.SIDECAR_NAME)
+    inits.drop_if_empty()
+    _ListPatcher(ops, f"{POD}/containers", pod.get("containers")).remove(names.SIDECAR_NAME)
+    vols = _ListPatcher(ops, f"{POD}/volumes", pod.get("volumes"))
+    for name in names.OWNED_VOLUMES:
+        vols.remove(name)
+    vols.drop_if_empty()
+    ops += _annotation_ops(deployment, TEMPLATE_META, names.RESTART_HASH_ANNOTATION, None)
+    ops += _annotation_ops(deployment, "/metadata", names.PROXY_ANNOTATION, None)
+    return _guard(deployment) + ops if ops else []

@@ -1,0 +1,59 @@
+"""The operator's own settings, from the environment (the chart sets them on its Deployment)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+PREFIX = "EMBEDDING_PROXY_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class Options:
+    # How often ready pods are asked which config they run when autoscaling is off.
+    status_seconds: float = 15.0
+    # Server-side timeout of watch requests: watches are re-opened this often, so that a silently
+    # broken connection cannot stall the operator.
+    watch_seconds: int = 300
+    api_timeout_seconds: float = 10.0
+    scrape_timeout_seconds: float = 2.0
+    # Longest delay between retries of a failed reconciliation.
+    max_retry_seconds: float = 60.0
+    native_sidecars: Literal["auto", "true", "false"] = "auto"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Options:
+        def number(key: str, default: float) -> float:
+            raw = environ.get(PREFIX + key)
+            if raw is None or raw == "":
+                return default
+            value = float(raw)
+            if value <= 0:
+                raise ValueError(f"{PREFIX}{key} must be positive, got {raw!r}")
+            return value
+
+        native = environ.get(PREFIX + "NATIVE_SIDECARS", "auto").lower()
+        if native not in ("auto", "true", "false"):
+            raise ValueError(f"{PREFIX}NATIVE_SIDECARS must be auto, true or false, got {native!r}")
+        return cls(
+            status_seconds=number("STATUS_SECONDS", cls.status_seconds),
+            watch_seconds=int(number("WATCH_SECONDS", cls.watch_seconds)),
+            api_timeout_seconds=number("API_TIMEOUT_SECONDS", cls.api_timeout_seconds),
+            scrape_timeout_seconds=number("SCRAPE_TIMEOUT_SECONDS", cls.scrape_timeout_seconds),
+            max_retry_seconds=number("MAX_RETRY_SECONDS", cls.max_retry_seconds),
+            native_sidecars=native,  # type: ignore[arg-type]
+        )
+
+
+def native_from_version(major: str, minor: str) -> bool:
+    """Native sidecars (init containers with restartPolicy Always) are on by default from 1.29."""
+    try:
+        return (int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)) >= (1, 29)
+    except ValueError:
+        return False
+
+
+def retry_delay(retry: int, ceiling: float) -> float:
+    """Backoff for failed reconciliations: 1, 2, 4, ... seconds, at most `ceiling`."""
+    return float(min(ceiling, 2 ** min(retry, 16)))

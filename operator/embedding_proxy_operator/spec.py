@@ -1,0 +1,225 @@
+"""The EmbeddingProxy spec as the operator reads it: defaults and cross-field rules.
+
+The CRD carries the same defaults and rules (the API server applies them), and a unit test keeps
+the two equal. They are repeated here because an object can reach the operator without them: a CR
+stored before a CRD upgrade added a field, or an API server that does not apply defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Quantity = str | int
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+class CamelModel(Model):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, alias_generator=_camel
+    )
+
+
+class TargetRef(CamelModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Upstream(CamelModel):
+    url: str = "http://127.0.0.1:80"
+    timeout_milliseconds: int = Field(60_000, ge=1)
+    connect_timeout_milliseconds: int = Field(2_000, ge=1)
+    max_connections: int = Field(64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _url(self) -> Upstream:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream.url must be an http(s) URL with a host, got {self.url!r}")
+        return self
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def is_local(self) -> bool:
+        """The upstream is in the same pod (so its port shares the pod's network namespace)."""
+        return urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+class Ports(CamelModel):
+    api: int = Field(8000, ge=1, le=65535)
+    metrics: int = Field(9464, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Ports:
+        if self.api == self.metrics:
+            raise ValueError("sidecar.ports.api and sidecar.ports.metrics must differ")
+        return self
+
+
+def default_resources() -> dict[str, dict[str, Quantity]]:
+    return {
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+
+
+class Sidecar(CamelModel):
+    image: str = Field("embedding-proxy:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    mode: Literal["Native", "Container"] = "Native"
+    ports: Ports = Ports()
+    resources: dict[str, dict[str, Quantity]] = Field(default_factory=default_resources)
+    drain_seconds: int = Field(5, ge=0, le=300)
+    grace_seconds: int = Field(20, ge=0, le=3600)
+    request_timeout_milliseconds: int = Field(30_000, ge=1)
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Batching(CamelModel):
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_tokens: int = Field(16_384, ge=1)
+    max_wait_milliseconds: int = Field(5, ge=0, le=10_000)
+    max_concurrency: int = Field(4, ge=1, le=1024)
+    queue_capacity: int = Field(4096, ge=1)
+    flush_mode: Literal["adaptive", "deadline"] = "adaptive"
+
+
+class Limits(CamelModel):
+    max_inputs_per_request: int = Field(1024, ge=1)
+    max_input_chars: int = Field(100_000, ge=1)
+    requests_per_second: int = Field(0, ge=0)
+    burst: int = Field(0, ge=0)
+
+
+class SecretKeyRef(CamelModel):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1)
+
+
+class ApiKeysRef(SecretKeyRef):
+    key: str = Field("api-keys", min_length=1)
+
+
+class UpstreamKeyRef(SecretKeyRef):
+    key: str = Field("api-key", min_length=1)
+
+
+class Auth(CamelModel):
+    api_keys_secret_ref: ApiKeysRef | None = None
+    upstream_api_key_secret_ref: UpstreamKeyRef | None = None
+
+
+class ScalingPolicy(CamelModel):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class ScalingRules(CamelModel):
+    stabilization_window_seconds: int = Field(ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: tuple[ScalingPolicy, ...] = ()
+
+
+def _scale_up() -> ScalingRules:
+    # HPA's defaults: at once, doubling or +4 pods per 15 s, whichever is more.
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        policies=(
+            ScalingPolicy(type="Percent", value=100, period_seconds=15),
+            ScalingPolicy(type="Pods", value=4, period_seconds=15),
+        ),
+    )
+
+
+def _scale_down() -> ScalingRules:
+    # HPA's defaults: the highest recommendation of the last 5 minutes, then all the way down.
+    return ScalingRules(
+        stabilization_window_seconds=300,
+        policies=(ScalingPolicy(type="Percent", value=100, period_seconds=15),),
+    )
+
+
+class Behavior(CamelModel):
+    scale_up: ScalingRules = Field(default_factory=_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_scale_down)
+
+
+class ScaleTargetRef(CamelModel):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Autoscaling(CamelModel):
+    enabled: bool = False
+    provider: Literal["Builtin", "KEDA", "None"] = "Builtin"
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    target_queue_depth_per_pod: int = Field(64, ge=1)
+    tolerance_percent: int = Field(10, ge=0, le=100)
+    scale_target_ref: ScaleTargetRef | None = None
+    poll_seconds: int = Field(5, ge=1, le=300)
+    behavior: Behavior = Behavior()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class ProxySpec(CamelModel):
+    target_ref: TargetRef
+    upstream: Upstream = Upstream()
+    sidecar: Sidecar = Sidecar()
+    batching: Batching = Batching()
+    limits: Limits = Limits()
+    auth: Auth = Auth()
+    autoscaling: Autoscaling = Autoscaling()
+
+    @model_validator(mode="after")
+    def _upstream_is_not_self(self) -> ProxySpec:
+        ports = self.sidecar.ports
+        if self.upstream.is_local and self.upstream.port in (ports.api, ports.metrics):
+            raise ValueError(
+                f"upstream.url {self.upstream.url} points at the proxy's own port "
+                f"{self.upstream.port}; TEI must listen on another one"
+            )
+        return self
+
+    @property
+    def scale_target_name(self) -> str:
+        ref = self.autoscaling.scale_target_ref
+        return ref.name if ref else self.target_ref.name
+
+
+class SpecError(ValueError):
+    """The spec breaks a rule; the message names the field in one line."""
+
+
+def parse(spec: dict[str, Any]) -> ProxySpec:
+    try:
+        return ProxySpec.model_validate(dict(spec))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise SpecError(f"spec.{where}: {message}" if where != "spec" else message) from e

@@ -1,0 +1,169 @@
+"""Pure decisions: the plan for an EmbeddingProxy and its Deployment, conditions, pod reading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from embedding_proxy.metrics import Metrics
+from embedding_proxy_operator import names, pods
+from embedding_proxy_operator.conditions import Fact, merge, summarize
+from embedding_proxy_operator.reconcile import config_fact, plan
+from embedding_proxy_operator.settings import Options, native_from_version, retry_delay
+
+Obj = dict[str, Any]
+
+
+def proxy(**spec: Any) -> Obj:
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 2},
+        "spec": {"targetRef": {"name": "tei"}, **spec},
+    }
+
+
+def deployment(containers: list[Obj] | None = None, **meta: Any) -> Obj:
+    if containers is None:
+        containers = [{"name": "tei", "ports": [{"containerPort": 80}]}]
+    return {
+        "metadata": {"name": "tei", "namespace": "ns", "resourceVersion": "1", **meta},
+        "spec": {"template": {"spec": {"containers": containers}}},
+    }
+
+
+def fact(p: Any, type_: str) -> Fact:
+    return next(f for f in p.facts if f.type == type_)
+
+
+def test_plan_for_a_fresh_deployment_injects_native() -> None:
+    p = plan(proxy(), deployment(), native_supported=True)
+    assert p.ops and p.mode == "Native" and p.configmap is not None
+    assert fact(p, names.TARGET_FOUND).status == "True"
+    assert fact(p, names.SIDECAR_INJECTED).status == "True"
+    assert p.warnings == []
+
+
+def test_plan_without_target_writes_config_and_says_so() -> None:
+    p = plan(proxy(), None, native_supported=True)
+    assert p.configmap is not None and p.ops == []
+    found = fact(p, names.TARGET_FOUND)
+    assert (found.status, found.reason) == ("False", "TargetNotFound")
+    assert "'tei' does not exist in namespace 'ns'" in found.message
+
+
+def test_plan_falls_back_to_a_container_on_old_clusters_and_warns() -> None:
+    p = plan(proxy(), deployment(), native_supported=False)
+    assert p.mode == "Container"
+    assert [w.reason for w in p.warnings] == ["NativeSidecarUnsupported"]
+
+
+@pytest.mark.parametrize(
+    ("dep", "spec", "reason"),
+    [
+        (deployment([{"name": "tei", "ports": [{"containerPort": 8000}]}]), {}, "PortConflict"),
+        (deployment([{"name": "tei", "ports": [{"containerPort": 9464}]}]), {}, "PortConflict"),
+        (deployment([]), {}, "TargetHasNoContainers"),
+        (deployment(annotations={names.PROXY_ANNOTATION: "other"}), {}, "TargetClaimed"),
+        (
+            deployment([{"name": "tei"}, {"name": names.SIDECAR_NAME, "image": "mine"}]),
+            {},
+            "NameConflict",
+        ),
+        (deployment(), {"sidecar": {"ports": {"api": 1, "metrics": 1}}}, "InvalidSpec"),
+    ],
+)
+def test_plan_refuses_and_explains(dep: Obj, spec: Obj, reason: str) -> None:
+    p = plan(proxy(**spec), dep, native_supported=True)
+    injected = fact(p, names.SIDECAR_INJECTED)
+    assert (injected.status, injected.reason) == ("False", reason)
+    assert p.ops == []
+    assert reason in {w.reason for w in p.warnings}
+
+
+def test_plan_advises_on_short_grace_and_unknown_upstream_port() -> None:
+    dep = deployment([{"name": "tei", "ports": [{"containerPort": 3000}]}])
+    dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 10
+    p = plan(proxy(), dep, native_supported=True)
+    assert p.ops
+    assert {w.reason for w in p.warnings} == {"TerminationGraceTooShort", "UpstreamPortUnknown"}
+
+
+def test_conditions_keep_their_transition_time_while_unchanged() -> None:
+    first = merge([], [Fact("TargetFound", "True", "Found", "ok")], 1, "2024-01-01T00:00:00Z")
+    again = merge(first, [Fact("TargetFound", "True", "Found", "ok")], 2, "2024-01-02T00:00:00Z")
+    flipped = merge(again, [Fact("TargetFound", "False", "Gone", "x")], 3, "2024-01-03T00:00:00Z")
+    by_type = {c["type"]: c for c in again}
+    assert by_type["TargetFound"]["lastTransitionTime"] == "2024-01-01T00:00:00Z"
+    assert by_type["TargetFound"]["observedGeneration"] == 2
+    flipped_by_type = {c["type"]: c for c in flipped}
+    assert flipped_by_type["TargetFound"]["lastTransitionTime"] == "2024-01-03T00:00:00Z"
+    assert flipped[0]["type"] == names.READY
+    assert flipped_by_type[names.READY]["status"] == "False"
+    assert flipped_by_type[names.READY]["reason"] == "Gone"
+
+
+def test_ready_needs_everything_true() -> None:
+    facts = [
+        {"type": names.TARGET_FOUND, "status": "True"},
+        {"type": names.SIDECAR_INJECTED, "status": "True"},
+    ]
+    assert summarize(facts).status == "Unknown"
+    done = [*facts, {"type": names.CONFIG_APPLIED, "status": "True"}]
+    assert summarize(done).status == "True"
+
+
+@pytest.mark.parametrize(
+    ("ready", "current", "status", "reason"),
+    [(0, 0, "Unknown", "NoReadyPods"), (3, 1, "False", "Rolling"), (3, 3, "True", "Applied")],
+)
+def test_config_fact(ready: int, current: int, status: str, reason: str) -> None:
+    f = config_fact(ready, current, "abc")
+    assert (f.status, f.reason) == (status, reason)
+
+
+def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True, **labels: str) -> Obj:
+    return {
+        "metadata": {"name": name, "labels": labels or {"app": "tei"}},
+        "spec": {"initContainers": [{"name": names.SIDECAR_NAME}], "containers": [{"name": "t"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_proxy_pods_are_the_ready_matching_ones_with_an_ip() -> None:
+    selector = {
+        "matchLabels": {"app": "tei"},
+        "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["canary"]}],
+    }
+    listing = [
+        pod("b"),
+        pod("a"),
+        pod("unready", ready=False),
+        pod("no-ip", ip=None),
+        pod("other", app="web"),
+        pod("canary", app="tei", tier="canary"),
+    ]
+    assert [p["metadata"]["name"] for p in pods.proxy_pods(listing, selector)] == ["a", "b"]
+    assert pods.matches({}, {"app": "tei"}) is False
+    assert pods.selector_query(selector) == "app=tei"
+    assert pods.metrics_url(pod("a", ip="fd00::1"), 9464) == "http://[fd00::1]:9464/metrics"
+
+
+def test_config_versions_are_read_from_the_proxys_own_metrics() -> None:
+    metrics = Metrics()
+    metrics.set_config_version("abc123")
+    text = generate_latest(metrics.registry).decode()
+    assert pods.config_versions([text, None, "not metrics {"]) == ["abc123", None, None]
+
+
+def test_options_from_env_and_version_rules() -> None:
+    o = Options.from_env({"EMBEDDING_PROXY_OPERATOR_STATUS_SECONDS": "2"})
+    assert o.status_seconds == 2 and o.native_sidecars == "auto"
+    with pytest.raises(ValueError, match="NATIVE_SIDECARS"):
+        Options.from_env({"EMBEDDING_PROXY_OPERATOR_NATIVE_SIDECARS": "maybe"})
+    assert native_from_version("1", "29+") and not native_from_version("1", "28")
+    assert [retry_delay(r, 10) for r in range(6)] == [1, 2, 4, 8, 10, 10]
