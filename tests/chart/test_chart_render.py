@@ -1,0 +1,354 @@
+"""The Helm chart, rendered by real helm and checked against Kubernetes' own schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+EXAMPLE_GPU = ("--set", "example.enabled=true")
+EXAMPLE_CPU = ("--set", "example.enabled=true", "--set", "example.variant=cpu")
+NAMESPACED = (
+    "--set",
+    "operator.watch.mode=namespaced",
+    "--set-json",
+    'operator.watch.namespaces=["team-a","team-b"]',
+)
+EVERYTHING = (
+    "--api-versions",
+    "monitoring.coreos.com/v1",
+    "--set",
+    "podMonitor.enabled=true",
+    "--set",
+    "operator.replicas=2",
+    *NAMESPACED,
+    *EXAMPLE_CPU,
+)
+CASES = {
+    "default": (),
+    "example-gpu": EXAMPLE_GPU,
+    "example-cpu": EXAMPLE_CPU,
+    "namespaced": NAMESPACED,
+    "everything": EVERYTHING,
+}
+
+# What the operator may do in a namespace it watches, and nothing more. Secrets are absent on
+# purpose: the sidecar mounts them by name; the operator never reads them.
+NAMESPACED_RULES = {
+    ("embeddingproxy.io", "embeddingproxies"): {"get", "list", "watch", "patch", "update"},
+    ("embeddingproxy.io", "embeddingproxies/status"): {"get", "patch", "update"},
+    ("apps", "deployments"): {"get", "list", "watch", "patch", "update"},
+    ("apps", "deployments/scale"): {"get", "patch", "update"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch"},
+    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+}
+CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def operator_container(objects: list[dict[str, Any]], kit: Any) -> dict[str, Any]:
+    deployments = [
+        d
+        for d in kit.by_kind(objects, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
+    assert len(deployments) == 1
+    return deployments[0]["spec"]["template"]["spec"]["containers"][0]
+
+
+def without_api_versions(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The flags minus `--api-versions X`, which `helm lint` does not take."""
+    out: list[str] = []
+    skip = False
+    for flag in flags:
+        if not skip and flag != "--api-versions":
+            out.append(flag)
+        skip = flag == "--api-versions"
+    return tuple(out)
+
+
+def test_lint_passes(helm: str, kit: Any) -> None:
+    for flags in CASES.values():
+        lint_flags = without_api_versions(flags)
+        result = kit.run_helm(helm, "lint", "--strict", str(kit.chart), *lint_flags)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_renders_valid_kubernetes_objects(case: str, render: Any, kit: Any) -> None:
+    objects = render(*CASES[case])
+    assert objects
+    unknown = kit.validate_objects(objects)
+    # Only the Prometheus Operator's kind is neither Kubernetes' own nor one of ours.
+    assert unknown <= {"PodMonitor"}, unknown
+
+
+def test_crds_are_valid_custom_resource_definitions(kit: Any) -> None:
+    crds = kit.crd_documents()
+    names = {c["metadata"]["name"] for c in crds}
+    assert {
+        "embeddingproxies.embeddingproxy.io",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    } <= names
+    assert kit.validate_objects(crds) == set()
+
+
+def test_kopf_peering_crds_are_what_kopf_looks_for(kit: Any) -> None:
+    # kopf finds its peering objects at kopf.dev/v1 by these plurals and scopes.
+    crds = {c["metadata"]["name"]: c["spec"] for c in kit.crd_documents()}
+    for plural, scope, kind in [
+        ("kopfpeerings", "Namespaced", "KopfPeering"),
+        ("clusterkopfpeerings", "Cluster", "ClusterKopfPeering"),
+    ]:
+        spec = crds[f"{plural}.kopf.dev"]
+        names = spec["names"]
+        assert (spec["group"], spec["scope"], names["plural"]) == ("kopf.dev", scope, plural)
+        assert spec["names"]["kind"] == kind
+        (version,) = spec["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_defaults_install_only_the_operator_cluster_wide(render: Any, kit: Any) -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == [
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+    ]
+    container = operator_container(objects, kit)
+    assert container["command"] == ["embedding-proxy-operator"]
+    assert container["image"] == "embedding-proxy:0.1.0"
+    peering = kit.one(objects, "ClusterKopfPeering")["metadata"]["name"]
+    assert container["args"] == [
+        "--all-namespaces",
+        f"--peering={peering}",
+        "--liveness=http://0.0.0.0:8080/healthz",
+    ]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert probe["port"] == "health"
+    pod_id = next(e for e in container["env"] if e["name"] == "POD_ID")
+    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
+    objects = render()
+    role = kit.one(objects, "ClusterRole")
+    assert rules_of(role) == {
+        **NAMESPACED_RULES,
+        **CRD_READ,
+        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+    }
+    binding = kit.one(objects, "ClusterRoleBinding")
+    account = kit.one(objects, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert not kit.by_kind(objects, "Role")
+
+
+def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: Any) -> None:
+    objects = render(*NAMESPACED)
+    roles = kit.by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert rules_of(role) == {
+            **NAMESPACED_RULES,
+            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+        }
+    bindings = kit.by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["subjects"][0]["namespace"] == kit.namespace
+    # Cluster-wide, only the CRD discovery kopf needs.
+    assert rules_of(kit.one(objects, "ClusterRole")) == CRD_READ
+    peerings = kit.by_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert not kit.by_kind(objects, "ClusterKopfPeering")
+    args = operator_container(objects, kit)["args"]
+    assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--all-namespaces" not in args
+    assert f"--peering={peerings[0]['metadata']['name']}" in args
+
+
+def test_namespaced_mode_defaults_to_the_release_namespace(render: Any, kit: Any) -> None:
+    objects = render("--set", "operator.watch.mode=namespaced", namespace="tei")
+    assert [r["metadata"]["namespace"] for r in kit.by_kind(objects, "Role")] == ["tei"]
+    assert operator_container(objects, kit)["args"][0] == "--namespace=tei"
+
+
+def test_no_rbac_for_secrets_or_wildcards_in_any_mode(render: Any, kit: Any) -> None:
+    for flags in CASES.values():
+        objects = render(*flags)
+        for role in kit.by_kind(objects, "Role") + kit.by_kind(objects, "ClusterRole"):
+            for rule in role["rules"]:
+                assert "secrets" not in rule["resources"]
+                assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"]
+
+
+def test_two_replicas_get_a_disruption_budget(render: Any, kit: Any) -> None:
+    assert not kit.by_kind(render(), "PodDisruptionBudget")
+    objects = render("--set", "operator.replicas=2")
+    deployment = kit.one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pdb = kit.one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_pod_monitor_only_where_prometheus_operator_is_served(render: Any, kit: Any) -> None:
+    assert not kit.by_kind(render("--set", "podMonitor.enabled=true"), "PodMonitor")
+    assert not kit.by_kind(render("--api-versions", "monitoring.coreos.com/v1"), "PodMonitor")
+    objects = render(
+        "--set", "podMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1"
+    )
+    monitor = kit.one(objects, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    namespaced = kit.one(render(*EVERYTHING), "PodMonitor")
+    assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_container_is_hardened_and_bounded(case: str, render: Any, kit: Any) -> None:
+    pods = kit.pod_specs(render(*CASES[case]))
+    assert pods
+    for where, pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            sc = container["securityContext"]
+            name = f"{where} container {container['name']}"
+            assert sc["runAsNonRoot"] is True, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= resources["requests"].keys(), name
+            assert "memory" in resources["limits"], name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_object_has_the_standard_labels(case: str, render: Any) -> None:
+    for obj in render(*CASES[case]):
+        labels = obj["metadata"]["labels"]
+        for key in [
+            "helm.sh/chart",
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+        ]:
+            assert key in labels, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_example_wires_tei_proxy_and_service(variant: str, render: Any, kit: Any) -> None:
+    objects = render("--set", "example.enabled=true", "--set", f"example.variant={variant}")
+    tei = next(
+        d
+        for d in kit.by_kind(objects, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "example-tei"
+    )
+    pod = tei["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    if variant == "gpu":
+        assert container["image"].startswith("ghcr.io/huggingface/text-embeddings-inference:1.")
+        assert limits["nvidia.com/gpu"] == 1
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "spec"
+        ]["tolerations"]
+    else:
+        assert container["image"].startswith("ghcr.io/huggingface/text-embeddings-inference:cpu-")
+        assert "nvidia.com/gpu" not in limits
+        assert "tolerations" not in pod["spec"]
+    assert "--model-id=BAAI/bge-small-en-v1.5" in container["args"]
+    assert "--hostname=0.0.0.0" in container["args"]
+    tei_port = container["ports"][0]["containerPort"]
+    assert f"--port={tei_port}" in container["args"]
+
+    proxy = kit.one(objects, "EmbeddingProxy")
+    assert proxy["metadata"]["namespace"] == tei["metadata"]["namespace"]
+    assert proxy["spec"]["targetRef"]["name"] == tei["metadata"]["name"]
+    assert proxy["spec"]["upstream"]["url"] == f"http://127.0.0.1:{tei_port}"
+    assert proxy["spec"]["sidecar"]["image"] == "embedding-proxy:0.1.0"
+
+    service = kit.one(objects, "Service")
+    labels = pod["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    # The Service reaches the proxy's API port, not TEI's.
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == 8000 != tei_port
+
+
+def test_example_spec_values_reach_the_embedding_proxy(render: Any, kit: Any) -> None:
+    spec = {"batching": {"maxBatchSize": 64}, "upstream": {"url": "http://127.0.0.1:9000"}}
+    objects = render(*EXAMPLE_GPU, "--set-json", f"example.embeddingProxySpec={json.dumps(spec)}")
+    proxy = kit.one(objects, "EmbeddingProxy")
+    assert proxy["spec"]["batching"] == {"maxBatchSize": 64}
+    assert proxy["spec"]["upstream"]["url"] == "http://127.0.0.1:9000"
+    assert proxy["spec"]["targetRef"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--set", "operator.replicas=two"), "at '/operator/replicas': got string, want integer"),
+        (("--set", "operator.replica=2"), "additional properties 'replica' not allowed"),
+        (("--set", "example.variant=tpu"), "at '/example/variant': value must be one of"),
+        (("--set", "operator.watch.mode=everywhere"), "at '/operator/watch/mode'"),
+        (("--set", "image.pullPolicy=Sometimes"), "at '/image/pullPolicy'"),
+        (("--set-json", 'operator.watch.namespaces=["Team_A"]'), "does not match pattern"),
+    ],
+)
+def test_schema_rejects_wrong_values_clearly(
+    flags: tuple[str, ...], message: str, helm: str, kit: Any
+) -> None:
+    for command in ("template", "install"):
+        extra = ("--dry-run=client",) if command == "install" else ()
+        result = kit.run_helm(helm, command, "x", str(kit.chart), *extra, *flags)
+        assert result.returncode != 0
+        assert "values don't meet the specifications of the schema" in result.stderr
+        assert message in result.stderr, result.stderr
+
+
+def test_notes_say_what_to_run_next(helm: str, kit: Any) -> None:
+    result = kit.run_helm(
+        helm, "install", "demo", str(kit.chart), "--dry-run=client", "-n", "ml", *EXAMPLE_CPU
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n ml rollout status deployment/demo-embedding-proxy" in notes
+    assert "port-forward service/demo-embedding-proxy-tei 8000:8000" in notes
+    assert "curl -s localhost:8000/embed" in notes

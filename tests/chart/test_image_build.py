@@ -1,0 +1,147 @@
+"""The Dockerfile, and a clean environment built the way it builds the image (no engine here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def instructions() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages, each a list of (INSTRUCTION, arguments)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((word.upper(), rest.strip()))
+    return stages
+
+
+def lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"requirements.lock: not pinned: {line}"
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_dockerfile_builds_from_the_lock_and_runs_unprivileged() -> None:
+    build, final = instructions()
+    assert build[0] == ("FROM", "python:3.11-slim AS build")
+    assert final[0] == ("FROM", "python:3.11-slim")
+    runs = [args for word, args in build if word == "RUN"]
+    assert "pip install -r requirements.lock" in runs
+    assert runs.index("pip install -r requirements.lock") < runs.index("pip install --no-deps .")
+    steps = dict(final)
+    user = steps["USER"].split(":")[0]
+    assert user.isdigit() and int(user) != 0, "USER must be a numeric non-root uid"
+    assert steps["STOPSIGNAL"] == "SIGTERM"
+    # Exec form: the process is PID 1 and receives SIGTERM itself.
+    assert json.loads(steps["ENTRYPOINT"]) == ["embedding-proxy"]
+    assert json.loads(steps["CMD"]) == ["serve"]
+
+
+def test_dockerignore_lets_through_what_the_dockerfile_copies() -> None:
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    for source in copied_sources():
+        assert source in allowed, f".dockerignore excludes {source}, which the Dockerfile copies"
+
+
+def copied_sources() -> list[str]:
+    build = instructions()[0]
+    sources: list[str] = []
+    for word, args in build:
+        if word == "COPY":
+            parts = shlex.split(args)
+            assert not any(p.startswith("--from") for p in parts)
+            sources += [p.removeprefix("./").rstrip("/") for p in parts[:-1]]
+    return sources
+
+
+def test_lock_pins_every_runtime_dependency_in_range() -> None:
+    pins = lock()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        if requirement.marker and not requirement.marker.evaluate({"sys_platform": "linux"}):
+            continue
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, (
+            f"{name} is missing from requirements.lock: run scripts/lock-requirements"
+        )
+        assert requirement.specifier.contains(pins[name]), (
+            f"requirements.lock pins {name}=={pins[name]}, outside {requirement.specifier}: "
+            "run scripts/lock-requirements"
+        )
+
+
+def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
+
+
+def test_clean_venv_built_like_the_image_runs_both_entrypoints(tmp_path: Path) -> None:
+    """COPY what the Dockerfile copies, install what it installs, run both commands."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for source in copied_sources():
+        path = ROOT / source
+        if path.is_dir():
+            shutil.copytree(
+                path, src / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy2(path, src / source)
+    venv = tmp_path / "venv"
+    created = run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    for step in (["-r", "requirements.lock"], ["--no-deps", "."]):
+        result = run(pip + step, cwd=src, timeout=300)
+        assert result.returncode == 0, f"pip install {' '.join(step)}:\n{result.stderr}"
+    checked = run([str(venv / "bin" / "python"), "-m", "pip", "check"], cwd=tmp_path)
+    assert checked.returncode == 0, f"the lock is inconsistent:\n{checked.stdout}"
+
+    for command in ("embedding-proxy", "embedding-proxy-operator"):
+        result = run([str(venv / "bin" / command), "--help"], cwd=tmp_path, timeout=60)
+        assert result.returncode == 0, f"{command} --help:\n{result.stderr}"
+        assert "usage" in result.stdout.lower(), result.stdout
+    where = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import embedding_proxy; print(embedding_proxy.__file__)",
+        ],
+        cwd=tmp_path,
+    )
+    # The installed copy runs, not the work tree.
+    assert where.stdout.startswith(str(venv)), where.stdout
+
+
+@pytest.mark.parametrize("script", ["lock-requirements", "render-manifests", "install-test-tools"])
+def test_scripts_are_executable(script: str) -> None:
+    assert os.access(ROOT / "scripts" / script, os.X_OK)
