@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import openai_api, tei_api
@@ -20,6 +19,7 @@ from .auth import KeyStore
 from .batcher import Batcher
 from .config import Config
 from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .httpserver import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
@@ -28,9 +28,8 @@ from .upstream import Piece, Upstream
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 JSON = "application/json"
-TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+TIMEOUT_HEADER = "x-request-timeout-ms"
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
 AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
 
@@ -156,7 +155,7 @@ class Proxy:
         for wait in waits:
             self.metrics.queue_wait.observe(wait)
 
-    def deadline(self, request: web.BaseRequest) -> float:
+    def deadline(self, request: Request) -> float:
         ms = float(self.config.server.request_timeout_ms)
         header = request.headers.get(TIMEOUT_HEADER)
         if header:
@@ -164,7 +163,7 @@ class Proxy:
                 ms = min(ms, max(1.0, float(header)))
             except ValueError:
                 raise ProxyError(
-                    400, f"{TIMEOUT_HEADER} must be a number of milliseconds", VALIDATION
+                    400, "X-Request-Timeout-Ms must be a number of milliseconds", VALIDATION
                 ) from None
         return asyncio.get_running_loop().time() + ms / 1000
 
@@ -188,19 +187,21 @@ class Proxy:
                 raise error
         return [f.result() for f in futures]
 
-    def admit(self, request: web.BaseRequest) -> None:
+    def admit(self, request: Request) -> None:
         """Refuse work while stopping, without a valid key, or over the client's rate."""
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
         client = None
         if self.keys.enabled:
-            client = self.keys.check(request.headers.get("Authorization"))
+            client = self.keys.check(request.headers.get("authorization"))
         if self.limiter.enabled:
             client = client or request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
 
-    async def read_body(self, request: web.BaseRequest) -> bytes:
+    def read_body(self, request: Request) -> bytes:
         self.admit(request)
+        if request.oversize:
+            raise _too_large(self.config.server.max_body_bytes)
         if request.content_type != JSON:
             raise ProxyError(
                 415,
@@ -208,42 +209,36 @@ class Proxy:
                 VALIDATION,
                 reason="content_type",
             )
-        limit = self.config.server.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise _too_large(limit)
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(limit) from None
+        return request.body
 
     # Handlers.
-    async def handle_tei(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_tei(self, request: Request) -> Response:
         route = request.path
         started = time.perf_counter()
         try:
-            body = await self.read_body(request)
+            body = self.read_body(request)
             req = tei_api.parse(route, body, self.config.limits)
             pieces = await self.run_batch(req, self.deadline(request))
-            response = web.Response(
+            response = Response(
                 body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON
             )
         except ProxyError as e:
             self._count_rejection(e)
-            response = web.Response(
+            response = Response(
                 status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
             )
         self._observe(route, response.status, started)
         return response
 
-    async def handle_openai(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_openai(self, request: Request) -> Response:
         route = "/v1/embeddings"
         started = time.perf_counter()
         try:
-            body = await self.read_body(request)
+            body = self.read_body(request)
             req, encoding = openai_api.parse(body, self.config.limits)
             pieces = await self.run_batch(req, self.deadline(request))
             model = self.upstream.info.model_id if self.upstream.info else "unknown"
-            response = web.Response(
+            response = Response(
                 body=openai_api.render(
                     [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
                 ),
@@ -251,54 +246,55 @@ class Proxy:
             )
         except ProxyError as e:
             self._count_rejection(e)
-            response = web.Response(
+            response = Response(
                 status=e.status, body=e.openai_body(), content_type=JSON, headers=e.headers
             )
         self._observe(route, response.status, started)
         return response
 
-    async def handle_forward(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_forward(self, request: Request) -> Response:
         started = time.perf_counter()
         route = "other"
         try:
             self.admit(request)
-            body = await request.read()
+            if request.oversize:
+                raise _too_large(self.config.server.max_body_bytes)
             status, headers, data = await self.upstream.forward(
-                request.method, request.path_qs, request.headers, body, self.deadline(request)
+                request.method,
+                request.path_qs,
+                request.headers,
+                request.body,
+                self.deadline(request),
             )
-            response = web.Response(status=status, body=data, headers=headers)
-        except web.HTTPRequestEntityTooLarge:
-            e = _too_large(self.config.server.max_body_bytes)
-            response = web.Response(status=e.status, body=e.tei_body(), content_type=JSON)
+            response = Response(status=status, body=data, headers=headers)
         except ProxyError as e:
             self._count_rejection(e)
-            response = web.Response(
+            response = Response(
                 status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
             )
         self._observe(route, response.status, started)
         return response
 
-    async def handle_health(self, request: web.BaseRequest) -> web.StreamResponse:
-        return web.Response(status=200)
+    async def handle_health(self, request: Request) -> Response:
+        return Response(status=200)
 
-    async def handle_ready(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_ready(self, request: Request) -> Response:
         if self.draining:
             reason = "draining"
         elif not self.upstream_ok:
             reason = f"upstream {self.upstream.base} not answering"
         else:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+            return Response(200, b'{"status":"ready"}', JSON)
+        body = orjson.dumps({"status": "not ready", "reason": reason})
+        return Response(503, body, JSON)
 
-    async def handle_metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_metrics(self, request: Request) -> Response:
         m, b = self.metrics, self.batcher
         m.queue_depth.set(b.queue_depth)
         m.inflight_inputs.set(b.inflight_inputs)
         m.queue_depth_avg.set(self.load_average.value)
         m.groups.set(b.group_count)
-        return web.Response(
-            body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
     def _observe(self, route: str, status: int, started: float) -> None:
         # Labelled children are looked up once and kept: labels() is costly per request.
@@ -332,10 +328,10 @@ def _too_large(limit: int) -> ProxyError:
     )
 
 
-def create_server(proxy: Proxy, with_metrics: bool = True) -> web.Server:
-    """The API server: TEI's and OpenAI's routes, health, readiness, and metrics unless they are
-    served apart. A plain dispatch table on aiohttp's low-level server: the proxy's own cost per
-    request is what sets its throughput, and it has no use for a general router."""
+def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
+    """The API port: TEI's and OpenAI's routes, health, readiness, and metrics unless they are
+    served apart; every other route is forwarded to TEI. A plain dispatch table: the proxy has no
+    use for a general router."""
     posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
     posts["/v1/embeddings"] = proxy.handle_openai
     gets: dict[str, Handler] = {"/health": proxy.handle_health, "/ready": proxy.handle_ready}
@@ -344,30 +340,22 @@ def create_server(proxy: Proxy, with_metrics: bool = True) -> web.Server:
     routes = {"POST": posts, "GET": gets}
     forward = proxy.handle_forward
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(request: Request) -> Response:
         table = routes.get(request.method)
         handler = table.get(request.path, forward) if table is not None else forward
         return await handler(request)
 
-    limit = proxy.config.server.max_body_bytes
-
-    def make_request(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, protocol._loop, client_max_size=limit
-        )
-
-    # handler_cancellation: a caller that disconnects cancels its handler, which takes its inputs
-    # out of the queue before they are sent upstream.
-    return web.Server(handle, request_factory=make_request, handler_cancellation=True)
+    return handle
 
 
-def create_metrics_server(proxy: Proxy) -> web.Server:
+def metrics_handler(proxy: Proxy) -> Handler:
+    """The separate metrics port: /metrics and /health only."""
     gets: dict[str, Handler] = {"/metrics": proxy.handle_metrics, "/health": proxy.handle_health}
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(request: Request) -> Response:
         handler = gets.get(request.path) if request.method == "GET" else None
         if handler is None:
-            return web.Response(status=404, text="metrics port: GET /metrics\n")
+            return Response(404, b"metrics port: GET /metrics\n", "text/plain; charset=utf-8")
         return await handler(request)
 
-    return web.Server(handle)
+    return handle

@@ -8,10 +8,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
-
-from .app import Proxy, create_metrics_server, create_server
+from .app import Proxy, api_handler, metrics_handler
 from .config import Config
+from .httpserver import Server
 
 log = logging.getLogger("embedding_proxy")
 
@@ -26,16 +25,17 @@ async def serve(
     server = config.server
     proxy = Proxy(config, reload)
     await proxy.start(config_path)
-    runners: list[web.ServerRunner] = []
+    limit = server.max_body_bytes
     separate_metrics = server.metrics_port is not None
-    servers = [(create_server(proxy, with_metrics=not separate_metrics), server.port)]
+    listeners = [
+        (Server(api_handler(proxy, with_metrics=not separate_metrics), limit), server.port)
+    ]
     if server.metrics_port is not None:
-        servers.append((create_metrics_server(proxy), server.metrics_port))
-    for web_server, port in servers:
-        runner = web.ServerRunner(web_server, access_log=None, shutdown_timeout=5.0)
-        await runner.setup()
-        await web.TCPSite(runner, server.host, port, backlog=4096).start()
-        runners.append(runner)
+        listeners.append((Server(metrics_handler(proxy), limit), server.metrics_port))
+    servers: list[Server] = []
+    for http_server, port in listeners:
+        await http_server.start(server.host, port)
+        servers.append(http_server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,8 +56,8 @@ async def serve(
         log.info("signal received: draining")
         await proxy.shutdown()
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        for http_server in servers:
+            await http_server.close()
         await proxy.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -247,6 +247,7 @@ class Upstream:
         self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes, deadline: float
     ) -> tuple[int, dict[str, str], bytes]:
         """Pass a request through unchanged (but for hop-by-hop headers and keys)."""
+        # The caller's credentials stay here: TEI gets the proxy's own key, or none.
         out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
         if self.api_key:
             out["Authorization"] = f"Bearer {self.api_key}"
