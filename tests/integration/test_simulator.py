@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from tests.helpers.calls import metrics
 from tests.helpers.processes import PYTHON, Process, free_port, start_process
 
 from embedding_proxy.simulator.tokens import count_tokens
@@ -43,17 +43,6 @@ async def post(
         if resp.content_type == "application/json":
             return resp.status, await resp.json(), resp.headers
         return resp.status, await resp.text(), resp.headers
-
-
-async def metric_samples(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    async with http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 async def test_embed_answers_each_input_its_own_vector_in_order(
@@ -232,7 +221,7 @@ async def test_concurrent_callers_share_forward_passes(
     texts = [f"caller {i}" for i in range(64)]
     answers = await asyncio.gather(*(post(http, sim.url + "/embed", {"inputs": t}) for t in texts))
     assert [body for _, body, _ in answers] == [[embedding(t)] for t in texts]
-    m = await metric_samples(http, sim.url)
+    m = await metrics(http, sim.url)
     passes = m["tei_simulator_forward_passes_total"]
     assert m["tei_simulator_inputs_total"] == m["tei_simulator_batch_size_sum"] == 64
     assert passes < 64 and m["tei_simulator_batch_size_bucket{le=1.0}"] < passes
