@@ -3,20 +3,72 @@
 Every option of `kopf run` passes through, e.g.
     embedding-proxy-operator --all-namespaces --peering=embedding-proxy --liveness=http://0.0.0.0:8080/healthz
     embedding-proxy-operator --namespace=gpu --standalone --verbose
+
+Several replicas meet at one peering object, and kopf lets only the one with the highest priority
+act: equal priorities pause them all ("possibly conflicting operators"). Replicas of a Deployment
+all get the same arguments, so unless a priority is given, each derives its own from its pod name
+(`POD_ID`, which kopf also takes as the peer's identity; or `POD_NAME`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import kopf.cli
 
 HANDLERS = "embedding_proxy_operator.handlers"
+# Where the pod's name comes from (the downward API), in order of preference.
+POD_NAME_ENV = ("POD_ID", "POD_NAME")
+# Ways `kopf run` takes a priority besides its flags (click's automatic environment variables).
+PRIORITY_ENV = ("KOPF_RUN_PRIORITY", "KOPF_RUN_DEV")
+PRIORITY_SPAN = 2**31 - 1
+# kopf run's short options that take no value (-v, -d, -q, -A).
+SHORT_FLAGS = frozenset("vdqA")
+
+
+def peer_priority(pod_name: str) -> int:
+    """This replica's peering priority, from its pod name: stable across container restarts, and
+    distinct between pods but with a chance of 1 in 2^31 per pair. Always negative, so that kopf's
+    own conventions hold: an operator at the default 0, `kopf freeze` (100) and `--dev` (666)
+    outrank every replica in the cluster."""
+    digest = hashlib.sha256(pod_name.encode()).digest()
+    return -1 - int.from_bytes(digest[:8], "big") % PRIORITY_SPAN
+
+
+def _sets_priority(args: Sequence[str]) -> bool:
+    """Whether the arguments fix the priority themselves, or make peering moot."""
+    for arg in args:
+        if arg == "--":
+            break
+        if arg in ("--priority", "--dev", "--standalone") or arg.startswith("--priority="):
+            return True
+        if arg.startswith("-") and not arg.startswith("--"):
+            # `-p 5`, `-p5`, `-vp 5`: flags first, then at most one option whose value follows.
+            for letter in arg[1:]:
+                if letter == "p":
+                    return True
+                if letter not in SHORT_FLAGS:
+                    break
+    return False
+
+
+def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The arguments of `kopf run` for the operator's own: the handlers module, and a priority of
+    this pod's own where the arguments and environment give none."""
+    args = list(args)
+    if args[:1] == ["run"]:
+        # `embedding-proxy-operator run ...`, as kopf's usage line suggests, means the same.
+        args = args[1:]
+    extra: list[str] = []
+    pod = next((environ[k] for k in POD_NAME_ENV if environ.get(k)), "")
+    if pod and not _sets_priority(args) and not any(environ.get(k) for k in PRIORITY_ENV):
+        extra.append(f"--priority={peer_priority(pod)}")
+    return ["run", "--module", HANDLERS, *extra, *args]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    kopf.cli.main.main(
-        args=["run", "--module", HANDLERS, *args], prog_name="embedding-proxy-operator"
-    )
+    args = sys.argv[1:] if argv is None else argv
+    kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")

@@ -4,7 +4,9 @@
   sidecar put into its target Deployment, status updated.
 - Every event of a targeted Deployment reconciles its EmbeddingProxy again: a Deployment created
   later gets the sidecar, a sidecar removed by hand comes back.
-- A daemon per EmbeddingProxy asks the ready pods' proxies which config they run.
+- A daemon per EmbeddingProxy asks the ready pods' proxies which config they run and how much
+  work they hold, and with autoscaling on scales the target through its `scale` subresource
+  (or writes a KEDA ScaledObject that does).
 - Deleting an EmbeddingProxy takes out what the operator added, and nothing else.
 """
 
@@ -13,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
-from . import kube, names, pods, render
+from . import autoscaling, keda, kube, names, pods, render, scaler, scrape
 from .conditions import Fact, merge, now, without_times
 from .kube import ApiError, Kube
 from .reconcile import Plan, config_fact, plan
 from .settings import Options, native_from_version, retry_delay
-from .spec import SpecError, parse
+from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
 PATCH_ATTEMPTS = 3
@@ -39,6 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.options = options
     memo.locks = {}
     memo.notices = {}
+    memo.wakeups = {}
     memo.kube = None
     memo.native = None
     memo.scraper = None
@@ -105,6 +109,11 @@ def lock(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
     return memo.locks.setdefault((namespace, name), asyncio.Lock())
 
 
+def wakeup(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:
+    """Set to make the EmbeddingProxy's daemon poll at once."""
+    return memo.wakeups.setdefault((namespace, name), asyncio.Event())
+
+
 # ---- which EmbeddingProxy targets which Deployment ------------------------------------------
 
 
@@ -138,6 +147,8 @@ async def reconcile_proxy(
         if old_target and old_target != new_target:
             await release_target(memo, namespace, name, old_target, logger)
         await reconcile(memo, namespace, name, logger)
+        # A changed spec (autoscaling switched on, say) is acted on now, not at the next poll.
+        wakeup(memo, namespace, name).set()
     except ApiError as e:
         delay = retry_delay(retry, memo.options.max_retry_seconds)
         raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
@@ -281,7 +292,8 @@ async def write_configmap(api: Kube, wanted: Obj) -> str | None:
 async def write_status(
     api: Kube, proxy: Mapping[str, Any], facts: list[Fact], fields: Mapping[str, Any]
 ) -> None:
-    """Merge facts into the conditions and write status, only when something changed."""
+    """Merge facts into the conditions and write status, only when something changed. A None
+    among `fields` (at any depth) removes that field, as in a merge patch."""
     meta = proxy["metadata"]
     current = dict(proxy.get("status") or {})
     generation = meta.get("generation")
@@ -289,7 +301,7 @@ async def write_status(
     wanted = {**current, **fields, "conditions": conditions}
     if generation is not None:
         wanted["observedGeneration"] = generation
-    same = {k: v for k, v in wanted.items() if k != "conditions"} == {
+    same = _without_nulls({k: v for k, v in wanted.items() if k != "conditions"}) == {
         k: v for k, v in current.items() if k != "conditions"
     } and without_times(conditions) == without_times(current.get("conditions") or [])
     if same:
@@ -300,6 +312,12 @@ async def write_status(
         {"status": wanted},
         kube.MERGE_PATCH,
     )
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def post(
@@ -346,6 +364,7 @@ async def release(
         raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
     memo.notices.pop((namespace, name), None)
     memo.locks.pop((namespace, name), None)
+    memo.wakeups.pop((namespace, name), None)
 
 
 async def release_target(
@@ -387,17 +406,34 @@ async def observe(
     logger: logging.Logger,
     **_: Any,
 ) -> None:
-    """Ask the ready pods' proxies which config they run; count them into status."""
+    """Ask the ready pods' proxies which config they run and how much work they hold; count them
+    into status, and autoscale."""
+    first = True
+    wake = wakeup(memo, namespace, name)
     while not stopped:
         interval = memo.options.status_seconds
+        wake.clear()
         try:
-            interval = await observe_once(memo, namespace, name) or interval
+            interval = await observe_once(memo, namespace, name, logger, first) or interval
+            first = False
         except ApiError as e:
             logger.warning("observing pods of %s/%s: %s", namespace, name, e)
-        await stopped.wait(interval)
+        await _pause(stopped, wake, interval)
 
 
-async def observe_once(memo: kopf.Memo, namespace: str, name: str) -> float | None:
+async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until the next poll, the daemon is stopped, or the spec changed."""
+    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def observe_once(
+    memo: kopf.Memo, namespace: str, name: str, logger: logging.Logger, first: bool = False
+) -> float | None:
     api = client(memo)
     proxy = await api.get(kube.proxy_path(namespace, name))
     if proxy is None or proxy["metadata"].get("deletionTimestamp"):
@@ -415,10 +451,17 @@ async def observe_once(memo: kopf.Memo, namespace: str, name: str) -> float | No
     listing = await api.request(
         "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
     )
-    ready = pods.proxy_pods(listing.get("items") or [], selector)
+    items = listing.get("items") or []
+    ready = pods.proxy_pods(items, selector)
     texts = await scrape_all(memo, [pods.metrics_url(p, spec.sidecar.ports.metrics) for p in ready])
-    versions = pods.config_versions(texts)
-    current = sum(1 for v in versions if v == version)
+    pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
+    current = sum(1 for page in pages if page.config_version == version)
+    readings = {
+        p["metadata"]["name"]: page.queue_depth_avg for p, page in zip(ready, pages, strict=True)
+    }
+    fact, scaling = await autoscale(
+        memo, proxy, spec, pods.live_pods(items, selector), readings, first, logger
+    )
     async with lock(memo, namespace, name):
         fresh = await api.get(kube.proxy_path(namespace, name))
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
@@ -428,11 +471,180 @@ async def observe_once(memo: kopf.Memo, namespace: str, name: str) -> float | No
             "podsOnConfigVersion": current,
             "replicas": int((deployment.get("status") or {}).get("replicas", 0)),
             "readyReplicas": int((deployment.get("status") or {}).get("readyReplicas", 0)),
+            "autoscaling": scaler.replacing(
+                (fresh.get("status") or {}).get("autoscaling"), scaling
+            ),
         }
-        await write_status(api, fresh, [config_fact(len(ready), current, version)], fields)
+        facts = [config_fact(len(ready), current, version), fact]
+        await write_status(api, fresh, facts, fields)
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)
     return None
+
+
+# ---- autoscaling ----------------------------------------------------------------------------
+
+
+async def autoscale(
+    memo: kopf.Memo,
+    proxy: Mapping[str, Any],
+    spec: ProxySpec,
+    live: list[Obj],
+    readings: dict[str, float | None],
+    first: bool,
+    logger: logging.Logger,
+) -> tuple[Fact, Obj | None]:
+    """One poll's autoscaling: the `Autoscaling` condition and `status.autoscaling` (None: none).
+    Builtin scales the target's `scale` subresource (never its spec.replicas), KEDA keeps our
+    ScaledObject as the spec says, and either stands back from another autoscaler."""
+    api = client(memo)
+    meta = proxy["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
+    auto = spec.autoscaling
+    status = (proxy.get("status") or {}).get("autoscaling") or {}
+    target = spec.scale_target_name
+    ours = names.scaled_object_name(name)
+    with_keda = auto.enabled and auto.provider == "KEDA"
+    # Only when we may have written one: after a start (a crash could have hidden it from
+    # status) or when status names it.
+    if not with_keda and (first or status.get("scaledObjectName")):
+        await remove_scaled_object(api, namespace, ours, uid, logger)
+    if not auto.enabled or auto.provider == "None":
+        return scaler.disabled_fact(auto.enabled, auto.provider), None
+
+    conflict = scaler.conflicting_autoscaler(
+        await list_if_served(api, kube.hpa_path(namespace)),
+        await list_if_served(api, kube.scaledobject_path(namespace)),
+        target,
+        ours,
+        uid,
+    )
+    if conflict is not None:
+        message = conflict.message(target)
+        post(memo, proxy, "Warning", "ConflictingAutoscaler", message, once=True)
+        if with_keda:
+            await remove_scaled_object(api, namespace, ours, uid, logger)
+        fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
+        return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
+    if with_keda:
+        return await write_scaled_object(memo, proxy, spec)
+    return await scale_builtin(memo, proxy, spec, live, readings, logger)
+
+
+async def scale_builtin(
+    memo: kopf.Memo,
+    proxy: Mapping[str, Any],
+    spec: ProxySpec,
+    live: list[Obj],
+    readings: dict[str, float | None],
+    logger: logging.Logger,
+) -> tuple[Fact, Obj]:
+    api = client(memo)
+    namespace = proxy["metadata"]["namespace"]
+    status = (proxy.get("status") or {}).get("autoscaling") or {}
+    target = spec.scale_target_name
+    path = kube.scale_path(namespace, target)
+    scale = await api.get(path)
+    if scale is None:
+        message = f"Deployment {target!r} (the scale target) does not exist in {namespace!r}"
+        fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
+        return Fact(names.AUTOSCALING, "False", "ScaleTargetNotFound", message), fields
+
+    policy = scaler.policy_of(spec)
+    clock = time.time()  # wall-clock time: the history outlives this process
+    decision = autoscaling.decide(
+        int((scale.get("spec") or {}).get("replicas") or 0),
+        scaler.samples(live, readings, policy.signal_in_scaled_pods),
+        policy,
+        scaler.history_from_status(status.get("history")),
+        clock,
+    )
+    fact = scaler.decision_fact(decision, policy)
+    history, last = decision.history, status.get("lastScaleTime")
+    event = scaler.scale_event(decision, target)
+    if event is not None:
+        try:
+            replicas = {"spec": {"replicas": decision.desired_replicas}}
+            await api.request("PATCH", path, replicas, kube.MERGE_PATCH)
+        except ApiError as e:
+            # Not counted against the rate policies: nothing changed.
+            history = decision.history_if_not_applied
+            message = f"setting Deployment {target!r} to {decision.desired_replicas} failed: {e}"
+            fact = Fact(names.AUTOSCALING, "False", "ScaleFailed", message)
+            post(memo, proxy, "Warning", "FailedScale", message, once=True)
+        else:
+            last = scaler.timestamp(clock)
+            post(memo, proxy, "Normal", *event)
+            logger.info(event[1])
+    return fact, scaler.decision_status(decision, target, history, last)
+
+
+async def write_scaled_object(
+    memo: kopf.Memo, proxy: Mapping[str, Any], spec: ProxySpec
+) -> tuple[Fact, Obj]:
+    """Create our ScaledObject, or bring it back to what the spec says."""
+    api = client(memo)
+    meta = proxy["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
+    wanted = keda.scaled_object(name, namespace, uid, spec)
+    ours, target = wanted["metadata"]["name"], spec.scale_target_name
+    fields = {"scaleTargetName": target, "scaledObjectName": ours}
+    current = await api.get(kube.scaledobject_path(namespace, ours))
+    try:
+        if current is None:
+            await api.request("POST", kube.scaledobject_path(namespace), wanted)
+            post(memo, proxy, "Normal", "ScaledObjectCreated", f"created ScaledObject {ours!r}")
+        elif not keda.owned_by(current, uid):
+            message = f"ScaledObject {ours!r} exists and is not this EmbeddingProxy's"
+            post(memo, proxy, "Warning", "ConflictingAutoscaler", message, once=True)
+            fields = {"scaleTargetName": target}
+            return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
+        else:
+            patch = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": wanted["spec"]}
+            if not render.covers(current, patch):
+                patch["metadata"]["ownerReferences"] = wanted["metadata"]["ownerReferences"]
+                await api.request(
+                    "PATCH", kube.scaledobject_path(namespace, ours), patch, kube.MERGE_PATCH
+                )
+                post(memo, proxy, "Normal", "ScaledObjectUpdated", f"updated ScaledObject {ours!r}")
+    except ApiError as e:
+        if e.status == 404:
+            message = "the keda.sh/v1alpha1 ScaledObject API is not served: install KEDA"
+            return Fact(names.AUTOSCALING, "False", "KEDANotInstalled", message), {
+                "scaleTargetName": target
+            }
+        if e.status in (409, 429) or not 400 <= e.status < 500:
+            raise  # transient: the next poll tries again
+        # Refused as it is (KEDA's admission webhook, say): say why rather than retry blindly.
+        message = f"writing ScaledObject {ours!r} was refused: {e}"
+        post(memo, proxy, "Warning", "ScaledObjectRefused", message, once=True)
+        return Fact(names.AUTOSCALING, "False", "ScaledObjectRefused", message), {
+            "scaleTargetName": target
+        }
+    server = spec.autoscaling.keda.server_address
+    return scaler.keda_fact(ours, target, server), fields
+
+
+async def remove_scaled_object(
+    api: Kube, namespace: str, ours: str, uid: str | None, logger: logging.Logger
+) -> None:
+    """Delete our ScaledObject if there is one (KEDA then removes its HPA); never someone
+    else's of the same name."""
+    path = kube.scaledobject_path(namespace, ours)
+    current = await api.get(path)
+    if current is not None and keda.owned_by(current, uid):
+        await api.delete(path)
+        logger.info("deleted ScaledObject %s/%s", namespace, ours)
+
+
+async def list_if_served(api: Kube, path: str) -> list[Obj]:
+    """The items of a list; none when the API is not served (KEDA not installed)."""
+    try:
+        return list((await api.request("GET", path)).get("items") or [])
+    except ApiError as e:
+        if e.status == 404:
+            return []
+        raise
 
 
 async def scrape_all(memo: kopf.Memo, urls: list[str]) -> list[str | None]:

@@ -117,3 +117,8 @@ def hpa_path(namespace: str) -> str:
 def scaledobject_path(namespace: str, name: str | None = None) -> str:
     base = f"/apis/keda.sh/v1alpha1/namespaces/{quote(namespace)}/scaledobjects"
     return f"{base}/{quote(name)}" if name else base
+
+
+def scale_path(namespace: str, deployment: str) -> str:
+    """A Deployment's `scale` subresource: what autoscalers write, never spec.replicas itself."""
+    return deployment_path(namespace, deployment) + "/scale"

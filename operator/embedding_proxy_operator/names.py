@@ -55,9 +55,15 @@ READY = "Ready"
 TARGET_FOUND = "TargetFound"
 SIDECAR_INJECTED = "SidecarInjected"
 CONFIG_APPLIED = "ConfigApplied"
-AUTOSCALING = "AutoscalingActive"
+AUTOSCALING = "Autoscaling"
 
 
 def configmap_name(proxy_name: str) -> str:
     """The ConfigMap holding the proxy's config for one EmbeddingProxy."""
+    return f"{proxy_name}-embedding-proxy"
+
+
+def scaled_object_name(proxy_name: str) -> str:
+    """The KEDA ScaledObject the operator writes for one EmbeddingProxy (`provider: KEDA`); KEDA
+    names the HPA it creates from it `keda-hpa-<this name>`."""
     return f"{proxy_name}-embedding-proxy"

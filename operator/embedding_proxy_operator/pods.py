@@ -68,6 +68,19 @@ def proxy_pods(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, Any]) -
     return sorted(out, key=lambda p: p["metadata"].get("name", ""))
 
 
+def live_pods(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, Any]) -> list[Obj]:
+    """The Deployment's pods that count as replicas: not terminating, not finished (HPA's view).
+    Ready or not: an unready pod is a replica without a value for the autoscaler."""
+    out = [
+        dict(p)
+        for p in pods
+        if matches(selector, p.get("metadata", {}).get("labels") or {})
+        and not p.get("metadata", {}).get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+    return sorted(out, key=lambda p: p["metadata"].get("name", ""))
+
+
 def metrics_url(pod: Mapping[str, Any], port: int) -> str:
     ip = pod["status"]["podIP"]
     host = f"[{ip}]" if ":" in ip else ip

@@ -166,6 +166,26 @@ class ScaleTargetRef(CamelModel):
     name: str = Field(min_length=1, max_length=253)
 
 
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+
+
+class Keda(CamelModel):
+    """What the ScaledObject written for `provider: KEDA` needs beyond the shared fields."""
+
+    # The Prometheus that scrapes the proxies (prometheus-operator's default Service name).
+    server_address: str = Field(DEFAULT_PROMETHEUS, min_length=1)
+
+    @model_validator(mode="after")
+    def _url(self) -> Keda:
+        parts = urlsplit(self.server_address)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "autoscaling.keda.serverAddress must be an http(s) URL with a host, "
+                f"got {self.server_address!r}"
+            )
+        return self
+
+
 class Autoscaling(CamelModel):
     enabled: bool = False
     provider: Literal["Builtin", "KEDA", "None"] = "Builtin"
@@ -176,6 +196,7 @@ class Autoscaling(CamelModel):
     scale_target_ref: ScaleTargetRef | None = None
     poll_seconds: int = Field(5, ge=1, le=300)
     behavior: Behavior = Behavior()
+    keda: Keda = Keda()
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:

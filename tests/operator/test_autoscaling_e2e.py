@@ -1,0 +1,532 @@
+"""Autoscaling end to end: the operator as its own process against the emulated API, real proxy
+processes standing in for the TEI pods (each pod's IP is a loopback address of its own, where a
+proxy listens on the sidecar's ports), a slow simulated TEI behind them, and a load generator of
+many single-input callers. The test plays the ReplicaSet controller and the kubelet: it creates a
+ready pod for each replica the Deployment's scale asks for, and removes the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import kmock
+import pytest
+import pytest_asyncio
+from harness import VERBS, Api, Cluster, eventually, free_port, stop_process
+from tests.helpers.external_schemas import SCALED_OBJECT
+from tests.helpers.processes import wait_http
+
+from embedding_proxy_operator import names
+
+NS = "demo"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+PROXIES = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{NS}/{names.PLURAL}"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+EVENTS = f"/api/v1/namespaces/{NS}/events"
+HPAS = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
+SCALED_OBJECTS = f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects"
+TEST_AGENT = "autoscaling-e2e-test"
+
+POLL = 1  # spec.autoscaling.pollSeconds
+WINDOW = 5  # the scale-down stabilization window, seconds
+TARGET = 20  # targetQueueDepthPerPod
+MAX = 4  # maxReplicas; one proxy process per possible pod
+CALLERS = 160  # concurrent single-input callers: 8 x the target on one pod, 2 x on four
+IPS = [f"127.0.0.{2 + i}" for i in range(MAX)]
+
+# What the RBAC grants the autoscaler (group, resource, verb); the operator must need no more.
+ALLOWED = {
+    ("apps", "deployments/scale", "get"),
+    ("apps", "deployments/scale", "patch"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
+    *{("keda.sh", "scaledobjects", v) for v in ("get", "list", "create", "patch", "delete")},
+    ("", "events", "create"),
+    ("", "pods", "list"),
+}
+WATCHED = {"deployments/scale", "horizontalpodautoscalers", "scaledobjects", "events", "pods"}
+
+Obj = dict[str, Any]
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """A simulated TEI and one proxy per possible pod, each on its pod's IP."""
+
+    api_port: int
+    metrics_port: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    sim_port, api_port, metrics_port = free_port(), free_port(), free_port()
+    # One pass at a time, 200 ms each: a queue builds at once under the load below.
+    sim = spawn(
+        [
+            sys.executable,
+            "-m",
+            "embedding_proxy.simulator",
+            "--port",
+            str(sim_port),
+            "--base-ms",
+            "200",
+            "--no-internal-batching",
+        ],
+        tmp_path / "tei.log",
+    )
+    out = Fleet(api_port, metrics_port, [sim])
+    try:
+        for ip in IPS:
+            args = [
+                sys.executable,
+                "-m",
+                "embedding_proxy.cli",
+                "serve",
+                "--host",
+                ip,
+                "--port",
+                str(api_port),
+                "--metrics-port",
+                str(metrics_port),
+                "--upstream",
+                f"http://127.0.0.1:{sim_port}",
+                "--max-batch-size",
+                "8",
+            ]
+            out.procs.append(spawn(args, tmp_path / f"proxy-{ip}.log"))
+        wait_http(f"http://127.0.0.1:{sim_port}/health", proc=sim)
+        for ip, proc in zip(IPS, out.procs[1:], strict=True):
+            wait_http(f"http://{ip}:{metrics_port}/metrics", proc=proc)
+            wait_http(f"http://{ip}:{api_port}/health", proc=proc)
+        yield out
+    finally:
+        for proc in out.procs:
+            stop_process(proc)
+
+
+# ---- objects ---------------------------------------------------------------------------------
+
+
+def tei_deployment(replicas: int) -> Obj:
+    labels = {"app": "tei"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "tei", "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "tei", "image": "tei", "ports": []}]},
+            },
+        },
+    }
+
+
+def embedding_proxy(api_port: int, metrics_port: int, **autoscaling: Any) -> Obj:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "tei", "namespace": NS},
+        "spec": {
+            "targetRef": {"name": "tei"},
+            # Every proxy binds these on its own IP, as every pod has its own network namespace.
+            "sidecar": {"ports": {"api": api_port, "metrics": metrics_port}},
+            "autoscaling": {"enabled": True, "pollSeconds": POLL, **autoscaling},
+        },
+    }
+
+
+def ready_pod(name: str, ip: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": "tei"}},
+        "spec": {
+            "initContainers": [{"name": names.SIDECAR_NAME, "image": "embedding-proxy:0.1.0"}],
+            "containers": [{"name": "tei", "image": "tei"}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def hpa(name: str, target: str = "tei", owner: Obj | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": NS}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "ScaledObject",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "controller": True,
+            }
+        ]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
+        },
+    }
+
+
+# ---- the test's side of the cluster ----------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def client(cluster: Cluster) -> AsyncIterator[Api]:
+    """The test's client, told apart from the operator's requests by its User-Agent."""
+    api = Api(str(cluster.url))
+    api.session.headers["User-Agent"] = TEST_AGENT
+    yield api
+    await api.close()
+
+
+async def replicas(api: Api) -> int:
+    dep = await api.get(f"{DEPLOYMENTS}/tei")
+    return int((dep or {}).get("spec", {}).get("replicas", 0))
+
+
+async def proxy_status(api: Api) -> Obj:
+    return (await api.get(f"{PROXIES}/tei") or {}).get("status") or {}
+
+
+def condition(status: Obj, type_: str) -> Obj:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+async def events(api: Api, reason: str) -> list[Obj]:
+    return [e for e in await api.items(EVENTS) if e.get("reason") == reason]
+
+
+async def play_replicaset(api: Api, endpoints: list[str]) -> None:
+    """Pods follow the Deployment's replicas, as the ReplicaSet controller and kubelet make
+    them; `endpoints` follows the ready pods, as the Service's endpoints do."""
+    reported = -1
+    while True:
+        wanted = min(await replicas(api), MAX)
+        have = {p["metadata"]["name"] for p in await api.items(PODS)}
+        for i, ip in enumerate(IPS):
+            name = f"tei-5d8f7c9b4-pod{i}"
+            if i < wanted and name not in have:
+                await api.create(PODS, ready_pod(name, ip))
+            elif i >= wanted and name in have:
+                await api.delete(f"{PODS}/{name}")
+        endpoints[:] = IPS[:wanted]
+        if wanted != reported:
+            status = {"replicas": wanted, "readyReplicas": wanted}
+            await api.merge(f"{DEPLOYMENTS}/tei/status", {"status": status})
+            reported = wanted
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Load:
+    answered: int = 0
+    failed: int = 0
+
+
+async def generate_load(endpoints: list[str], port: int, load: Load) -> None:
+    """CALLERS callers, each sending one input at a time to the next endpoint in turn."""
+    turn = itertools.count()
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def caller(i: int) -> None:
+            while True:
+                ip = endpoints[next(turn) % len(endpoints)]
+                try:
+                    body = {"inputs": f"caller {i} says hello"}
+                    async with http.post(f"http://{ip}:{port}/embed", json=body) as resp:
+                        await resp.read()
+                    load.answered += resp.status == 200
+                    load.failed += resp.status != 200
+                except (aiohttp.ClientError, TimeoutError):
+                    load.failed += 1
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(caller(i) for i in range(CALLERS)))
+
+
+def check_api_use(cluster: Cluster) -> None:
+    """The operator used only the verbs the autoscaler is granted, and changed replicas only
+    through the scale subresource."""
+    for r in cluster:
+        if r.headers.get("User-Agent") == TEST_AGENT or r.resource is None:
+            continue
+        resource = r.resource.plural or ""
+        if r.subresource:
+            resource = f"{resource}/{r.subresource}"
+        if r.method == kmock.method.PATCH and resource == "deployments":
+            ops = r.data if isinstance(r.data, list) else []
+            assert all(not str(op.get("path", "")).startswith("/spec/replicas") for op in ops)
+            if isinstance(r.data, dict):
+                assert "replicas" not in (r.data.get("spec") or {})
+        if resource not in WATCHED:
+            continue
+        action = r.action
+        verb = {
+            kmock.action.LIST: "list",
+            kmock.action.WATCH: "watch",
+            kmock.action.FETCH: "get",
+            kmock.action.CREATE: "create",
+            kmock.action.DELETE: "delete",
+        }.get(action, "patch")  # type: ignore[call-overload]
+        assert (r.resource.group or "", resource, verb) in ALLOWED, f"{r.method} {r.url}"
+
+
+# ---- the tests -------------------------------------------------------------------------------
+
+
+async def test_queue_depth_scales_tei_up_at_once_and_down_after_the_window(
+    cluster: Cluster, client: Api, operator: Any, fleet: Fleet
+) -> None:
+    api = client
+    await api.create(DEPLOYMENTS, tei_deployment(1))
+    operator()
+    spec = embedding_proxy(
+        fleet.api_port,
+        fleet.metrics_port,
+        minReplicas=1,
+        maxReplicas=MAX,
+        targetQueueDepthPerPod=TARGET,
+        behavior={"scaleDown": {"stabilizationWindowSeconds": WINDOW}},
+    )
+    await api.create(PROXIES, spec)
+    endpoints: list[str] = []
+    replicaset = asyncio.create_task(play_replicaset(api, endpoints))
+    load = Load()
+    traffic: asyncio.Task[None] | None = None
+    try:
+        # Idle: the autoscaler runs and keeps the one replica.
+        async def idle() -> Obj | None:
+            status = await proxy_status(api)
+            auto = status.get("autoscaling") or {}
+            ok = auto.get("desiredReplicas") == 1 and auto.get("podsMeasured") == 1
+            return status if ok else None
+
+        status = await eventually(idle, "the autoscaler measuring the idle pod", timeout=20)
+        assert condition(status, names.AUTOSCALING)["status"] == "True"
+        assert status["autoscaling"]["observedQueueDepth"] == 0
+
+        # Overload: CALLERS inputs held on one pod, 8 x the target.
+        started = time.monotonic()
+        traffic = asyncio.create_task(generate_load(endpoints, fleet.api_port, load))
+
+        async def scaled_up() -> int | None:
+            n = await replicas(api)
+            return n if n > 1 else None
+
+        # Two polls, plus the moment the proxy's 10 s average needs to leave the tolerance band.
+        await eventually(scaled_up, "a scale-up", timeout=2 * POLL + 3)
+        scale_up_seconds = time.monotonic() - started
+        assert scale_up_seconds <= 2 * POLL + 3
+
+        async def at_maximum() -> Obj | None:
+            status = await proxy_status(api)
+            ok = condition(status, names.AUTOSCALING).get("reason") == "AtMaximum"
+            current = (status.get("autoscaling") or {}).get("currentReplicas")
+            return status if ok and current == MAX else None
+
+        status = await eventually(at_maximum, f"{MAX} replicas, at the maximum", timeout=15)
+        auto = status["autoscaling"]
+        assert auto["desiredReplicas"] == MAX and auto["currentReplicas"] == MAX
+        # At the maximum because the load asks for MAX or more: ceil(depth / TARGET) >= MAX.
+        assert auto["observedQueueDepth"] >= (MAX - 1) * TARGET
+        assert auto["podsMeasured"] == MAX
+        assert auto["scaleTargetName"] == "tei" and auto["lastScaleTime"]
+        (first, *_) = await eventually(lambda: events(api, "ScaledUp"), "a ScaledUp event")
+        assert first["message"].startswith("scaled tei from 1 to ")
+        assert "queue depth" in first["message"] and f"target {TARGET}" in first["message"]
+        assert first["involvedObject"]["kind"] == names.KIND
+        assert load.answered > 0
+
+        # A steady overload holds the maximum, without a flap.
+        for _ in range(30):
+            assert await replicas(api) == MAX
+            await asyncio.sleep(0.1)
+
+        # The load stops; the 10 s averages drain, and the replicas follow a window behind.
+        traffic.cancel()
+        stopped = time.monotonic()
+        seen: dict[int, int] = {}  # every recommendation the status showed: time (ms) -> count
+        while True:
+            status = await proxy_status(api)
+            history = (status.get("autoscaling") or {}).get("history") or {}
+            for rec in history.get("recommendations") or []:
+                seen[rec["atUnixMilliseconds"]] = rec["replicas"]
+            if await replicas(api) < MAX:
+                break
+            assert time.monotonic() - stopped < 25, "no scale-down within 25 s of the load stopping"
+            await asyncio.sleep(0.1)
+        dropped = time.monotonic()
+        assert dropped - stopped >= WINDOW, "scaled down before the window had passed"
+
+        async def scale_down_recorded() -> int | None:
+            history = ((await proxy_status(api)).get("autoscaling") or {}).get("history") or {}
+            for rec in history.get("recommendations") or []:
+                seen[rec["atUnixMilliseconds"]] = rec["replicas"]
+            downs = history.get("scaleDowns") or []
+            return downs[0]["atUnixMilliseconds"] if downs else None
+
+        scaled_down_at = await eventually(scale_down_recorded, "the scale-down in status")
+        # Exactly as the window says: the last recommendation for MAX left it, then it went.
+        last_high = max(at for at, n in seen.items() if n >= MAX and at < scaled_down_at)
+        assert scaled_down_at - last_high >= WINDOW * 1000 - 1
+        assert scaled_down_at - last_high <= (WINDOW + 2 * POLL + 2) * 1000
+
+        async def back_to_one() -> bool:
+            return await replicas(api) == 1
+
+        await eventually(back_to_one, "one replica again", timeout=20)
+        (down, *_) = await eventually(lambda: events(api, "ScaledDown"), "a ScaledDown event")
+        assert down["message"].startswith(f"scaled tei from {MAX} to ")
+        check_api_use(cluster)
+        print(f"scaled up {scale_up_seconds:.1f} s after the load started; first scale-down")
+        print(f"{dropped - stopped:.1f} s after it stopped; {load.answered} inputs answered")
+    finally:
+        for task in (traffic, replicaset):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (traffic, replicaset) if t), return_exceptions=True)
+
+
+async def test_an_hpa_on_the_same_deployment_makes_the_operator_stand_back(
+    cluster: Cluster, client: Api, operator: Any
+) -> None:
+    """3 replicas above maxReplicas 2 would be scaled at once, without any metric; an HPA on
+    the Deployment stops that until it is gone."""
+    api = client
+    await api.create(DEPLOYMENTS, tei_deployment(3))
+    await api.create(HPAS, hpa("tei-cpu"))
+    await api.create(HPAS, hpa("web-cpu", target="web"))
+    operator()
+    await api.create(PROXIES, embedding_proxy(free_port(), free_port(), maxReplicas=2))
+
+    async def standing_back() -> Obj | None:
+        cond = condition(await proxy_status(api), names.AUTOSCALING)
+        return cond if cond.get("reason") == "ConflictingAutoscaler" else None
+
+    cond = await eventually(standing_back, "the ConflictingAutoscaler condition")
+    assert cond["status"] == "False"
+    assert "HorizontalPodAutoscaler 'tei-cpu'" in cond["message"] and "'tei'" in cond["message"]
+    (warning, *_) = await eventually(
+        lambda: events(api, "ConflictingAutoscaler"), "a ConflictingAutoscaler event"
+    )
+    assert warning["type"] == "Warning"
+    await asyncio.sleep(3 * POLL)
+    assert await replicas(api) == 3
+    assert (await proxy_status(api))["autoscaling"] == {"scaleTargetName": "tei"}
+
+    await api.delete(f"{HPAS}/tei-cpu")
+
+    async def taken_over() -> int | None:
+        n = await replicas(api)
+        return n if n == 2 else None
+
+    await eventually(taken_over, "the operator scaling once the HPA is gone")
+
+    async def at_maximum() -> Obj | None:
+        cond = condition(await proxy_status(api), names.AUTOSCALING)
+        return cond if (cond.get("status"), cond.get("reason")) == ("True", "AtMaximum") else None
+
+    await eventually(at_maximum, "Autoscaling=True, reason AtMaximum")
+    assert await events(api, "ScaledDown")
+    check_api_use(cluster)
+
+
+async def test_keda_provider_writes_an_owned_scaled_object_and_removes_it(
+    cluster: Cluster, client: Api, operator: Any
+) -> None:
+    api = client
+    cluster.resources["keda.sh/v1alpha1/scaledobjects"] = kmock.ResourceInfo(
+        kind="ScaledObject", namespaced=True, subresources={"status"}, verbs=VERBS
+    )
+    await api.create(DEPLOYMENTS, tei_deployment(2))
+    operator()
+    spec = embedding_proxy(free_port(), free_port(), provider="KEDA", maxReplicas=6)
+    created = await api.create(PROXIES, spec)
+    name = names.scaled_object_name("tei")
+
+    async def written() -> Obj | None:
+        return await api.get(f"{SCALED_OBJECTS}/{name}")
+
+    scaled = await eventually(written, "the ScaledObject")
+    jsonschema.validate(scaled, SCALED_OBJECT)
+    (owner,) = scaled["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == (names.KIND, created["metadata"]["uid"])
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "tei"
+    assert scaled["spec"]["maxReplicaCount"] == 6
+    (trigger,) = scaled["spec"]["triggers"]
+    assert 'namespace="demo"' in trigger["metadata"]["query"]
+
+    async def delegated() -> Obj | None:
+        status = await proxy_status(api)
+        ok = condition(status, names.AUTOSCALING).get("reason") == "KEDA"
+        return status if ok else None
+
+    status = await eventually(delegated, "Autoscaling=True, reason KEDA")
+    assert status["autoscaling"] == {"scaleTargetName": "tei", "scaledObjectName": name}
+    # The HPA KEDA makes for it is ours too: no conflict.
+    await api.create(HPAS, hpa(f"keda-hpa-{name}", owner=scaled))
+    await api.merge(f"{PROXIES}/tei", {"spec": {"autoscaling": {"maxReplicas": 8}}})
+
+    async def updated() -> Obj | None:
+        obj = await api.get(f"{SCALED_OBJECTS}/{name}")
+        return obj if obj and obj["spec"]["maxReplicaCount"] == 8 else None
+
+    await eventually(updated, "the ScaledObject following the spec")
+    assert condition(await proxy_status(api), names.AUTOSCALING)["reason"] == "KEDA"
+    assert await replicas(api) == 2  # KEDA scales, not the operator
+
+    await api.merge(f"{PROXIES}/tei", {"spec": {"autoscaling": {"enabled": False}}})
+
+    async def removed() -> bool:
+        return await api.get(f"{SCALED_OBJECTS}/{name}") is None
+
+    await eventually(removed, "the ScaledObject deleted")
+
+    async def disabled() -> Obj | None:
+        status = await proxy_status(api)
+        ok = condition(status, names.AUTOSCALING).get("reason") == "Disabled"
+        return status if ok and "autoscaling" not in status else None
+
+    await eventually(disabled, "Autoscaling=False, reason Disabled, and no autoscaling status")
+    assert await replicas(api) == 2
+    check_api_use(cluster)
