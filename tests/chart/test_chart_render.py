@@ -22,7 +22,11 @@ EVERYTHING = (
     "podMonitor.enabled=true",
     "--set",
     "operator.replicas=2",
-    *NAMESPACED,
+    "--set",
+    "operator.watch.mode=namespaced",
+    # The example goes into the release namespace, so the operator must watch it too.
+    "--set-json",
+    'operator.watch.namespaces=["team-a","embedding-proxy-system"]',
     *EXAMPLE_CPU,
 )
 CASES = {
@@ -33,21 +37,30 @@ CASES = {
     "everything": EVERYTHING,
 }
 
-# What the operator may do in a namespace it watches, and nothing more. Secrets are absent on
-# purpose: the sidecar mounts them by name; the operator never reads them.
+# Every grant the operator has, and nothing more: each verb is one the operator or kopf sends
+# (tests/operator/test_operator_installed.py checks that against the requests it sends), and this
+# table must change with the chart for RBAC to grow. `update` is never sent: writes are patches.
+# Secrets are absent on purpose: the sidecar mounts them by name; the operator never reads them.
 NAMESPACED_RULES = {
-    ("embeddingproxy.io", "embeddingproxies"): {"get", "list", "watch", "patch", "update"},
-    ("embeddingproxy.io", "embeddingproxies/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "patch", "update"},
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch"},
-    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    # kopf lists, watches and patches (finalizer, annotations); the handlers read afresh.
+    ("embeddingproxy.io", "embeddingproxies"): {"get", "list", "watch", "patch"},
+    # Conditions, config version, pod counts: a merge patch of the status subresource.
+    ("embeddingproxy.io", "embeddingproxies/status"): {"patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "patch"},
+    ("", "configmaps"): {"get", "create", "patch", "delete"},
+    ("", "pods"): {"list"},
+    ("", "events"): {"create"},
+    # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.
+    ("apps", "deployments/scale"): {"get", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list"},
+    ("keda.sh", "scaledobjects"): {"get", "list", "create", "patch", "delete"},
 }
-CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+# kopf's discovery reads /api and /apis (open to every client) and watches CRDs.
+CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+# With --namespace, kopf lists and watches namespaces to serve the named ones; with
+# --all-namespaces it never does.
+NAMESPACES_READ = {("", "namespaces"): {"list", "watch"}}
+PEERING = {"list", "watch", "patch"}
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -158,8 +171,7 @@ def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
     assert rules_of(role) == {
         **NAMESPACED_RULES,
         **CRD_READ,
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
-        ("", "namespaces"): {"get", "list", "watch"},
+        ("kopf.dev", "clusterkopfpeerings"): PEERING,
     }
     binding = kit.one(objects, "ClusterRoleBinding")
     account = kit.one(objects, "ServiceAccount")
@@ -179,16 +191,13 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: An
     roles = kit.by_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
-        assert rules_of(role) == {
-            **NAMESPACED_RULES,
-            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-        }
+        assert rules_of(role) == {**NAMESPACED_RULES, ("kopf.dev", "kopfpeerings"): PEERING}
     bindings = kit.by_kind(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == kit.namespace
-    # Cluster-wide, only the CRD discovery kopf needs.
-    assert rules_of(kit.one(objects, "ClusterRole")) == CRD_READ
+    # Cluster-wide, only what kopf reads to find its resources and namespaces.
+    assert rules_of(kit.one(objects, "ClusterRole")) == {**CRD_READ, **NAMESPACES_READ}
     peerings = kit.by_kind(objects, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not kit.by_kind(objects, "ClusterKopfPeering")
@@ -235,7 +244,9 @@ def test_pod_monitor_only_where_prometheus_operator_is_served(render: Any, kit: 
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
     namespaced = kit.one(render(*EVERYTHING), "PodMonitor")
-    assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert namespaced["spec"]["namespaceSelector"] == {
+        "matchNames": ["team-a", "embedding-proxy-system"]
+    }
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -312,6 +323,15 @@ def test_example_wires_tei_proxy_and_service(variant: str, render: Any, kit: Any
     assert port["targetPort"] == 8000 != tei_port
 
 
+def test_example_outside_the_watched_namespaces_is_refused(helm: str, kit: Any) -> None:
+    # It would never get its sidecar: say so at install rather than leave it waiting.
+    result = kit.run_helm(
+        helm, "template", "x", str(kit.chart), "-n", "ml", *NAMESPACED, *EXAMPLE_CPU
+    )
+    assert result.returncode != 0
+    assert 'release namespace "ml", which the operator does not watch' in result.stderr
+
+
 def test_example_spec_values_reach_the_embedding_proxy(render: Any, kit: Any) -> None:
     spec = {"batching": {"maxBatchSize": 64}, "upstream": {"url": "http://127.0.0.1:9000"}}
     objects = render(*EXAMPLE_GPU, "--set-json", f"example.embeddingProxySpec={json.dumps(spec)}")
@@ -330,6 +350,8 @@ def test_example_spec_values_reach_the_embedding_proxy(render: Any, kit: Any) ->
         (("--set", "operator.watch.mode=everywhere"), "at '/operator/watch/mode'"),
         (("--set", "image.pullPolicy=Sometimes"), "at '/image/pullPolicy'"),
         (("--set-json", 'operator.watch.namespaces=["Team_A"]'), "does not match pattern"),
+        # The metrics port's name is the operator's, not a setting.
+        (("--set", "podMonitor.portName=metrics"), "additional properties 'portName' not allowed"),
     ],
 )
 def test_schema_rejects_wrong_values_clearly(

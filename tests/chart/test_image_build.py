@@ -12,7 +12,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
+
+from embedding_proxy_operator import names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,6 +59,17 @@ def test_dockerfile_builds_from_the_lock_and_runs_unprivileged() -> None:
     # Exec form: the process is PID 1 and receives SIGTERM itself.
     assert json.loads(steps["ENTRYPOINT"]) == ["embedding-proxy"]
     assert json.loads(steps["CMD"]) == ["serve"]
+
+
+def test_image_user_is_the_one_the_operator_and_chart_run_as() -> None:
+    # runAsNonRoot checks the image's numeric USER; runAsUser in the sidecar and the chart must
+    # name the same uid, or the read-only mounts and the venv would belong to someone else.
+    _, final = instructions()
+    uid, gid = (int(x) for x in dict(final)["USER"].split(":"))
+    assert uid == gid == names.SIDECAR_UID
+    values = yaml.safe_load((ROOT / "charts" / "embedding-proxy" / "values.yaml").read_text())
+    pod = values["operator"]["podSecurityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (uid, gid)
 
 
 def test_dockerignore_lets_through_what_the_dockerfile_copies() -> None:

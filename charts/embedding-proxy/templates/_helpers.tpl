@@ -62,6 +62,13 @@ app.kubernetes.io/component: operator
 {{- default (include "embedding-proxy.fullname" .) .Values.operator.peering.name }}
 {{- end }}
 
+{{/*
+What the operator names in the pods it changes (operator/embedding_proxy_operator/names.py and
+render.py): fixed there, so fixed here; tests/chart checks that the two agree.
+*/}}
+{{- define "embedding-proxy.sidecar.containerName" -}}embedding-proxy{{- end }}
+{{- define "embedding-proxy.sidecar.metricsPortName" -}}proxy-metrics{{- end }}
+
 {{/* Namespaces watched in namespaced mode, as a JSON list (default: the release namespace). */}}
 {{- define "embedding-proxy.watchedNamespaces" -}}
 {{- if .Values.operator.watch.namespaces }}
@@ -76,45 +83,48 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-RBAC rules for what the operator does inside a watched namespace. Used by the ClusterRole in
-cluster-wide mode and by one Role per namespace in namespaced mode.
+RBAC rules for what the operator does inside a watched namespace, and nothing more: used by the
+ClusterRole in cluster-wide mode and by one Role per namespace in namespaced mode. Every verb here
+is one the operator or kopf sends (docs/operator.md lists why); tests/chart holds the same table,
+so a new grant fails a test until both agree. `update` (PUT) is never sent: every write is a patch.
+Secrets are absent on purpose: the sidecar mounts them by name, the operator never reads them.
 */}}
 {{- define "embedding-proxy.namespacedRules" -}}
-# Its own resource: reconcile, then report in status.
+# Its own resource: kopf lists and watches it and patches its finalizer and annotations; the
+# handlers read it afresh before acting.
 - apiGroups: ["embeddingproxy.io"]
   resources: ["embeddingproxies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
+# Conditions, config version and pod counts: a merge patch of the status subresource.
 - apiGroups: ["embeddingproxy.io"]
   resources: ["embeddingproxies/status"]
-  verbs: ["get", "patch", "update"]
-# The target Deployment: inject the sidecar; scale it on the proxies' queue depth.
+  verbs: ["patch"]
+# The target Deployment: follow it, put the sidecar in (JSON Patch), take it out.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
+# The autoscaler reads and sets the target's replicas through the scale subresource only.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 # The proxies' config, which they reload live.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Ready pods, whose /metrics it scrapes.
+  verbs: ["get", "create", "patch", "delete"]
+# Ready pods, whose proxies' /metrics it reads.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Explaining what happened, in both Event APIs.
+  verbs: ["list"]
+# Explaining what happened (kopf posts core v1 Events).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# An HPA on the target is only read, so that the operator never fights it.
+  verbs: ["create"]
+# An HPA on the same target: the autoscaler stands back rather than fight it.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch"]
-# KEDA, when chosen for autoscaling, gets a ScaledObject the operator owns.
+  verbs: ["list"]
+# autoscaling.provider KEDA: a ScaledObject the operator owns.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}

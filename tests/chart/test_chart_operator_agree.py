@@ -1,0 +1,219 @@
+"""The chart and the operator agree: the arguments the chart passes are ones `kopf run` takes,
+the environment gives each replica its own peering priority, the liveness probe asks where kopf
+answers, and the PodMonitor scrapes the port the operator gives the sidecar."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonpatch
+import kopf.cli
+import pytest
+
+from embedding_proxy_operator import names, render
+from embedding_proxy_operator.cli import POD_NAME_ENV, peer_priority, run_args
+from embedding_proxy_operator.spec import parse
+
+Obj = dict[str, Any]
+MONITORING = ("--api-versions", "monitoring.coreos.com/v1", "--set", "podMonitor.enabled=true")
+NAMESPACED = (
+    "--set",
+    "operator.watch.mode=namespaced",
+    "--set-json",
+    'operator.watch.namespaces=["team-a","team-b"]',
+)
+
+
+def operator_container(objects: list[Obj]) -> Obj:
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment"
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def kopf_params(container: Obj, pod: str) -> dict[str, Any]:
+    """What `kopf run` makes of the container's command line in a pod of this name (parsed by
+    kopf's own command-line parser, not run)."""
+    env = {e["name"]: pod for e in container["env"] if e.get("valueFrom", {}).get("fieldRef")}
+    env = {k: v for k, v in env.items() if k in POD_NAME_ENV}
+    args = run_args(container["args"], env)
+    assert args[0] == "run"
+    return dict(kopf.cli.run.make_context("run", args[1:]).params)
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_kopf_run_takes_the_charts_arguments(mode: str, render: Any, kit: Any) -> None:
+    flags = NAMESPACED if mode == "namespaced" else ()
+    objects = render(*flags, "--set", "operator.replicas=2")
+    container = operator_container(objects)
+    params = kopf_params(container, "embedding-proxy-5d8c7b9f4-x2kq7")
+    peering_kind = "KopfPeering" if mode == "namespaced" else "ClusterKopfPeering"
+    peerings = {p["metadata"]["name"] for p in kit.by_kind(objects, peering_kind)}
+    assert params["peering_name"] in peerings
+    assert params["standalone"] is None  # peering is on
+    if mode == "cluster":
+        assert params["clusterwide"] is True and params["namespaces"] == ()
+    else:
+        assert params["clusterwide"] is False
+        assert params["namespaces"] == ("team-a", "team-b")
+    assert params["modules"] == ("embedding_proxy_operator.handlers",)
+
+
+def test_each_replica_gets_a_priority_of_its_own(render: Any) -> None:
+    container = operator_container(render("--set", "operator.replicas=2"))
+    # The pod's name reaches the process by the downward API, under the name the operator reads.
+    by_name = {e["name"]: e for e in container["env"]}
+    (source,) = [by_name[n] for n in POD_NAME_ENV if n in by_name]
+    assert source["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pods = ["embedding-proxy-5d8c7b9f4-x2kq7", "embedding-proxy-5d8c7b9f4-m8r4t"]
+    priorities = [kopf_params(container, pod)["priority"] for pod in pods]
+    assert priorities == [peer_priority(pod) for pod in pods]
+    assert priorities[0] != priorities[1]
+
+
+def test_a_fixed_priority_is_refused_with_several_replicas(helm: str, kit: Any) -> None:
+    for arg in ("--priority=10", "-p", "--dev"):
+        result = kit.run_helm(
+            helm,
+            "template",
+            "x",
+            str(kit.chart),
+            "--set",
+            "operator.replicas=2",
+            "--set-json",
+            f"operator.extraArgs={json.dumps([arg])}",
+        )
+        assert result.returncode != 0
+        assert "equal priority" in result.stderr and arg in result.stderr
+    single = kit.run_helm(
+        helm, "template", "x", str(kit.chart), "--set-json", 'operator.extraArgs=["-p", "10"]'
+    )
+    assert single.returncode == 0, single.stderr
+
+
+def test_liveness_probe_asks_where_kopf_answers(render: Any) -> None:
+    container = operator_container(render("--set", "operator.healthPort=9090"))
+    params = kopf_params(container, "op-1")
+    url = urlsplit(params["liveness_endpoint"])
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert url.scheme == "http" and url.hostname == "0.0.0.0"  # the kubelet probes the pod IP
+    assert url.port == ports[probe["port"]] == 9090
+    assert url.path == probe["path"] == "/healthz"
+
+
+# ---- the PodMonitor and what the operator puts into pods ---------------------------------------
+
+
+def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector applied to labels (an empty selector matches everything)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def scraped(monitor: Obj, pod_template: Obj) -> list[tuple[str, int]]:
+    """(container, port) pairs of a pod that Prometheus would scrape for this PodMonitor: pods the
+    selector matches; container ports named as the endpoint's port; then the endpoint's `keep`
+    relabelings on the container name."""
+    if not matches(monitor["spec"]["selector"], pod_template["metadata"].get("labels") or {}):
+        return []
+    spec = pod_template["spec"]
+    out: list[tuple[str, int]] = []
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        for c in (spec.get("initContainers") or []) + spec["containers"]:
+            keep = all(
+                r["regex"] == c["name"]
+                for r in endpoint.get("relabelings", [])
+                if r["action"] == "keep"
+                and r["sourceLabels"] == ["__meta_kubernetes_pod_container_name"]
+            )
+            for port in c.get("ports") or []:
+                if port.get("name") == endpoint["port"] and keep:
+                    out.append((c["name"], port["containerPort"]))
+    return out
+
+
+def with_sidecar(deployment: Obj, spec: Mapping[str, Any], native: bool = True) -> Obj:
+    """The Deployment after the operator's patch, as the operator renders it."""
+    parsed = parse({"targetRef": {"name": deployment["metadata"]["name"]}, **spec})
+    ops = render.inject_ops(
+        deployment,
+        "tei",
+        render.sidecar_container(parsed, native),
+        render.volumes(parsed, "tei"),
+        render.restart_hash(render.proxy_config(parsed)),
+    )
+    return jsonpatch.apply_patch(copy.deepcopy(deployment), ops)
+
+
+def example_tei(objects: list[Obj]) -> Obj:
+    (tei,) = [
+        d
+        for d in objects
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "example-tei"
+    ]
+    return tei
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-sidecar", "container"])
+@pytest.mark.parametrize(
+    "ports", [{}, {"metrics": 9100, "api": 8100}], ids=["default-ports", "own-ports"]
+)
+def test_pod_monitor_scrapes_exactly_the_sidecars_metrics_port(
+    native: bool, ports: Obj, render: Any, kit: Any
+) -> None:
+    objects = render(*MONITORING, "--set", "example.enabled=true")
+    monitor = kit.one(objects, "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    tei = example_tei(objects)
+    assert scraped(monitor, tei["spec"]["template"]) == []  # before the operator's patch
+
+    after = with_sidecar(tei, {"sidecar": {"ports": ports}} if ports else {}, native)
+    metrics_port = ports.get("metrics", 9464)
+    assert scraped(monitor, after["spec"]["template"]) == [(names.SIDECAR_NAME, metrics_port)]
+
+
+def test_pod_monitor_skips_a_users_port_of_the_same_name(render: Any, kit: Any) -> None:
+    monitor = kit.one(render(*MONITORING), "PodMonitor")
+    tei = example_tei(render("--set", "example.enabled=true"))
+    tei["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+        {"name": "proxy-metrics", "containerPort": 7000}
+    )
+    after = with_sidecar(tei, {})
+    assert scraped(monitor, after["spec"]["template"]) == [(names.SIDECAR_NAME, 9464)]
+
+
+def test_a_narrowed_pod_selector_still_finds_the_sidecar(render: Any, kit: Any) -> None:
+    selector = {"matchLabels": {"app.kubernetes.io/component": "example-tei"}}
+    objects = render(
+        *MONITORING,
+        "--set",
+        "example.enabled=true",
+        "--set-json",
+        f"podMonitor.podSelector={json.dumps(selector)}",
+    )
+    monitor = kit.one(objects, "PodMonitor")
+    assert monitor["spec"]["selector"] == selector
+    after = with_sidecar(example_tei(objects), {})
+    assert scraped(monitor, after["spec"]["template"]) == [(names.SIDECAR_NAME, 9464)]
