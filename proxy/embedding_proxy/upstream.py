@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from . import errors
+from . import errors, httpclient
 from .batcher import Caps
 from .config import UpstreamConfig
 from .errors import TIMEOUT, UPSTREAM, ProxyError
@@ -99,17 +99,26 @@ class Upstream:
         self.api_key: str | None = None
         self._key_seen: Fingerprint = None
         self._session: aiohttp.ClientSession | None = None
+        self._batches: httpclient.Client | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
         )
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._batches = httpclient.Client(self.base, self.config.max_connections)
         self.refresh_key()
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._batches is not None:
+            self._batches.close()
+
+    @property
+    def batches(self) -> httpclient.Client:
+        assert self._batches is not None, "Upstream.start() not called"
+        return self._batches
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -187,22 +196,18 @@ class Upstream:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ProxyError(504, "deadline passed before the upstream answered", TIMEOUT)
-            timeout = aiohttp.ClientTimeout(
-                total=min(self.config.timeout_ms / 1000, remaining),
-                sock_connect=self.config.connect_timeout_ms / 1000,
-            )
             started = time.perf_counter()
             self.metrics.upstream_inflight.inc()
             reason: str
             delay: float | None = None
             try:
-                async with self.session.post(
-                    self.base + route, data=payload, headers=self._headers(), timeout=timeout
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    tokens = _int_header(resp.headers.get("x-compute-tokens"))
-                    delay = retry_after_seconds(resp.headers.get("Retry-After"))
+                async with asyncio.timeout(min(self.config.timeout_ms / 1000, remaining)):
+                    answer = await self.batches.post(
+                        route, payload, self._headers(), self.config.connect_timeout_ms / 1000
+                    )
+                body, status = answer.body, answer.status
+                tokens = _int_header(answer.headers.get("x-compute-tokens"))
+                delay = retry_after_seconds(answer.headers.get("retry-after"))
             except TimeoutError:
                 self._observe(route, "timeout", started)
                 limit = (
@@ -211,12 +216,10 @@ class Upstream:
                     else (f"upstream.timeout_ms ({self.config.timeout_ms} ms)")
                 )
                 raise ProxyError(504, f"upstream did not answer within {limit}", TIMEOUT) from None
-            except aiohttp.ClientError as e:
+            except httpclient.ClientError as e:
                 self._observe(route, "error", started)
                 reason, status, body, tokens = "connection", 0, b"", 0
-                error = ProxyError(
-                    502, f"upstream {self.base} unreachable: {_describe(e)}", UPSTREAM
-                )
+                error = ProxyError(502, f"upstream {self.base} unreachable: {e}", UPSTREAM)
             else:
                 self._observe(route, str(status), started)
                 if status not in RETRY_STATUSES:

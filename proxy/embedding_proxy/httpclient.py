@@ -1,0 +1,157 @@
+"""A lean HTTP/1.1 client for the one call on the proxy's hot path: POST a batch to TEI.
+
+A general client costs several hundred microseconds of CPU per call; with one caller at a time
+every request is its own upstream call, and that cost is most of what the proxy adds to TEI's
+latency. This one keeps a pool of keep-alive connections, writes pre-framed requests, and reads
+answers framed by httptools; everything else (`/info`, forwarded routes) stays on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class ClientError(Exception):
+    """The connection failed, or the answer could not be read."""
+
+
+class Answer:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers  # names in lower case
+        self.body = body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[Answer] | None = None
+        self.closed = False
+        self.received = False  # any byte of the current answer
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.parts: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ClientError(f"connection closed{f': {exc}' if exc else ' by the server'}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(ClientError(f"malformed HTTP answer: {e}"))
+            self.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        answer = Answer(self.parser.get_status_code(), self.headers, b"".join(self.parts))
+        if not self.parser.should_keep_alive():
+            self.close()
+        self._reset()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(answer)
+
+    def _fail(self, error: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        self.received = False
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.writelines([head, body])
+        return self.waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Client:
+    """POST to one server over at most `max_connections` keep-alive connections."""
+
+    def __init__(self, base_url: str, max_connections: int) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"unsupported upstream scheme {parts.scheme!r}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        host_header = parts.netloc.rpartition("@")[2]
+        self._host_line = f"Host: {host_header}\r\n".encode("latin-1")
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+
+    def _head(self, path: str, length: int, headers: dict[str, str]) -> bytes:
+        lines = [f"POST {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_line]
+        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
+        lines.append(b"Content-Length: %d\r\n\r\n" % length)
+        return b"".join(lines)
+
+    async def _connect(self, timeout: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.ssl
+                )
+        except TimeoutError:
+            raise ClientError(f"connect to {self.host}:{self.port} timed out") from None
+        except OSError as e:
+            raise ClientError(e.strerror or str(e)) from None
+        return conn
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], connect_timeout: float
+    ) -> Answer:
+        """One POST. The caller bounds the whole call with its own timeout (cancellation closes
+        the connection, whose answer would otherwise arrive for the next request)."""
+        head = self._head(path, len(body), headers)
+        async with self._slots:
+            while True:
+                while self._idle and self._idle[-1].closed:
+                    self._idle.pop()
+                reused = bool(self._idle)
+                conn = self._idle.pop() if reused else await self._connect(connect_timeout)
+                try:
+                    answer = await conn.send(head, body)
+                except ClientError:
+                    conn.close()
+                    # A kept-alive connection the server closed meanwhile: try a fresh one.
+                    if reused and not conn.received:
+                        continue
+                    raise
+                except BaseException:
+                    conn.close()
+                    raise
+                if not conn.closed:
+                    self._idle.append(conn)
+                return answer
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
