@@ -10,6 +10,7 @@ import kmock
 import pytest
 import pytest_asyncio
 from harness import Api, Cluster, start_operator, stop_process, write_kubeconfig
+from installed import ChartCluster, TestApi
 
 
 @pytest_asyncio.fixture
@@ -21,6 +22,20 @@ async def cluster() -> AsyncIterator[Cluster]:
 @pytest_asyncio.fixture
 async def api(cluster: Cluster) -> AsyncIterator[Api]:
     client = Api(str(cluster.url))
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def chart_cluster() -> AsyncIterator[ChartCluster]:
+    """The emulator, also serving kopf's peering resources (as the chart installs them)."""
+    async with ChartCluster() as emulator, kmock.Server(emulator):
+        yield emulator
+
+
+@pytest_asyncio.fixture
+async def chart_api(chart_cluster: ChartCluster) -> AsyncIterator[TestApi]:
+    client = TestApi(str(chart_cluster.url))
     yield client
     await client.close()
 

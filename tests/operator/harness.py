@@ -30,6 +30,8 @@ import jsonpatch
 import kmock
 from kmock._internal import dicts
 
+from embedding_proxy_operator import names
+
 Obj = dict[str, Any]
 T = TypeVar("T")
 
@@ -268,3 +270,42 @@ def start_proxy(config: Path, metrics_port: int, log: Path) -> subprocess.Popen[
             time.sleep(0.05)
     stop_process(proc)
     raise TimeoutError("the proxy's /metrics did not answer within 20 s")
+
+
+# ---- reading what the operator wrote ---------------------------------------------------------
+
+
+def pod_spec(deployment: Obj | None) -> Obj:
+    return (deployment or {}).get("spec", {}).get("template", {}).get("spec", {})
+
+
+def sidecar(deployment: Obj | None, field: str = "initContainers") -> Obj | None:
+    for c in pod_spec(deployment).get(field) or []:
+        if c.get("name") == names.SIDECAR_NAME:
+            return c
+    return None
+
+
+def condition(obj: Obj | None, type_: str) -> Obj:
+    for c in (obj or {}).get("status", {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def ready_pod(name: str, ip: str, namespace: str = "demo") -> Obj:
+    """A ready TEI pod with the sidecar, as the kubelet would report it, at `ip`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "tei"}},
+        "spec": {
+            "initContainers": [{"name": names.SIDECAR_NAME, "image": "embedding-proxy:0.1.0"}],
+            "containers": [{"name": "tei", "image": "tei"}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }

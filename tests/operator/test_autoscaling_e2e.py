@@ -21,7 +21,7 @@ import jsonschema
 import kmock
 import pytest
 import pytest_asyncio
-from harness import VERBS, Api, Cluster, eventually, free_port, stop_process
+from harness import VERBS, Api, Cluster, eventually, free_port, ready_pod, stop_process
 from tests.helpers.external_schemas import SCALED_OBJECT
 from tests.helpers.processes import wait_http
 
@@ -151,23 +151,6 @@ def embedding_proxy(api_port: int, metrics_port: int, **autoscaling: Any) -> Obj
             # Every proxy binds these on its own IP, as every pod has its own network namespace.
             "sidecar": {"ports": {"api": api_port, "metrics": metrics_port}},
             "autoscaling": {"enabled": True, "pollSeconds": POLL, **autoscaling},
-        },
-    }
-
-
-def ready_pod(name: str, ip: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": "tei"}},
-        "spec": {
-            "initContainers": [{"name": names.SIDECAR_NAME, "image": "embedding-proxy:0.1.0"}],
-            "containers": [{"name": "tei", "image": "tei"}],
-        },
-        "status": {
-            "phase": "Running",
-            "podIP": ip,
-            "conditions": [{"type": "Ready", "status": "True"}],
         },
     }
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kmock
-import pytest_asyncio
-from harness import eventually, free_port, write_kubeconfig
+from harness import condition, eventually, free_port, sidecar, write_kubeconfig
 from installed import ChartCluster, Grant, TestApi, grants_used, install, start, stop
 
 from embedding_proxy_operator import names
@@ -101,21 +99,6 @@ def embedding_proxy() -> Obj:
     }
 
 
-def sidecar_of(deployment: Obj | None) -> Obj | None:
-    pod = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {})
-    for c in pod.get("initContainers") or []:
-        if c.get("name") == names.SIDECAR_NAME:
-            return c
-    return None
-
-
-def condition(obj: Obj | None, type_: str) -> Obj:
-    for c in (obj or {}).get("status", {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
-
-
 @dataclass
 class Run:
     """What one run of the scenario left behind."""
@@ -126,19 +109,6 @@ class Run:
     proxies: list[Obj]  # the EmbeddingProxy, status included, as the test saw it
     events: list[Obj]
     deployment: Obj
-
-
-@pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[ChartCluster]:
-    async with ChartCluster() as emulator, kmock.Server(emulator):
-        yield emulator
-
-
-@pytest_asyncio.fixture
-async def api(cluster: ChartCluster) -> AsyncIterator[TestApi]:
-    client = TestApi(str(cluster.url))
-    yield client
-    await client.close()
 
 
 async def scenario(cluster: ChartCluster, api: TestApi, tmp_path: Path) -> Run:
@@ -187,7 +157,7 @@ async def scenario(cluster: ChartCluster, api: TestApi, tmp_path: Path) -> Run:
         async def released() -> bool:
             dep = await api.get(f"{DEPLOYMENTS}/tei")
             gone = await api.get(f"{PROXIES}/tei") is None
-            return gone and sidecar_of(dep) is None
+            return gone and sidecar(dep) is None
 
         await eventually(released, "the EmbeddingProxy deleted and the sidecar gone")
         events += await api.items(EVENTS)
@@ -201,9 +171,9 @@ async def scenario(cluster: ChartCluster, api: TestApi, tmp_path: Path) -> Run:
 
 
 async def test_secret_values_reach_no_log_configmap_status_or_event(
-    cluster: ChartCluster, api: TestApi, tmp_path: Path
+    chart_cluster: ChartCluster, chart_api: TestApi, tmp_path: Path
 ) -> None:
-    run = await scenario(cluster, api, tmp_path)
+    run = await scenario(chart_cluster, chart_api, tmp_path)
 
     # The Secrets are mounted by reference, and the config points at the mounted files.
     volumes = {v["name"]: v for v in run.deployment["spec"]["template"]["spec"]["volumes"]}
@@ -232,9 +202,9 @@ async def test_secret_values_reach_no_log_configmap_status_or_event(
 
 
 async def test_the_chart_grants_exactly_what_the_operator_sends(
-    cluster: ChartCluster, api: TestApi, tmp_path: Path
+    chart_cluster: ChartCluster, chart_api: TestApi, tmp_path: Path
 ) -> None:
-    run = await scenario(cluster, api, tmp_path)
+    run = await scenario(chart_cluster, chart_api, tmp_path)
     granted = install(free_port()).grants
     used = grants_used(run.requests)
     missing = {grant: example for grant, example in used.items() if grant not in granted}

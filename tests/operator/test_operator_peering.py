@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import kmock
-import pytest_asyncio
 import yaml
 from harness import eventually, free_port, write_kubeconfig
 from installed import ChartCluster, TestApi, install, start, stop
@@ -33,19 +30,6 @@ ACTED = "Handler 'reconcile_proxy' succeeded"
 WATCHING = "Resuming the watch-stream for embeddingproxies"
 
 Obj = dict[str, Any]
-
-
-@pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[ChartCluster]:
-    async with ChartCluster() as emulator, kmock.Server(emulator):
-        yield emulator
-
-
-@pytest_asyncio.fixture
-async def api(cluster: ChartCluster) -> AsyncIterator[TestApi]:
-    client = TestApi(str(cluster.url))
-    yield client
-    await client.close()
 
 
 class Replica:
@@ -88,8 +72,9 @@ async def max_batch_size(api: TestApi) -> int | None:
 
 
 async def test_one_replica_acts_and_the_other_takes_over(
-    cluster: ChartCluster, api: TestApi, tmp_path: Path
+    chart_cluster: ChartCluster, chart_api: TestApi, tmp_path: Path
 ) -> None:
+    cluster, api = chart_cluster, chart_api
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(cluster.url))
     # Rendered first: the emulator shares this event loop, so nothing may block it later.
     charts = [install(free_port(), "--set", "operator.replicas=2") for _ in PODS]

@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import Api, Cluster, eventually, free_port, start_proxy, stop_process
+from harness import (
+    Api,
+    Cluster,
+    condition,
+    eventually,
+    free_port,
+    pod_spec,
+    ready_pod,
+    sidecar,
+    start_proxy,
+    stop_process,
+)
 
 from embedding_proxy.config import Config
 from embedding_proxy_operator import names
@@ -57,24 +68,6 @@ def proxy(name: str = "tei", target: str = "tei", **spec: Any) -> Obj:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"targetRef": {"name": target}, **spec},
     }
-
-
-def pod_spec(deployment: Obj | None) -> Obj:
-    return (deployment or {}).get("spec", {}).get("template", {}).get("spec", {})
-
-
-def sidecar(deployment: Obj | None, field: str = "initContainers") -> Obj | None:
-    for c in pod_spec(deployment).get(field) or []:
-        if c.get("name") == names.SIDECAR_NAME:
-            return c
-    return None
-
-
-def condition(obj: Obj | None, type_: str) -> Obj:
-    for c in (obj or {}).get("status", {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
 
 
 async def injected(api: Api, name: str = "tei") -> Obj:
@@ -403,20 +396,3 @@ async def test_status_counts_pods_whose_proxy_runs_the_current_config(
         await eventually(lambda: counted(second["version"]), "the pod counted on the new config")
     finally:
         stop_process(sidecar_process)
-
-
-def ready_pod(name: str, ip: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": "tei"}},
-        "spec": {
-            "initContainers": [{"name": names.SIDECAR_NAME, "image": "embedding-proxy:0.1.0"}],
-            "containers": [{"name": "tei", "image": "tei"}],
-        },
-        "status": {
-            "phase": "Running",
-            "podIP": ip,
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
