@@ -12,6 +12,7 @@ from typing import Any
 
 from . import names
 from .autoscaling import ScalingRules
+from .render import owned_metadata
 from .scaler import policy_of
 from .scrape import QUEUE_DEPTH_AVG
 from .spec import ProxySpec
@@ -51,17 +52,7 @@ def scaled_object(name: str, namespace: str, uid: str | None, spec: ProxySpec) -
     """The ScaledObject for the EmbeddingProxy `name`; owned by it (when its uid is known) so
     that garbage collection removes it with the EmbeddingProxy."""
     policy = policy_of(spec)
-    meta: Obj = {
-        "name": names.scaled_object_name(name),
-        "namespace": namespace,
-        "labels": {
-            names.LABEL_MANAGED_BY: names.FIELD_MANAGER,
-            names.LABEL_PART_OF: names.PART_OF,
-            names.LABEL_PROXY: name,
-        },
-    }
-    if uid:
-        meta["ownerReferences"] = [owner_reference(name, uid)]
+    meta = owned_metadata(names.scaled_object_name(name), name, namespace, uid)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -100,17 +91,6 @@ def scaled_object(name: str, namespace: str, uid: str | None, spec: ProxySpec) -
                 }
             ],
         },
-    }
-
-
-def owner_reference(name: str, uid: str) -> Obj:
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": False,
     }
 
 

@@ -79,28 +79,35 @@ def restart_hash(config: Mapping[str, Any]) -> str:
     return _digest({k: v for k, v in config.items() if k not in (*LIVE_SECTIONS, "version")})
 
 
-def configmap(name: str, namespace: str, uid: str | None, config: Mapping[str, Any]) -> Obj:
+def owned_metadata(object_name: str, proxy: str, namespace: str, uid: str | None) -> Obj:
+    """Metadata of an object the operator writes for the EmbeddingProxy `proxy`: our labels, and
+    (when its uid is known) an owner reference, so that garbage collection removes the object
+    with its EmbeddingProxy even if the operator is away."""
     meta: Obj = {
-        "name": names.configmap_name(name),
+        "name": object_name,
         "namespace": namespace,
         "labels": {
             names.LABEL_MANAGED_BY: names.FIELD_MANAGER,
             names.LABEL_PART_OF: names.PART_OF,
-            names.LABEL_PROXY: name,
+            names.LABEL_PROXY: proxy,
         },
     }
     if uid:
-        # Garbage collection removes it with its EmbeddingProxy even if the operator is away.
         meta["ownerReferences"] = [
             {
                 "apiVersion": names.API_VERSION,
                 "kind": names.KIND,
-                "name": name,
+                "name": proxy,
                 "uid": uid,
                 "controller": True,
                 "blockOwnerDeletion": False,
             }
         ]
+    return meta
+
+
+def configmap(name: str, namespace: str, uid: str | None, config: Mapping[str, Any]) -> Obj:
+    meta = owned_metadata(names.configmap_name(name), name, namespace, uid)
     text = yaml.safe_dump(dict(config), sort_keys=False)
     data = {names.CONFIG_KEY: text}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
