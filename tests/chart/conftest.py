@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tests.helpers.external_schemas import EXTERNAL
+from tests.helpers.tools import require_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
@@ -27,23 +26,9 @@ NAMESPACE = "embedding-proxy-system"
 Objects = list[dict[str, Any]]
 
 
-def find_helm() -> str | None:
-    found = shutil.which("helm")
-    if found:
-        return found
-    local = ROOT / ".tools" / "bin" / "helm"
-    return str(local) if local.is_file() and os.access(local, os.X_OK) else None
-
-
 @pytest.fixture(scope="session")
 def helm() -> str:
-    found = find_helm()
-    if found:
-        return found
-    message = "helm not found on PATH or in .tools/bin: run scripts/fetch-k8s-tools"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return require_helm()
 
 
 def load_all(text: str) -> Objects:

@@ -15,7 +15,6 @@ import datetime
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -213,9 +212,9 @@ def write_kubeconfig(path: Path, server: str) -> Path:
 OPERATOR = str(Path(sys.executable).parent / "embedding-proxy-operator")
 
 
-def start_operator(kubeconfig: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """The operator as it runs in its container: the console script, its own process."""
-    environ = {
+def operator_environment(kubeconfig: Path, **env: str) -> dict[str, str]:
+    """The operator's environment in tests: this API, and short intervals."""
+    return {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "EMBEDDING_PROXY_OPERATOR_STATUS_SECONDS": "0.5",
@@ -225,10 +224,14 @@ def start_operator(kubeconfig: Path, log: Path, **env: str) -> subprocess.Popen[
         "EMBEDDING_PROXY_OPERATOR_SCRAPE_TIMEOUT_SECONDS": "1",
         **env,
     }
+
+
+def start_operator(kubeconfig: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """The operator as it runs in its container: the console script, its own process."""
     with log.open("wb") as out:
         return subprocess.Popen(
             [OPERATOR, "--all-namespaces", "--standalone", "--verbose"],
-            env=environ,
+            env=operator_environment(kubeconfig, **env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -243,12 +246,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_proxy(config: Path, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -5,8 +5,6 @@ rules the chart grants."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import kmock
-import pytest
 import yaml
-from harness import OPERATOR, VERBS, Api, Cluster
+from harness import OPERATOR, VERBS, Api, Cluster, operator_environment
+from tests.helpers.tools import require_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
@@ -30,22 +28,17 @@ Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 DISCOVERY_PREFIXES = ("/api", "/apis", "/version")
 
 
-def find_helm() -> str:
-    found = shutil.which("helm")
-    local = ROOT / ".tools" / "bin" / "helm"
-    if not found and local.is_file() and os.access(local, os.X_OK):
-        found = str(local)
-    if found:
-        return found
-    message = "helm not found on PATH or in .tools/bin: run scripts/fetch-k8s-tools"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def render(*flags: str, namespace: str = "embedding-proxy-system") -> list[Obj]:
     result = subprocess.run(
-        [find_helm(), "template", "embedding-proxy", str(CHART), "--namespace", namespace, *flags],
+        [
+            require_helm(),
+            "template",
+            "embedding-proxy",
+            str(CHART),
+            "--namespace",
+            namespace,
+            *flags,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -168,19 +161,6 @@ def grants_used(requests: Iterable[kmock.Request]) -> dict[Grant, str]:
         if grant is not None:
             used.setdefault(grant, f"{r.method.value} {r.url.path_qs}")
     return used
-
-
-def operator_environment(kubeconfig: Path, **env: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "EMBEDDING_PROXY_OPERATOR_STATUS_SECONDS": "0.5",
-        "EMBEDDING_PROXY_OPERATOR_WATCH_SECONDS": "20",
-        "EMBEDDING_PROXY_OPERATOR_MAX_RETRY_SECONDS": "1",
-        "EMBEDDING_PROXY_OPERATOR_API_TIMEOUT_SECONDS": "5",
-        "EMBEDDING_PROXY_OPERATOR_SCRAPE_TIMEOUT_SECONDS": "1",
-        **env,
-    }
 
 
 def start(

@@ -21,9 +21,9 @@ import jsonschema
 import kmock
 import pytest
 import pytest_asyncio
-from harness import VERBS, Api, Cluster, eventually, free_port, ready_pod, stop_process
+from harness import VERBS, Api, Cluster, eventually, ready_pod, stop_process
 from tests.helpers.external_schemas import SCALED_OBJECT
-from tests.helpers.processes import wait_http
+from tests.helpers.processes import free_port, wait_http
 
 from embedding_proxy_operator import names
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import kmock
-from harness import condition, eventually, free_port, sidecar, write_kubeconfig
+from harness import condition, eventually, sidecar, write_kubeconfig
 from installed import ChartCluster, Grant, TestApi, grants_used, install, start, stop
+from tests.helpers.processes import free_port
 
 from embedding_proxy_operator import names
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import eventually, free_port, write_kubeconfig
+from harness import eventually, write_kubeconfig
 from installed import ChartCluster, TestApi, install, start, stop
+from tests.helpers.processes import free_port
 
 from embedding_proxy_operator import names
 from embedding_proxy_operator.cli import peer_priority

@@ -13,13 +13,13 @@ from harness import (
     Cluster,
     condition,
     eventually,
-    free_port,
     pod_spec,
     ready_pod,
     sidecar,
     start_proxy,
     stop_process,
 )
+from tests.helpers.processes import free_port
 
 from embedding_proxy.config import Config
 from embedding_proxy_operator import names
