@@ -25,15 +25,12 @@ async def serve(
     server = config.server
     proxy = Proxy(config, reload)
     await proxy.start(config_path)
-    limit = server.max_body_bytes
-    separate_metrics = server.metrics_port is not None
-    listeners = [
-        (Server(api_handler(proxy, with_metrics=not separate_metrics), limit), server.port)
-    ]
+    listeners = [(server.port, api_handler(proxy, with_metrics=server.metrics_port is None))]
     if server.metrics_port is not None:
-        listeners.append((Server(metrics_handler(proxy), limit), server.metrics_port))
+        listeners.append((server.metrics_port, metrics_handler(proxy)))
     servers: list[Server] = []
-    for http_server, port in listeners:
+    for port, handler in listeners:
+        http_server = Server(handler, server.max_body_bytes)
         await http_server.start(server.host, port)
         servers.append(http_server)
     loop = asyncio.get_running_loop()
