@@ -103,13 +103,13 @@ class _Clock:
 def _head(response: Response, keep_alive: bool, date: bytes) -> bytes:
     status = response.status
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
+    skip = _OWN_HEADERS
     if response.content_type is not None:
         lines.append(b"Content-Type: " + response.content_type.encode("latin-1") + b"\r\n")
+        skip = _OWN_HEADERS | {"content-type"}
     if response.headers:
         for name, value in response.headers.items():
-            if name.lower() not in _OWN_HEADERS and not (
-                response.content_type is not None and name.lower() == "content-type"
-            ):
+            if name.lower() not in skip:
                 lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     lines.append(b"Content-Length: %d\r\n" % len(response.body))
     if not keep_alive:
