@@ -1,0 +1,96 @@
+"""The shipped CRDs on a real kube-apiserver: accepted, every CEL rule compiled and enforced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers.control_plane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = [
+    ROOT / "manifests" / "crd.yaml",
+    ROOT / "manifests" / "operator" / "peering-crds.yaml",
+]
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane: ControlPlane) -> ControlPlane:
+    for path in CRDS:
+        control_plane.kubectl("apply", "-f", str(path))
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/embeddingproxies.embeddingproxy.io",
+    )
+    return control_plane
+
+
+def proxy(spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "embeddingproxy.io/v1alpha1",
+            "kind": "EmbeddingProxy",
+            "metadata": {"name": "probe", "namespace": "default"},
+            "spec": {"targetRef": {"name": "tei"}, **spec},
+        }
+    )
+
+
+def test_minimal_resource_is_accepted_and_defaulted(crds: ControlPlane) -> None:
+    out = crds.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=proxy({}))
+    spec = json.loads(out.stdout)["spec"]
+    assert spec["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tei"}
+    assert spec["sidecar"]["ports"]["api"] != spec["sidecar"]["ports"]["metrics"]
+    assert spec["autoscaling"]["minReplicas"] <= spec["autoscaling"]["maxReplicas"]
+    assert spec["upstream"]["url"] == "http://127.0.0.1:80"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"sidecar": {"ports": {"api": 9464}}}, "ports.api and ports.metrics must differ"),
+        (
+            {"sidecar": {"ports": {"api": 7000, "metrics": 7000}}},
+            "ports.api and ports.metrics must differ",
+        ),
+        (
+            {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            {"upstream": {"url": "http://127.0.0.1:8000"}},
+            "upstream.url points at one of the proxy's own ports",
+        ),
+        (
+            {"upstream": {"url": "http://localhost:9464/x"}},
+            "upstream.url points at one of the proxy's own ports",
+        ),
+        (
+            {"sidecar": {"ports": {"api": 3000}}, "upstream": {"url": "http://127.0.0.1:3000"}},
+            "upstream.url points at one of the proxy's own ports",
+        ),
+    ],
+)
+def test_each_rule_refuses_with_its_message(
+    crds: ControlPlane, spec: dict[str, Any], message: str
+) -> None:
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"upstream": {"url": "http://127.0.0.1:3000"}},
+        {"upstream": {"url": "http://tei.default.svc:8000"}},
+        {"sidecar": {"ports": {"api": 8080}}, "upstream": {"url": "http://localhost:8000/"}},
+        {"autoscaling": {"minReplicas": 2}},
+    ],
+)
+def test_valid_partial_resources_are_accepted(crds: ControlPlane, spec: dict[str, Any]) -> None:
+    crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec))

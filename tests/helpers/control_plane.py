@@ -1,0 +1,108 @@
+"""A real Kubernetes control plane for the tests: etcd, kube-apiserver and kube-controller-manager
+on loopback, started by `../shared/k8s/control-plane` (or `$K8S_CONTROL_PLANE`), one a session."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_script() -> Path | None:
+    configured = os.environ.get("K8S_CONTROL_PLANE")
+    candidates = [Path(configured)] if configured else []
+    candidates.append(ROOT.parent / "shared" / "k8s" / "control-plane")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def find_kubectl() -> str:
+    local = ROOT / ".tools" / "bin" / "kubectl"
+    found = shutil.which("kubectl") or (str(local) if local.is_file() else None)
+    if not found:
+        fail_or_skip("kubectl not found on PATH or in .tools/bin: run scripts/fetch-k8s-tools")
+    return str(found)
+
+
+def fail_or_skip(message: str) -> None:
+    """In CI every tool must be there, so a missing one fails; elsewhere the test skips."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class ControlPlane:
+    directory: Path
+    script: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "logs" / "audit.log"
+
+    @property
+    def server(self) -> str:
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return config["clusters"][0]["cluster"]["server"]
+
+    def start(self) -> None:
+        done = subprocess.run(
+            [str(self.script), "start", str(self.directory)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"control plane did not start: {done.stderr.strip()}")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(self.script), "stop", str(self.directory)], capture_output=True, timeout=60
+        )
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [find_kubectl(), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    def apply(self, objects: list[dict[str, Any]] | dict[str, Any], *flags: str) -> str:
+        docs = objects if isinstance(objects, list) else [objects]
+        text = "\n---\n".join(json.dumps(d) for d in docs)
+        return self.kubectl("apply", *flags, "-f", "-", stdin=text).stdout
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if not self.audit_log.is_file():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+
+def start_control_plane(directory: Path) -> ControlPlane:
+    script = find_script()
+    if script is None:
+        fail_or_skip(
+            "no control plane: set K8S_CONTROL_PLANE or keep ../shared/k8s beside the checkout"
+        )
+    plane = ControlPlane(directory=directory, script=script)  # type: ignore[arg-type]
+    plane.start()
+    return plane
