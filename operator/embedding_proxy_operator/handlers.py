@@ -26,7 +26,7 @@ from . import autoscaling, keda, kube, names, pods, render, scaler, scrape
 from .conditions import Fact, merge, now, without_times
 from .kube import ApiError, Kube
 from .reconcile import Plan, config_fact, plan
-from .settings import Options, native_from_version, retry_delay
+from .settings import Options, native_from_version, retry_delay, sleep_action_from_version
 from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
@@ -45,6 +45,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.wakeups = {}
     memo.kube = None
     memo.native = None
+    memo.sleep_action = None
     memo.scraper = None
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -103,6 +104,15 @@ async def native_supported(memo: kopf.Memo) -> bool:
                 str(version.get("major", "0")), str(version.get("minor", "0"))
             )
     return bool(memo.native)
+
+
+async def sleep_action_supported(memo: kopf.Memo) -> bool:
+    if memo.sleep_action is None:
+        version = await client(memo).request("GET", "/version")
+        memo.sleep_action = sleep_action_from_version(
+            str(version.get("major", "0")), str(version.get("minor", "0"))
+        )
+    return bool(memo.sleep_action)
 
 
 def lock(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
@@ -179,8 +189,9 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.
             return
         target = ((proxy.get("spec") or {}).get("targetRef") or {}).get("name", "")
         native = await native_supported(memo)
+        sleep_action = await sleep_action_supported(memo)
         deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
-        result = plan(proxy, deployment, native)
+        result = plan(proxy, deployment, native, sleep_action)
         facts = list(result.facts)
 
         if result.configmap is not None:
@@ -208,7 +219,7 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.
                     break
                 # Someone changed the Deployment since it was read: read again, plan again.
                 deployment = await api.get(kube.deployment_path(namespace, target))
-                result = plan(proxy, deployment, native)
+                result = plan(proxy, deployment, native, sleep_action)
                 facts = list(result.facts)
         if failure is not None:
             message = f"patching Deployment {target!r} failed: {failure}"

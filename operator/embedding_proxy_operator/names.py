@@ -37,6 +37,12 @@ UPSTREAM_KEY_FILE = "api-key"
 
 # On the Deployment: which EmbeddingProxy injected the sidecar (one per Deployment).
 PROXY_ANNOTATION = f"{GROUP}/proxy"
+# On the Deployment: what the operator changed of the user's own pod spec so that TEI outlives
+# the proxy's drain (which containers got its preStop hook; the grace period it replaced), so
+# that removing the sidecar gives back exactly what was there.
+TERMINATION_ANNOTATION = f"{GROUP}/termination"
+# The proxy's preStop hook: tells the proxy (PID 1 of its container) that the pod is terminating.
+DRAIN_COMMAND = ["embedding-proxy", "drain"]
 # On the pod template: a hash of the settings that only apply at start, so that changing them
 # rolls the pods while batching changes (reloaded live) leave the template alone.
 RESTART_HASH_ANNOTATION = f"{GROUP}/restart-hash"

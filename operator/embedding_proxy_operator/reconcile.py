@@ -13,8 +13,6 @@ from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
 
-DEFAULT_POD_GRACE_SECONDS = 30
-
 
 @dataclass(frozen=True)
 class Notice:
@@ -41,7 +39,9 @@ def plan(
     proxy: Mapping[str, Any],
     deployment: Mapping[str, Any] | None,
     native_supported: bool,
+    sleep_action: bool = True,
 ) -> Plan:
+    """`sleep_action`: whether the cluster knows the preStop `sleep` handler (1.30 and later)."""
     meta = proxy.get("metadata", {})
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()
@@ -96,6 +96,7 @@ def plan(
         container,
         render.volumes(spec, name),
         render.restart_hash(out.config),
+        render.termination(spec, sleep_action),
     )
     where = "a native sidecar" if native else "a container"
     out.facts = [
@@ -163,15 +164,24 @@ def _looks_ours(container: Mapping[str, Any]) -> bool:
 
 def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:
     out: list[Notice] = []
-    pod = render.pod_spec(deployment)
-    grace = pod.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_SECONDS)
-    need = spec.sidecar.drain_seconds + spec.sidecar.grace_seconds
-    if isinstance(grace, int) and grace < need:
+    # The operator gives every other container a preStop sleep and raises the grace period as
+    # needed; a hook of the user's own is kept, and may end before the proxy has drained.
+    need = render.termination(spec, True)
+    seconds = need.pre_stop["sleep"]["seconds"]
+    ours = set(render.termination_record(deployment).get("preStop") or [])
+    for c in render.user_containers(deployment):
+        if c.get("name") in ours:
+            continue
+        handler = (c.get("lifecycle") or {}).get("preStop")
+        if handler is None or (render.pre_stop_seconds(handler) or 0) >= seconds:
+            continue
         out.append(
             Notice(
-                "TerminationGraceTooShort",
-                f"the pod's terminationGracePeriodSeconds ({grace}) is shorter than the proxy's "
-                f"drainSeconds + graceSeconds ({need}); queued requests may be cut off",
+                "PreStopKept",
+                f"container {c.get('name')!r} has its own preStop hook, which the operator "
+                f"keeps; unless it lasts {seconds} s (the proxy's drainSeconds + graceSeconds "
+                f"+ {render.PRE_STOP_MARGIN_SECONDS}), the container may stop before the "
+                "proxy has drained and requests still arriving get errors",
             )
         )
     taken = render.user_ports(deployment)

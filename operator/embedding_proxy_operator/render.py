@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -23,6 +24,16 @@ Op = dict[str, Any]
 
 # Sections the proxy applies live when the file changes; everything else needs a restart.
 LIVE_SECTIONS = ("batching", "limits", "auth")
+
+# Termination (docs/operator.md, "How a pod shuts down"): the pod's other containers sleep in
+# their preStop hook through the proxy's drainSeconds + graceSeconds and this margin (for the
+# proxy's own preStop exec to start and the last answers to leave) before they get SIGTERM ...
+PRE_STOP_MARGIN_SECONDS = 2
+# ... and the pod's grace period leaves this long after that for TEI to exit on SIGTERM and then
+# the proxy, drained by then, on its own.
+EXIT_SECONDS = 10
+# What the API server fills in when a pod spec leaves terminationGracePeriodSeconds out.
+DEFAULT_GRACE_SECONDS = 30
 
 
 def _digest(data: Any, length: int = 10) -> str:
@@ -164,7 +175,48 @@ def sidecar_container(spec: ProxySpec, native: bool) -> Obj:
     }
     if native:
         container["restartPolicy"] = "Always"
+        # A native sidecar gets SIGTERM only after TEI has exited, but its preStop hook runs as
+        # soon as the pod terminates, beside TEI's: it starts the drain (unready, keep-alive
+        # closed, queued work finished) while TEI still answers. As a regular container the
+        # proxy gets SIGTERM at that moment, which starts the same drain.
+        container["lifecycle"] = {"preStop": {"exec": {"command": list(names.DRAIN_COMMAND)}}}
     return container
+
+
+@dataclass(frozen=True)
+class Termination:
+    """What the pod's other containers need so that they outlive the proxy's drain."""
+
+    pre_stop: Obj  # the preStop handler for each of them
+    grace_seconds: int  # the least terminationGracePeriodSeconds of the pod
+
+
+def termination(spec: ProxySpec, sleep_action: bool) -> Termination:
+    """The `sleep` handler needs no binary in TEI's image, but exists only from Kubernetes 1.30
+    (beta, on by default; alpha behind a gate in 1.29): older clusters run `sleep` in TEI's
+    container instead, which TEI's own images (Debian and Ubuntu based) have."""
+    seconds = spec.sidecar.drain_seconds + spec.sidecar.grace_seconds + PRE_STOP_MARGIN_SECONDS
+    handler: Obj = (
+        {"sleep": {"seconds": seconds}}
+        if sleep_action
+        else {"exec": {"command": ["sleep", str(seconds)]}}
+    )
+    return Termination(handler, seconds + EXIT_SECONDS)
+
+
+def pre_stop_seconds(handler: Any) -> int | None:
+    """How long a preStop handler of the form the operator writes sleeps; None for any other."""
+    if not isinstance(handler, Mapping) or len(handler) != 1:
+        return None
+    sleep = handler.get("sleep")
+    if isinstance(sleep, Mapping) and set(sleep) == {"seconds"}:
+        seconds = sleep["seconds"]
+        return seconds if isinstance(seconds, int) else None
+    run = handler.get("exec")
+    command = run.get("command") if isinstance(run, Mapping) else None
+    if isinstance(command, list) and len(command) == 2 and command[0] == "sleep":
+        return int(command[1]) if str(command[1]).isdigit() else None
+    return None
 
 
 def volumes(spec: ProxySpec, proxy_name: str) -> list[Obj]:
@@ -307,31 +359,119 @@ class _ListPatcher:
             self.exists = False
 
 
+def termination_record(deployment: Mapping[str, Any]) -> Obj:
+    """What the operator changed of the user's pod spec, from the Deployment's annotation."""
+    text = (deployment.get("metadata", {}).get("annotations") or {}).get(
+        names.TERMINATION_ANNOTATION
+    )
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _termination_ops(
+    deployment: Mapping[str, Any], wanted: Termination | None
+) -> tuple[list[Op], str | None]:
+    """Operations on the user's containers' preStop hooks and the pod's grace period: put in
+    (`wanted`) or take out (None) the operator's own, and never touch a hook of the user's or
+    shorten their grace period. Also the annotation that records what is the operator's.
+
+    Only replaces values in place, so the indices of the container list stay valid for the
+    operations that follow."""
+    pod = pod_spec(deployment)
+    record = termination_record(deployment)
+    ours = set(record.get("preStop") or [])
+    ops: list[Op] = []
+    hooked: list[str] = []
+    for i, c in enumerate(pod.get("containers") or []):
+        name = c.get("name")
+        if name == names.SIDECAR_NAME:
+            continue
+        lifecycle = c.get("lifecycle")
+        handler = (lifecycle or {}).get("preStop")
+        mine = name in ours and pre_stop_seconds(handler) is not None
+        if handler is not None and not mine:
+            continue  # the user's own hook: theirs to keep
+        path = f"{POD}/containers/{i}/lifecycle"
+        if wanted is None:
+            if mine and set(lifecycle) == {"preStop"}:
+                ops.append({"op": "remove", "path": path})
+            elif mine:
+                ops.append({"op": "remove", "path": f"{path}/preStop"})
+            continue
+        hooked.append(name)
+        if handler == wanted.pre_stop:
+            continue
+        if lifecycle is None:
+            ops.append({"op": "add", "path": path, "value": {"preStop": wanted.pre_stop}})
+        else:
+            ops.append({"op": "add", "path": f"{path}/preStop", "value": wanted.pre_stop})
+
+    current = pod.get("terminationGracePeriodSeconds")
+    grace = record.get("grace")
+    # The value before the operator raised it, unless the user has changed it since.
+    mine_grace = isinstance(grace, dict) and "set" in grace and current == grace["set"]
+    base = grace.get("was") if mine_grace else current
+    base_seconds = base if isinstance(base, int) else DEFAULT_GRACE_SECONDS
+    target, raised = base, None
+    if wanted is not None and wanted.grace_seconds > base_seconds:
+        target = wanted.grace_seconds
+        raised = {"was": base, "set": target}
+    grace_path = f"{POD}/terminationGracePeriodSeconds"
+    if target != current:
+        if target is None:
+            ops.append({"op": "remove", "path": grace_path})
+        else:
+            ops.append({"op": "add", "path": grace_path, "value": target})
+
+    new_record: Obj = {}
+    if hooked:
+        new_record["preStop"] = sorted(hooked)
+    if raised:
+        new_record["grace"] = raised
+    text = json.dumps(new_record, sort_keys=True, separators=(",", ":")) if new_record else None
+    return ops, text
+
+
 def _guard(deployment: Mapping[str, Any]) -> list[Op]:
     rv = deployment.get("metadata", {}).get("resourceVersion")
     return [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}] if rv else []
 
 
-def _annotation_ops(obj: Mapping[str, Any], base: str, key: str, value: str | None) -> list[Op]:
-    """Set (or, with None, remove) one annotation at `base` (a path to a metadata object)."""
+def _annotation_ops(
+    obj: Mapping[str, Any], base: str, changes: Mapping[str, str | None]
+) -> list[Op]:
+    """Set (or, with None, remove) annotations at `base` (a path to a metadata object)."""
     parts = [p for p in base.split("/") if p]
     meta: Any = obj
     for p in parts:
         meta = meta.get(p) if isinstance(meta, Mapping) else None
     annotations = (meta or {}).get("annotations")
-    if value is None:
-        if not annotations or key not in annotations:
-            return []
-        if len(annotations) == 1:
-            return [{"op": "remove", "path": f"{base}/annotations"}]
-        return [{"op": "remove", "path": f"{base}/annotations/{_escape(key)}"}]
-    if meta is None:
-        return [{"op": "add", "path": base, "value": {"annotations": {key: value}}}]
-    if annotations is None:
-        return [{"op": "add", "path": f"{base}/annotations", "value": {key: value}}]
-    if annotations.get(key) == value:
+    current = dict(annotations or {})
+    wanted = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            wanted.pop(key, None)
+        else:
+            wanted[key] = value
+    if wanted == current:
         return []
-    return [{"op": "add", "path": f"{base}/annotations/{_escape(key)}", "value": value}]
+    if not wanted:
+        return [{"op": "remove", "path": f"{base}/annotations"}]
+    if meta is None:
+        return [{"op": "add", "path": base, "value": {"annotations": wanted}}]
+    if annotations is None:
+        return [{"op": "add", "path": f"{base}/annotations", "value": wanted}]
+    ops: list[Op] = []
+    for key in changes:
+        path = f"{base}/annotations/{_escape(key)}"
+        if key in wanted and current.get(key) != wanted[key]:
+            ops.append({"op": "add", "path": path, "value": wanted[key]})
+        elif key not in wanted and key in current:
+            ops.append({"op": "remove", "path": path})
+    return ops
 
 
 def inject_ops(
@@ -340,10 +480,12 @@ def inject_ops(
     container: Obj,
     wanted_volumes: Sequence[Obj],
     restart: str,
+    termination: Termination,
 ) -> list[Op]:
-    """Operations that make the Deployment carry exactly this sidecar; [] when it already does."""
+    """Operations that make the Deployment carry exactly this sidecar, and the rest of the pod
+    outlive it (`termination`); [] when it already does."""
     pod = pod_spec(deployment)
-    ops: list[Op] = []
+    ops, record = _termination_ops(deployment, termination)
     native = container.get("restartPolicy") == "Always"
     home, other = ("initContainers", "containers") if native else ("containers", "initContainers")
     away = _ListPatcher(ops, f"{POD}/{other}", pod.get(other))
@@ -360,15 +502,19 @@ def inject_ops(
     for v in wanted_volumes:
         vols.put(v)
 
-    ops += _annotation_ops(deployment, TEMPLATE_META, names.RESTART_HASH_ANNOTATION, restart)
-    ops += _annotation_ops(deployment, "/metadata", names.PROXY_ANNOTATION, proxy_name)
+    ops += _annotation_ops(deployment, TEMPLATE_META, {names.RESTART_HASH_ANNOTATION: restart})
+    ops += _annotation_ops(
+        deployment,
+        "/metadata",
+        {names.PROXY_ANNOTATION: proxy_name, names.TERMINATION_ANNOTATION: record},
+    )
     return _guard(deployment) + ops if ops else []
 
 
 def remove_ops(deployment: Mapping[str, Any]) -> list[Op]:
     """Operations that take out everything the operator added; [] when nothing is there."""
     pod = pod_spec(deployment)
-    ops: list[Op] = []
+    ops, _ = _termination_ops(deployment, None)
     inits = _ListPatcher(ops, f"{POD}/initContainers", pod.get("initContainers"))
     inits.remove(names.SIDECAR_NAME)
     inits.drop_if_empty()
@@ -377,6 +523,10 @@ def remove_ops(deployment: Mapping[str, Any]) -> list[Op]:
     for name in names.OWNED_VOLUMES:
         vols.remove(name)
     vols.drop_if_empty()
-    ops += _annotation_ops(deployment, TEMPLATE_META, names.RESTART_HASH_ANNOTATION, None)
-    ops += _annotation_ops(deployment, "/metadata", names.PROXY_ANNOTATION, None)
+    ops += _annotation_ops(deployment, TEMPLATE_META, {names.RESTART_HASH_ANNOTATION: None})
+    ops += _annotation_ops(
+        deployment,
+        "/metadata",
+        {names.PROXY_ANNOTATION: None, names.TERMINATION_ANNOTATION: None},
+    )
     return _guard(deployment) + ops if ops else []

@@ -54,6 +54,14 @@ def native_from_version(major: str, minor: str) -> bool:
         return False
 
 
+def sleep_action_from_version(major: str, minor: str) -> bool:
+    """The preStop `sleep` handler is on by default from 1.30 (behind a gate in 1.29)."""
+    try:
+        return (int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)) >= (1, 30)
+    except ValueError:
+        return False
+
+
 def retry_delay(retry: int, ceiling: float) -> float:
     """Backoff for failed reconciliations: 1, 2, 4, ... seconds, at most `ceiling`."""
     return float(min(ceiling, 2 ** min(retry, 16)))

@@ -161,6 +161,7 @@ def with_sidecar(deployment: Obj, spec: Mapping[str, Any], native: bool = True) 
         render.sidecar_container(parsed, native),
         render.volumes(parsed, "tei"),
         render.restart_hash(render.proxy_config(parsed)),
+        render.termination(parsed, sleep_action=True),
     )
     return jsonpatch.apply_patch(copy.deepcopy(deployment), ops)
 

@@ -81,12 +81,16 @@ def test_plan_refuses_and_explains(dep: Obj, spec: Obj, reason: str) -> None:
     assert reason in {w.reason for w in p.warnings}
 
 
-def test_plan_advises_on_short_grace_and_unknown_upstream_port() -> None:
-    dep = deployment([{"name": "tei", "ports": [{"containerPort": 3000}]}])
+def test_plan_advises_on_a_short_own_pre_stop_hook_and_unknown_upstream_port() -> None:
+    hook = {"preStop": {"exec": {"command": ["sleep", "3"]}}}
+    dep = deployment([{"name": "tei", "ports": [{"containerPort": 3000}], "lifecycle": hook}])
     dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 10
     p = plan(proxy(), dep, native_supported=True)
     assert p.ops
-    assert {w.reason for w in p.warnings} == {"TerminationGraceTooShort", "UpstreamPortUnknown"}
+    assert {w.reason for w in p.warnings} == {"PreStopKept", "UpstreamPortUnknown"}
+    long_enough = {"preStop": {"sleep": {"seconds": 600}}}
+    dep = deployment([{"name": "tei", "ports": [{"containerPort": 80}], "lifecycle": long_enough}])
+    assert plan(proxy(), dep, native_supported=True).warnings == []
 
 
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:

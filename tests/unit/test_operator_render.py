@@ -41,7 +41,9 @@ def deployment(**pod: Any) -> Obj:
     }
 
 
-def inject(dep: Obj, s: ProxySpec, native: bool = True, name: str = "p") -> list[Obj]:
+def inject(
+    dep: Obj, s: ProxySpec, native: bool = True, name: str = "p", sleep_action: bool = True
+) -> list[Obj]:
     config = render.proxy_config(s)
     return render.inject_ops(
         dep,
@@ -49,6 +51,7 @@ def inject(dep: Obj, s: ProxySpec, native: bool = True, name: str = "p") -> list
         render.sidecar_container(s, native),
         render.volumes(s, name),
         render.restart_hash(config),
+        render.termination(s, sleep_action),
     )
 
 
@@ -136,11 +139,15 @@ def test_inject_adds_only_its_own_and_is_idempotent() -> None:
     assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
     after = apply(dep, ops)
     pod = after["spec"]["template"]["spec"]
-    assert pod["containers"] == dep["spec"]["template"]["spec"]["containers"]
+    (tei,) = pod["containers"]
+    assert {**tei, "lifecycle": None} == {
+        **dep["spec"]["template"]["spec"]["containers"][0],
+        "lifecycle": None,
+    }
     assert [c["name"] for c in pod["initContainers"]] == [names.SIDECAR_NAME]
     assert [v["name"] for v in pod["volumes"]] == ["data", names.CONFIG_VOLUME]
     assert after["spec"]["replicas"] == 3
-    assert after["metadata"]["annotations"] == {names.PROXY_ANNOTATION: "p"}
+    assert after["metadata"]["annotations"][names.PROXY_ANNOTATION] == "p"
     assert names.RESTART_HASH_ANNOTATION in after["spec"]["template"]["metadata"]["annotations"]
     assert inject(after, spec()) == []
 
@@ -183,8 +190,25 @@ def test_switching_mode_moves_the_sidecar() -> None:
         {},
         {"volumes": [{"name": "data", "emptyDir": {}}]},
         {"initContainers": [{"name": "fetch-model", "image": "busybox"}]},
+        {"terminationGracePeriodSeconds": 30},
+        {"terminationGracePeriodSeconds": 5},
+        {"terminationGracePeriodSeconds": 600},
+        {
+            "containers": [
+                {"name": "tei", "lifecycle": {"postStart": {"sleep": {"seconds": 1}}}},
+                {"name": "own", "lifecycle": {"preStop": {"sleep": {"seconds": 3}}}},
+            ]
+        },
     ],
-    ids=["bare", "with-volumes", "with-init-container"],
+    ids=[
+        "bare",
+        "with-volumes",
+        "with-init-container",
+        "default-grace",
+        "short-grace",
+        "long-grace",
+        "own-hooks",
+    ],
 )
 @pytest.mark.parametrize("fields", [{}, FULL], ids=["defaults", "with-secrets"])
 def test_remove_gives_back_exactly_the_original(pod: Obj, fields: Obj) -> None:
@@ -228,3 +252,109 @@ def test_secret_keys_have_defaults() -> None:
     by_name = {v["name"]: v for v in render.volumes(s, "p")}
     assert by_name[names.API_KEYS_VOLUME]["secret"]["items"][0]["key"] == "api-keys"
     assert by_name[names.UPSTREAM_KEY_VOLUME]["secret"]["items"][0]["key"] == "api-key"
+
+
+# ---- termination: TEI outlives the proxy's drain ------------------------------------------
+
+DRAIN = {"sidecar": {"drainSeconds": 10, "graceSeconds": 20}}  # a preStop of 10 + 20 + 2 s
+
+
+def pod_of(dep: Obj) -> Obj:
+    return dep["spec"]["template"]["spec"]
+
+
+def tei(dep: Obj) -> Obj:
+    return next(c for c in pod_of(dep)["containers"] if c["name"] == "tei")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-sidecar", "container"])
+def test_tei_sleeps_through_the_proxys_drain_and_the_grace_period_covers_it(native: bool) -> None:
+    after = apply(deployment(), inject(deployment(), spec(**DRAIN), native=native))
+    assert tei(after)["lifecycle"] == {"preStop": {"sleep": {"seconds": 32}}}
+    assert pod_of(after)["terminationGracePeriodSeconds"] == 32 + render.EXIT_SECONDS
+    (sidecar,) = [
+        c
+        for c in pod_of(after).get("initContainers", []) + pod_of(after)["containers"]
+        if c["name"] == names.SIDECAR_NAME
+    ]
+    if native:
+        # SIGTERM comes only after TEI has exited: its preStop hook starts the drain.
+        hook = {"exec": {"command": ["embedding-proxy", "drain"]}}
+        assert sidecar["lifecycle"] == {"preStop": hook}
+    else:
+        assert "lifecycle" not in sidecar  # SIGTERM comes at once and starts the drain
+    assert inject(after, spec(**DRAIN), native=native) == []
+
+
+def test_clusters_without_the_sleep_handler_run_sleep_in_the_container() -> None:
+    after = apply(deployment(), inject(deployment(), spec(**DRAIN), sleep_action=False))
+    assert tei(after)["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "32"]}}}
+    assert inject(after, spec(**DRAIN), sleep_action=False) == []
+    # The cluster upgraded: the handler that needs no binary takes over.
+    upgraded = apply(after, inject(after, spec(**DRAIN)))
+    assert tei(upgraded)["lifecycle"] == {"preStop": {"sleep": {"seconds": 32}}}
+
+
+def test_a_users_own_hook_and_longer_grace_period_are_kept() -> None:
+    own = {"httpGet": {"path": "/quiesce", "port": 80}}
+    dep = deployment(terminationGracePeriodSeconds=120)
+    tei(dep)["lifecycle"] = {"preStop": own}
+    after = apply(dep, inject(dep, spec(**DRAIN)))
+    assert tei(after)["lifecycle"] == {"preStop": own}
+    assert pod_of(after)["terminationGracePeriodSeconds"] == 120
+    assert names.TERMINATION_ANNOTATION not in after["metadata"]["annotations"]
+    assert (
+        render.remove_ops(after) and apply(after, render.remove_ops(after))["spec"] == dep["spec"]
+    )
+
+
+def test_a_drain_change_moves_the_hook_and_the_grace_period_both_ways() -> None:
+    dep = deployment(terminationGracePeriodSeconds=20)
+    short = apply(dep, inject(dep, spec(**DRAIN)))
+    assert pod_of(short)["terminationGracePeriodSeconds"] == 42
+    longer = apply(short, inject(short, spec(sidecar={"drainSeconds": 30, "graceSeconds": 60})))
+    assert tei(longer)["lifecycle"]["preStop"] == {"sleep": {"seconds": 92}}
+    assert pod_of(longer)["terminationGracePeriodSeconds"] == 102
+    # Back to a drain that the user's own 20 s covered: their value, not the operator's.
+    tiny = apply(longer, inject(longer, spec(sidecar={"drainSeconds": 0, "graceSeconds": 1})))
+    assert tei(tiny)["lifecycle"]["preStop"] == {"sleep": {"seconds": 3}}
+    assert pod_of(tiny)["terminationGracePeriodSeconds"] == 20
+    assert apply(tiny, render.remove_ops(tiny))["spec"] == dep["spec"]
+
+
+def test_what_the_user_changed_after_injection_stays_theirs_on_removal() -> None:
+    dep = deployment()
+    after = apply(dep, inject(dep, spec(**DRAIN)))
+    pod_of(after)["terminationGracePeriodSeconds"] = 300
+    tei(after)["lifecycle"]["preStop"] = {"exec": {"command": ["/bin/quiesce"]}}
+    restored = apply(after, render.remove_ops(after))
+    assert pod_of(restored)["terminationGracePeriodSeconds"] == 300
+    assert tei(restored)["lifecycle"] == {"preStop": {"exec": {"command": ["/bin/quiesce"]}}}
+    assert names.SIDECAR_NAME not in str(pod_of(restored))
+    assert "annotations" not in restored["metadata"]
+
+
+def test_every_container_beside_the_proxy_outlives_it() -> None:
+    dep = deployment()
+    pod_of(dep)["containers"].append({"name": "logs", "image": "shipper"})
+    after = apply(dep, inject(dep, spec(**DRAIN), native=False))
+    hooks = {c["name"]: c.get("lifecycle") for c in pod_of(after)["containers"]}
+    assert hooks["tei"] == hooks["logs"] == {"preStop": {"sleep": {"seconds": 32}}}
+    assert hooks[names.SIDECAR_NAME] is None
+
+
+@pytest.mark.parametrize(
+    ("handler", "seconds"),
+    [
+        ({"sleep": {"seconds": 7}}, 7),
+        ({"exec": {"command": ["sleep", "7"]}}, 7),
+        ({"exec": {"command": ["sh", "-c", "sleep 7"]}}, None),
+        ({"httpGet": {"path": "/", "port": 80}}, None),
+        ({"exec": {"command": ["sleep", "7"]}, "sleep": {"seconds": 7}}, None),
+        ("sleep", None),
+    ],
+)
+def test_only_the_operators_own_hook_forms_are_recognised(
+    handler: Any, seconds: int | None
+) -> None:
+    assert render.pre_stop_seconds(handler) == seconds
