@@ -32,6 +32,8 @@ JSON = "application/json"
 TIMEOUT_HEADER = "x-request-timeout-ms"
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
 AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
+PROBE_SECONDS = 2.0  # TEI's /health is asked this often while it answers ...
+REPROBE_SECONDS = 0.25  # ... and this often while it does not, so that /ready recovers quickly
 
 
 class Proxy:
@@ -50,8 +52,8 @@ class Proxy:
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.draining = False  # SIGTERM seen: not ready, still serving
         self.stopping = False  # drain delay over: new work refused
-        self.upstream_ok = False
         self._reload = reload
+        self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
@@ -72,11 +74,20 @@ class Proxy:
         await self.batcher.close()
         await self.upstream.close()
 
+    def begin_drain(self) -> asyncio.Task[None]:
+        """The pod is terminating (SIGUSR1 from the preStop hook, or SIGTERM): start the drain,
+        once; the process stays up until SIGTERM."""
+        if self._drain is None:
+            self.draining = True
+            self._drain = asyncio.create_task(self._drain_work())
+        return self._drain
+
     async def shutdown(self) -> None:
-        """SIGTERM: unready at once, serve through the drain delay, then finish queued work."""
-        if self.draining:
-            return
-        self.draining = True
+        """SIGTERM: drain (or finish the drain under way), then return."""
+        await self.begin_drain()
+
+    async def _drain_work(self) -> None:
+        """Unready at once, serve through the drain delay, then finish queued work."""
         server = self.config.server
         log.info("draining: not ready; serving new requests for %.1f s", server.drain_seconds)
         await asyncio.sleep(server.drain_seconds)
@@ -112,21 +123,29 @@ class Proxy:
         self.metrics.config_reloads.labels(result="ok" if ok else "failed").inc()
 
     async def _watch_upstream(self) -> None:
-        """Keep TEI's limits and health current; readiness follows the upstream."""
+        """Keep TEI's limits and health current; readiness follows the upstream. A batch call
+        that finds TEI not answering turns the proxy unready at once and wakes this loop."""
         refresh = self.config.upstream.info_refresh_seconds
         next_info = 0.0
+        up = self.upstream
         while True:
             now = time.monotonic()
+            losses = up.losses
             try:
-                if self.upstream.info is None or now >= next_info:
-                    info = await self.upstream.fetch_info()
+                if up.info is None or now >= next_info:
+                    info = await up.fetch_info()
                     self.batcher.update(caps=info.caps())
                     next_info = now + refresh
-                self.upstream_ok = await self.upstream.healthy()
+                ok = await up.healthy()
             except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as e:
-                self.upstream_ok = False
+                ok = False
                 log.debug("upstream not ready: %r", e)
-            await asyncio.sleep(2.0 if self.upstream.info is not None else 0.25)
+            # A call that lost TEI while the probe ran has the last word; the probe is redone.
+            if up.losses == losses and ok != up.answering:
+                up.answering = ok
+                log.info("upstream %s %s", up.base, "answers" if ok else "does not answer")
+            steady = up.answering and up.info is not None
+            await up.wait_for_loss(PROBE_SECONDS if steady else REPROBE_SECONDS)
 
     async def _sample(self) -> None:
         ticks = 0
@@ -281,7 +300,7 @@ class Proxy:
     async def handle_ready(self, request: Request) -> Response:
         if self.draining:
             reason = "draining"
-        elif not self.upstream_ok:
+        elif not self.upstream.answering:
             reason = f"upstream {self.upstream.base} not answering"
         else:
             return Response(200, b'{"status":"ready"}', JSON)

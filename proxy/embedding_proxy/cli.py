@@ -87,6 +87,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """The pod's preStop hook: tell the proxy (PID 1 of its container) to start draining."""
+    import os
+    import signal
+
+    try:
+        os.kill(args.pid, signal.SIGUSR1)
+    except OSError as e:
+        print(f"embedding-proxy drain: cannot signal process {args.pid}: {e}", file=sys.stderr)
+        return 1
+    print(f"embedding-proxy drain: asked process {args.pid} to drain")
+    return 0
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -121,6 +135,14 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure proxy vs direct vs ideal batching")
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    drain = sub.add_parser(
+        "drain",
+        help="tell a running proxy the pod is terminating (its preStop hook): it turns unready, "
+        "serves for drain_seconds, finishes queued work, and exits on SIGTERM",
+    )
+    drain.add_argument("--pid", type=int, default=1, help="the proxy's process (default 1)")
+    drain.set_defaults(func=cmd_drain)
     return p
 
 

@@ -1,4 +1,5 @@
-"""Run the proxy: listen, handle signals (SIGTERM drains, SIGHUP reloads), stop cleanly."""
+"""Run the proxy: listen, handle signals (SIGTERM drains and exits, SIGUSR1 drains and stays up
+until SIGTERM, SIGHUP reloads), stop cleanly."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # From the preStop hook (`embedding-proxy drain`) of a native sidecar, whose SIGTERM comes
+    # only after TEI has exited.
+    loop.add_signal_handler(signal.SIGUSR1, proxy.begin_drain)
     if proxy.watcher is not None:
         loop.add_signal_handler(signal.SIGHUP, proxy.watcher.reload)
     log.info(
@@ -56,7 +60,7 @@ async def serve(
         for http_server in servers:
             await http_server.close()
         await proxy.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
     log.info("stopped")
 

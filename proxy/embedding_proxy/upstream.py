@@ -5,6 +5,7 @@ input is split until only the offending inputs fail)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -100,6 +101,11 @@ class Upstream:
         self._key_seen: Fingerprint = None
         self._session: aiohttp.ClientSession | None = None
         self._batches: httpclient.Client | None = None
+        # Whether TEI answers: set by the health probes, cleared at once by a call that finds
+        # the connection refused, reset or closed (the readiness endpoint reads it).
+        self.answering = False
+        self.losses = 0
+        self._lost = asyncio.Event()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -141,6 +147,21 @@ class Upstream:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def lost(self, error: object) -> None:
+        """A call found TEI not answering. Only the error path pays for this."""
+        self.losses += 1
+        if self.answering:
+            self.answering = False
+            self._lost.set()
+            log.warning("upstream %s stopped answering: %s", self.base, error)
+
+    async def wait_for_loss(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if a call finds TEI not answering meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._lost.wait()
+        self._lost.clear()
 
     async def fetch_info(self) -> UpstreamInfo:
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000 + 3)
@@ -218,6 +239,7 @@ class Upstream:
                 raise ProxyError(504, f"upstream did not answer within {limit}", TIMEOUT) from None
             except httpclient.ClientError as e:
                 self._observe(route, "error", started)
+                self.lost(e)
                 reason, status, body, tokens = "connection", 0, b"", 0
                 error = ProxyError(502, f"upstream {self.base} unreachable: {e}", UPSTREAM)
             else:
@@ -270,6 +292,8 @@ class Upstream:
         except TimeoutError:
             raise ProxyError(504, "upstream did not answer in time", TIMEOUT) from None
         except aiohttp.ClientError as e:
+            if isinstance(e, aiohttp.ClientConnectionError):
+                self.lost(_describe(e))
             raise ProxyError(
                 502, f"upstream {self.base} unreachable: {_describe(e)}", UPSTREAM
             ) from None
