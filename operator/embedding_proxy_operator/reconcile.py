@@ -109,6 +109,15 @@ def plan(
         ),
     ]
     out.warnings += _advice(deployment, spec)
+    if native and render.pod_spec(deployment).get("shareProcessNamespace"):
+        out.warnings.append(
+            Notice(
+                "SharedProcessNamespace",
+                "the pod shares one process namespace, so the proxy is not PID 1 of its "
+                "container and its preStop hook cannot start the drain: it starts only once TEI "
+                "has exited; set spec.sidecar.mode to Container for this Deployment",
+            )
+        )
     return out
 
 

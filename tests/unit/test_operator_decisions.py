@@ -93,6 +93,16 @@ def test_plan_advises_on_a_short_own_pre_stop_hook_and_unknown_upstream_port() -
     assert plan(proxy(), dep, native_supported=True).warnings == []
 
 
+def test_plan_warns_when_the_drain_hook_cannot_reach_the_proxy() -> None:
+    dep = deployment()
+    dep["spec"]["template"]["spec"]["shareProcessNamespace"] = True
+    assert [w.reason for w in plan(proxy(), dep, native_supported=True).warnings] == [
+        "SharedProcessNamespace"
+    ]
+    regular = plan(proxy(sidecar={"mode": "Container"}), dep, native_supported=True)
+    assert regular.warnings == []
+
+
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     first = merge([], [Fact("TargetFound", "True", "Found", "ok")], 1, "2024-01-01T00:00:00Z")
     again = merge(first, [Fact("TargetFound", "True", "Found", "ok")], 2, "2024-01-02T00:00:00Z")
