@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
 from tests.helpers.calls import embed
-from tests.helpers.kubelet import pod_processes, scale_down_under_load
+from tests.helpers.kubelet import BIN, pod_processes, scale_down_under_load
 from tests.helpers.processes import Process, Starter
 
 from embedding_proxy_operator import names
@@ -85,3 +86,14 @@ async def test_sigusr1_drains_and_the_proxy_stays_up_until_sigterm(
     assert proxy.proc.poll() is None
     proxy.signal(signal.SIGTERM)
     assert proxy.proc.wait(15) == 0
+
+
+def test_drain_names_a_process_it_cannot_signal() -> None:
+    done = subprocess.run(
+        [str(BIN / "embedding-proxy"), "drain", "--pid", "999999999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "cannot signal process 999999999" in done.stderr
