@@ -50,7 +50,7 @@ class Proxy:
         self.load_average = MovingAverage(AVERAGE_SAMPLES)
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
-        self.draining = False  # SIGTERM seen: not ready, still serving
+        self.draining = False  # the pod terminates (SIGTERM or SIGUSR1): not ready, still serving
         self.stopping = False  # drain delay over: new work refused
         self._reload = reload
         self._drain: asyncio.Task[None] | None = None
