@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import kopf.cli
 
+from . import peering
+
 HANDLERS = "embedding_proxy_operator.handlers"
 # Where the pod's name comes from (the downward API), in order of preference.
 POD_NAME_ENV = ("POD_ID", "POD_NAME")
@@ -71,4 +73,10 @@ def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")
+    peering.install()
+    try:
+        kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")
+    except SystemExit as done:
+        if peering.stopped_for_forbidden() and not done.code:
+            raise SystemExit(peering.EXIT_FORBIDDEN) from None
+        raise

@@ -12,6 +12,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from tests.helpers.control_plane import ControlPlane
 from tests.helpers.external_schemas import EXTERNAL
 from tests.helpers.tools import require_helm
 
@@ -26,9 +27,27 @@ NAMESPACE = "embedding-proxy-system"
 Objects = list[dict[str, Any]]
 
 
+# The CRDs a user applies first (README), in that order.
+SHIPPED_CRDS = [MANIFESTS / "crd.yaml", MANIFESTS / "operator" / "peering-crds.yaml"]
+CRD_NAMES = [
+    "crd/embeddingproxies.embeddingproxy.io",
+    "crd/clusterkopfpeerings.kopf.dev",
+    "crd/kopfpeerings.kopf.dev",
+]
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
     return require_helm()
+
+
+@pytest.fixture(scope="session")
+def api_server(control_plane: ControlPlane) -> ControlPlane:
+    """The session's real API server with the shipped CRDs applied as the README says, and
+    established."""
+    control_plane.kubectl("apply", *(f for p in SHIPPED_CRDS for f in ("-f", str(p))))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES)
+    return control_plane
 
 
 def load_all(text: str) -> Objects:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.helpers.control_plane import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = [
-    ROOT / "manifests" / "crd.yaml",
-    ROOT / "manifests" / "operator" / "peering-crds.yaml",
-]
-
 
 @pytest.fixture(scope="module")
-def crds(control_plane: ControlPlane) -> ControlPlane:
-    for path in CRDS:
-        control_plane.kubectl("apply", "-f", str(path))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/embeddingproxies.embeddingproxy.io",
-    )
-    return control_plane
+def crds(api_server: ControlPlane) -> ControlPlane:
+    return api_server
 
 
 def proxy(spec: dict[str, Any]) -> str:

@@ -91,6 +91,22 @@ class ControlPlane:
         text = "\n---\n".join(json.dumps(d) for d in docs)
         return self.kubectl("apply", *flags, "-f", "-", stdin=text).stdout
 
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
+        """A kubeconfig at `path` that acts as the ServiceAccount, with a token from the API
+        server (what a pod of that ServiceAccount gets)."""
+        token = self.kubectl("create", "token", service_account, "-n", namespace).stdout.strip()
+        cluster = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "plane", "cluster": cluster}],
+            "users": [{"name": service_account, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "plane", "user": service_account}}],
+            "current-context": "sa",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
     def audit_events(self) -> list[dict[str, Any]]:
         if not self.audit_log.is_file():
             return []

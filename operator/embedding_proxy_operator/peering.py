@@ -1,0 +1,96 @@
+"""A peering object this operator may no longer write is fatal, not something to retry.
+
+kopf retries every 403 of its peering keep-alive for about a minute (its `error_backoffs`,
+because RBAC can blip while a cluster upgrades), then gives up on peering and runs on; its
+goodbye at shutdown retries the same way. When `helm upgrade` switches `operator.watch.mode`,
+the old pod's grant on its peering object goes away with the old RBAC: it retried the PATCH
+until the kubelet killed it 30 s later. Here a 403 that persists for FORBIDDEN_BACKOFFS on this
+replica's own peering object stops the operator with one clear log line and exit status
+EXIT_FORBIDDEN (the kubelet restarts it if the pod is still wanted), and the goodbye is tried
+once. Other failures keep kopf's own patience.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from kopf._cogs.clients import errors
+from kopf._cogs.configs.configuration import OperatorSettings
+from kopf._core.engines import peering as kopf_peering
+
+logger = logging.getLogger("embedding_proxy_operator.peering")
+
+# Retries of a 403 on the own peering object (seconds between them), before it counts as lasting.
+FORBIDDEN_BACKOFFS = (1.0, 2.0, 4.0)
+EXIT_FORBIDDEN = 3
+TRANSIENT = (
+    errors.APIServerError,
+    errors.APITooManyRequestsError,
+    aiohttp.ClientConnectionError,
+    TimeoutError,
+)
+
+_forbidden = False
+
+
+def stopped_for_forbidden() -> bool:
+    """Whether the operator stopped because its peering object became forbidden to it."""
+    return _forbidden
+
+
+def _with_backoffs(settings: OperatorSettings, backoffs: tuple[float, ...]) -> OperatorSettings:
+    networking = dataclasses.replace(settings.networking, error_backoffs=backoffs)
+    return dataclasses.replace(settings, networking=networking)
+
+
+def _guard(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def guarded(*, settings: OperatorSettings, **kwargs: Any) -> Any:
+        global _forbidden
+        if _forbidden:
+            return None  # stopping already: nothing more to say to a peering we may not write
+        goodbye = kwargs.get("lifetime") == 0
+        try:
+            # The goodbye is tried once: the operator is stopping anyway.
+            backoffs = () if goodbye else FORBIDDEN_BACKOFFS
+            return await original(settings=_with_backoffs(settings, backoffs), **kwargs)
+        except errors.APIForbiddenError as e:
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            where = kwargs.get("namespace") or "cluster-wide"
+            resource = kwargs.get("resource")
+            plural = getattr(resource, "plural", "peering")
+            if goodbye:
+                logger.warning(f"Left the peering without a goodbye: {reason}")
+                return None
+            _forbidden = True
+            logger.critical(
+                f"Stopping: this operator may no longer patch its peering object "
+                f"{plural}/{settings.peering.name} ({where}): {reason}. Its RBAC changed (a "
+                f"`helm upgrade` that switched operator.watch.mode replaces this pod); "
+                f"exiting with status {EXIT_FORBIDDEN}."
+            )
+            os.kill(os.getpid(), signal.SIGTERM)  # kopf's own graceful stop
+            return None
+        except TRANSIENT:
+            if goodbye:
+                raise
+            # Not a permission problem: kopf's full retry policy, as without this guard.
+            return await original(settings=settings, **kwargs)
+
+    return guarded
+
+
+def install() -> None:
+    """Put the guard around kopf's peering writes (its keep-alive and the cleaning of dead
+    peers); idempotent."""
+    for name in ("touch", "clean"):
+        current = getattr(kopf_peering, name)
+        if not getattr(current, "_embedding_proxy_guard", False):
+            guarded = _guard(current)
+            guarded._embedding_proxy_guard = True  # type: ignore[attr-defined]
+            setattr(kopf_peering, name, guarded)
