@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -79,3 +80,43 @@ def test_each_rule_refuses_with_its_message(
 )
 def test_valid_partial_resources_are_accepted(crds: ControlPlane, spec: dict[str, Any]) -> None:
     crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec))
+
+
+# CEL functions and macros a Kubernetes 1.29 API server offers in CRD validation rules (the
+# Kubernetes CEL documentation: the standard definitions, the extended strings library, the
+# Kubernetes list, regex, URL and quantity libraries). The README promises 1.29 and later; the
+# test server is newer, so it cannot tell a function that 1.29 lacks.
+CEL_LIBRARIES_ON_1_29 = {
+    "standard": "has all exists exists_one map filter size matches startsWith endsWith contains "
+    "int uint double string bytes bool type dyn duration timestamp",
+    "extended strings": "charAt indexOf lastIndexOf lowerAscii upperAscii replace split join "
+    "substring trim",
+    "Kubernetes lists and regex": "isSorted sum min max indexOf lastIndexOf find findAll",
+    "Kubernetes URLs": "url isURL getScheme getHost getHostname getPort getEscapedPath getQuery",
+    "Kubernetes quantities": "quantity isQuantity sign isInteger asInteger asApproximateFloat "
+    "add sub isGreaterThan isLessThan compareTo",
+}
+CEL_ON_1_29 = frozenset(f for names in CEL_LIBRARIES_ON_1_29.values() for f in names.split())
+
+
+def cel_rules(schema: dict[str, Any]) -> list[str]:
+    found = [v["rule"] for v in schema.get("x-kubernetes-validations", [])]
+    for key in ("properties", "additionalProperties", "items"):
+        child = schema.get(key)
+        children = child.values() if key == "properties" and child else [child]
+        found += [r for c in children if isinstance(c, dict) for r in cel_rules(c)]
+    return found
+
+
+def test_cel_rules_use_only_what_kubernetes_1_29_has(kit: Any) -> None:
+    rules = [
+        rule
+        for crd in kit.crd_documents()
+        for version in crd["spec"]["versions"]
+        for rule in cel_rules(version["schema"]["openAPIV3Schema"])
+    ]
+    assert len(rules) >= 3
+    for rule in rules:
+        without_strings = re.sub(r"'[^']*'|\"[^\"]*\"", "''", rule)
+        called = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", without_strings))
+        assert called <= CEL_ON_1_29, f"{rule}: {called - CEL_ON_1_29} may be newer than 1.29"
