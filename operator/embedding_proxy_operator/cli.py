@@ -73,10 +73,10 @@ def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    peering.install()
+    guard = peering.install()
     try:
         kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")
     except SystemExit as done:
-        if peering.stopped_for_forbidden() and not done.code:
+        if guard.forbidden and not done.code:
             raise SystemExit(peering.EXIT_FORBIDDEN) from None
         raise

@@ -40,64 +40,61 @@ TRANSIENT = (
     TimeoutError,
 )
 
-_forbidden = False
-
-
-def stopped_for_forbidden() -> bool:
-    """Whether the operator stopped because its peering object became forbidden to it."""
-    return _forbidden
-
 
 def _with_backoffs(settings: OperatorSettings, backoffs: tuple[float, ...]) -> OperatorSettings:
     networking = dataclasses.replace(settings.networking, error_backoffs=backoffs)
     return dataclasses.replace(settings, networking=networking)
 
 
-def _guard(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def guarded(*, settings: OperatorSettings, **kwargs: Any) -> Any:
-        global _forbidden
-        if _forbidden:
-            return None  # stopping already: nothing more to say to a peering we may not write
-        goodbye = kwargs.get("lifetime") == 0
-        try:
-            # The goodbye is tried once: the operator is stopping anyway.
-            backoffs = () if goodbye else FORBIDDEN_BACKOFFS
-            return await original(settings=_with_backoffs(settings, backoffs), **kwargs)
-        except errors.APIForbiddenError as e:
-            reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-            where = kwargs.get("namespace") or "cluster-wide"
-            resource = kwargs.get("resource")
-            plural = getattr(resource, "plural", "peering")
-            if goodbye:
-                logger.warning(f"Left the peering without a goodbye: {reason}")
+class Guard:
+    """Wraps kopf's peering writes; knows whether it stopped the operator."""
+
+    def __init__(self) -> None:
+        self.forbidden = False
+
+    def wrap(self, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def guarded(*, settings: OperatorSettings, **kwargs: Any) -> Any:
+            if self.forbidden:
+                return None  # stopping already: nothing more to say to a peering we may not write
+            goodbye = kwargs.get("lifetime") == 0
+            try:
+                # The goodbye is tried once: the operator is stopping anyway.
+                backoffs = () if goodbye else FORBIDDEN_BACKOFFS
+                return await original(settings=_with_backoffs(settings, backoffs), **kwargs)
+            except errors.APIForbiddenError as e:
+                reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+                if goodbye:
+                    logger.warning(f"Left the peering without a goodbye: {reason}")
+                    return None
+                self.forbidden = True
+                where = kwargs.get("namespace") or "cluster-wide"
+                plural = getattr(kwargs.get("resource"), "plural", "peering")
+                logger.critical(
+                    f"Stopping: this operator may no longer patch its peering object "
+                    f"{plural}/{settings.peering.name} ({where}): {reason}. Its RBAC changed (a "
+                    f"`helm upgrade` that switched operator.watch.mode replaces this pod); "
+                    f"exiting with status {EXIT_FORBIDDEN}."
+                )
+                os.kill(os.getpid(), signal.SIGTERM)  # kopf's own graceful stop
                 return None
-            _forbidden = True
-            logger.critical(
-                f"Stopping: this operator may no longer patch its peering object "
-                f"{plural}/{settings.peering.name} ({where}): {reason}. Its RBAC changed (a "
-                f"`helm upgrade` that switched operator.watch.mode replaces this pod); "
-                f"exiting with status {EXIT_FORBIDDEN}."
-            )
-            os.kill(os.getpid(), signal.SIGTERM)  # kopf's own graceful stop
-            return None
-        except TRANSIENT:
-            if goodbye:
-                raise
-            # Not a permission problem: kopf's full retry policy, as without this guard.
-            return await original(settings=settings, **kwargs)
+            except TRANSIENT:
+                if goodbye:
+                    raise
+                # Not a permission problem: kopf's full retry policy, as without this guard.
+                return await original(settings=settings, **kwargs)
 
-    return guarded
+        guarded.__wrapped__ = original  # type: ignore[attr-defined]
+        return guarded
 
 
-def install() -> None:
-    """Put the guard around kopf's peering writes (its keep-alive and the cleaning of dead
-    peers); idempotent."""
+def install() -> Guard:
+    """Put a new guard around kopf's peering writes (its keep-alive and the cleaning of dead
+    peers), in place of any earlier one."""
+    guard = Guard()
     for name in ("touch", "clean"):
         current = getattr(kopf_peering, name, None)
         if current is None:  # kopf's internals moved: run with its own behaviour
             logger.warning(f"kopf has no peering.{name}: forbidden peering writes retry as in kopf")
             continue
-        if not getattr(current, "_embedding_proxy_guard", False):
-            guarded = _guard(current)
-            guarded._embedding_proxy_guard = True  # type: ignore[attr-defined]
-            setattr(kopf_peering, name, guarded)
+        setattr(kopf_peering, name, guard.wrap(getattr(current, "__wrapped__", current)))
+    return guard

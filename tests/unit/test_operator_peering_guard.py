@@ -26,36 +26,34 @@ class Original:
             raise self.failures.pop(0)
 
 
-@pytest.fixture(autouse=True)
-def not_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(peering, "_forbidden", False)
-
-
-def call(original: Original, **kwargs: Any) -> None:
+def call(guard: peering.Guard, original: Original, **kwargs: Any) -> None:
     settings = kopf.OperatorSettings()
-    asyncio.run(peering._guard(original)(settings=settings, namespace=None, **kwargs))
+    asyncio.run(guard.wrap(original)(settings=settings, namespace=None, **kwargs))
 
 
 def test_transient_errors_keep_kopfs_own_retries() -> None:
     original = Original(errors.APIServerError({"message": "busy"}, status=503, headers={}))
-    call(original, lifetime=None)
+    guard = peering.Guard()
+    call(guard, original, lifetime=None)
     default = kopf.OperatorSettings().networking.error_backoffs
     assert original.backoffs == [peering.FORBIDDEN_BACKOFFS, default]
-    assert not peering.stopped_for_forbidden()
+    assert not guard.forbidden
 
 
 def test_the_goodbye_is_tried_once_and_a_403_there_is_not_fatal() -> None:
     original = Original(errors.APIForbiddenError({"message": "forbidden"}, status=403, headers={}))
-    call(original, lifetime=0)
+    guard = peering.Guard()
+    call(guard, original, lifetime=0)
     assert original.backoffs == [()]
-    assert not peering.stopped_for_forbidden()
+    assert not guard.forbidden
 
 
 def test_a_lasting_403_stops_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
     signals: list[int] = []
     monkeypatch.setattr(peering.os, "kill", lambda pid, sig: signals.append(sig))
     original = Original(errors.APIForbiddenError({"message": "forbidden"}, status=403, headers={}))
-    call(original, lifetime=None)
-    assert peering.stopped_for_forbidden() and signals == [peering.signal.SIGTERM]
-    call(original, lifetime=0)  # stopping: no more writes to a peering it may not patch
+    guard = peering.Guard()
+    call(guard, original, lifetime=None)
+    assert guard.forbidden and signals == [peering.signal.SIGTERM]
+    call(guard, original, lifetime=0)  # stopping: no more writes to a peering it may not patch
     assert original.backoffs == [peering.FORBIDDEN_BACKOFFS]
