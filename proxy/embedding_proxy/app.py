@@ -143,7 +143,7 @@ class Proxy:
             # A call that lost TEI while the probe ran has the last word; the probe is redone.
             if up.losses == losses and ok != up.answering:
                 up.answering = ok
-                log.info("upstream %s %s", up.base, "answers" if ok else "does not answer")
+                log.info("upstream %s %s", up.shown, "answers" if ok else "does not answer")
             steady = up.answering and up.info is not None
             await up.wait_for_loss(PROBE_SECONDS if steady else REPROBE_SECONDS)
 
@@ -280,7 +280,8 @@ class Proxy:
                 raise _too_large(self.config.server.max_body_bytes)
             status, headers, data = await self.upstream.forward(
                 request.method,
-                request.path_qs,
+                request.path,
+                request.query,
                 request.headers,
                 request.body,
                 self.deadline(request),
@@ -301,7 +302,7 @@ class Proxy:
         if self.draining:
             reason = "draining"
         elif not self.upstream.answering:
-            reason = f"upstream {self.upstream.base} not answering"
+            reason = f"upstream {self.upstream.shown} not answering"
         else:
             return Response(200, b'{"status":"ready"}', JSON)
         body = orjson.dumps({"status": "not ready", "reason": reason})

@@ -8,6 +8,7 @@ e.g. `EMBEDDING_PROXY_BATCHING__MAX_BATCH_SIZE=64`.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it (`http://user:pw@host`) masked: the
+    upstream URL may carry them, and it is shown in /ready, in error bodies and in logs."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 class Section(BaseModel):
@@ -61,6 +69,9 @@ class UpstreamConfig(Section):
     api_key_file: Path | None = Field(None, description="Bearer key TEI requires, from a file.")
     info_refresh_seconds: float = Field(
         30.0, ge=1, description="How often /info (limits, model id) is read again."
+    )
+    max_answer_bytes: int = Field(
+        100_000_000, ge=1024, description="Larger upstream answer bodies are refused with 502."
     )
     retry: RetryConfig = RetryConfig()
 
@@ -176,7 +187,7 @@ def describe(error: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown setting"
-    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+    return redact(f"{where}: {first['msg']} (got {first.get('input')!r})")
 
 
 def validate(data: Mapping[str, Any]) -> Config:

@@ -14,9 +14,18 @@ from urllib.parse import urlsplit
 
 import httptools
 
+# Bounds on an upstream's answer: whatever it sends, one connection holds at most this much.
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers
+MAX_HEADERS = 100
+DEFAULT_MAX_BODY = 100_000_000
+
 
 class ClientError(Exception):
     """The connection failed, or the answer could not be read."""
+
+
+class AnswerError(ClientError):
+    """The answer broke a limit (head, header count, body size): asking again will not help."""
 
 
 class Answer:
@@ -31,9 +40,10 @@ class Answer:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection, one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.max_body = max_body
         self.waiter: asyncio.Future[Answer] | None = None
         self.closed = False
         self.received = False  # any byte of the current answer
@@ -42,35 +52,86 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
+        self.head_bytes = 0  # bytes received while the head is not complete
+        self.header_bytes = 0  # of the header lines parsed
+        self.header_count = 0
+        self.body_bytes = 0
+        self.in_head = True
+        self.until_close = (
+            False  # no Content-Length, not chunked: the body ends with the connection
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self.until_close and not self.in_head:
+            # The end of the connection is the end of this answer's body (RFC 9112 6.3, rule 8).
+            self.until_close = False
+            self.on_message_complete()
+            return
         self._fail(ClientError(f"connection closed{f': {exc}' if exc else ' by the server'}"))
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self.in_head:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
+            if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+                raise AnswerError(f"head exceeds {MAX_HEAD_BYTES} bytes")
+        except AnswerError as e:
+            self._fail(e)
+            self.close()
         except httptools.HttpParserError as e:
-            self._fail(ClientError(f"malformed HTTP answer: {e}"))
+            cause = e.__context__
+            self._fail(
+                cause
+                if isinstance(cause, AnswerError)
+                else ClientError(f"malformed HTTP answer: {e}")
+            )
             self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > MAX_HEADERS:
+            raise AnswerError(f"more than {MAX_HEADERS} headers")
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEAD_BYTES:
+            raise AnswerError(f"head exceeds {MAX_HEAD_BYTES} bytes")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise AnswerError(
+                f"body of {length} bytes exceeds upstream.max_answer_bytes ({self.max_body})"
+            )
+        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self.until_close = length is None and not chunked
+
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.max_body:
+            raise AnswerError(f"body exceeds upstream.max_answer_bytes ({self.max_body})")
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
-        answer = Answer(self.parser.get_status_code(), self.headers, b"".join(self.parts))
-        if not self.parser.should_keep_alive():
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._reset()  # an interim answer: the real one follows
+            return
+        answer = Answer(status, self.headers, b"".join(self.parts))
+        if not self.parser.should_keep_alive() or status == 101:
             self.close()
         self._reset()
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(answer)
+            if status == 101:
+                self.waiter.set_exception(AnswerError("upstream switched protocols"))
+            else:
+                self.waiter.set_result(answer)
 
     def _fail(self, error: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -92,7 +153,9 @@ class _Connection(asyncio.Protocol):
 class Client:
     """POST to one server over at most `max_connections` keep-alive connections."""
 
-    def __init__(self, base_url: str, max_connections: int) -> None:
+    def __init__(
+        self, base_url: str, max_connections: int, max_body: int = DEFAULT_MAX_BODY
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"unsupported upstream scheme {parts.scheme!r}")
@@ -102,6 +165,7 @@ class Client:
         self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
         host_header = parts.netloc.rpartition("@")[2]
         self._host_line = f"Host: {host_header}\r\n".encode("latin-1")
+        self.max_body = max_body
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
 
@@ -116,7 +180,7 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    _Connection, self.host, self.port, ssl=self.ssl
+                    lambda: _Connection(self.max_body), self.host, self.port, ssl=self.ssl
                 )
         except TimeoutError:
             raise ClientError(f"connect to {self.host}:{self.port} timed out") from None
@@ -138,6 +202,9 @@ class Client:
                 conn = self._idle.pop() if reused else await self._connect(connect_timeout)
                 try:
                     answer = await conn.send(head, body)
+                except AnswerError:
+                    conn.close()
+                    raise
                 except ClientError:
                     conn.close()
                     # A kept-alive connection the server closed meanwhile: try a fresh one.

@@ -74,7 +74,7 @@ class Response:
         status: int = 200,
         body: bytes = b"",
         content_type: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> None:
         self.status = status
         self.body = body
@@ -108,7 +108,9 @@ def _head(response: Response, keep_alive: bool, date: bytes) -> bytes:
         lines.append(b"Content-Type: " + response.content_type.encode("latin-1") + b"\r\n")
         skip = _OWN_HEADERS | {"content-type"}
     if response.headers:
-        for name, value in response.headers.items():
+        headers = response.headers
+        # A list keeps repeated headers (an upstream's two Set-Cookie), in order.
+        for name, value in headers.items() if isinstance(headers, dict) else headers:
             if name.lower() not in skip:
                 lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     lines.append(b"Content-Length: %d\r\n" % len(response.body))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .app import Proxy, api_handler, metrics_handler
-from .config import Config
+from .config import Config, redact
 from .httpserver import Server
 
 log = logging.getLogger("embedding_proxy")
@@ -48,7 +48,7 @@ async def serve(
         server.host,
         server.port,
         server.metrics_port or server.port,
-        config.upstream.url,
+        redact(config.upstream.url),
     )
     if started is not None:
         started()

@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from . import errors, httpclient
 from .batcher import Caps
-from .config import UpstreamConfig
-from .errors import TIMEOUT, UPSTREAM, ProxyError
+from .config import UpstreamConfig, redact
+from .errors import TIMEOUT, UPSTREAM, VALIDATION, ProxyError
 from .metrics import Metrics
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
@@ -30,22 +32,33 @@ log = logging.getLogger(__name__)
 INPUT_ERRORS = frozenset({400, 413, 422})
 # Statuses that say "not now": safe to retry, embeddings being pure functions.
 RETRY_STATUSES = frozenset({429, 503})
-# Headers that belong to one hop, never forwarded.
+# Headers that belong to one connection (RFC 9110 7.6.1), never passed on in either direction;
+# nor is any header that a `Connection` header names.
 HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
+        "proxy-connection",
         "proxy-authenticate",
         "proxy-authorization",
         "te",
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "host",
-        "content-length",
-        "authorization",
     }
 )
+# A caller's headers that the proxy replaces on a forwarded request: the client for TEI writes
+# Host and Content-Length, the body is already read (Expect), and the caller's key stays here.
+REPLACED_IN_REQUESTS = frozenset({"host", "content-length", "expect", "authorization"})
+# An upstream answer's headers that the proxy replaces: it writes its own framing, and the body
+# it passes on is decompressed.
+REPLACED_IN_ANSWERS = frozenset({"content-length", "content-encoding"})
+# A forwarded request-target: origin-form only (a path and a query of RFC 3986 characters).
+_PATH = re.compile(r"/[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*")
+_QUERY = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*")
+# A header as it may be passed on: a token for a name, no control character in the value.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,8 @@ class Upstream:
         self.config = config
         self.metrics = metrics
         self.base = config.url.rstrip("/")
+        self.shown = redact(self.base)  # the URL as it may be shown: without credentials
+        self.origin = URL(self.base)
         self.budget = RetryBudget(config.retry.budget_ratio)
         self.info: UpstreamInfo | None = None
         self.api_key: str | None = None
@@ -111,8 +126,15 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
         )
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-        self._batches = httpclient.Client(self.base, self.config.max_connections)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=True,
+            max_headers=httpclient.MAX_HEADERS,
+            middlewares=(self._only_upstream,),
+        )
+        self._batches = httpclient.Client(
+            self.base, self.config.max_connections, self.config.max_answer_bytes
+        )
         self.refresh_key()
 
     async def close(self) -> None:
@@ -130,6 +152,21 @@ class Upstream:
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "Upstream.start() not called"
         return self._session
+
+    async def _only_upstream(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+    ) -> aiohttp.ClientResponse:
+        """Every request the session makes (a redirect's too) goes to the upstream or nowhere."""
+        url = request.url
+        if (url.scheme, url.host, url.port) != (
+            self.origin.scheme,
+            self.origin.host,
+            self.origin.port,
+        ):
+            raise aiohttp.InvalidUrlClientError(url.origin(), "not the configured upstream")
+        return await handler(request)
 
     def refresh_key(self) -> None:
         """(Re)read the key TEI requires when its file (a mounted Secret) has changed."""
@@ -154,7 +191,7 @@ class Upstream:
         if self.answering:
             self.answering = False
             self._lost.set()
-            log.warning("upstream %s stopped answering: %s", self.base, error)
+            log.warning("upstream %s stopped answering: %s", self.shown, redact(str(error)))
 
     async def wait_for_loss(self, seconds: float) -> None:
         """Sleep `seconds`, or less if a call finds TEI not answering meanwhile."""
@@ -166,7 +203,7 @@ class Upstream:
     async def fetch_info(self) -> UpstreamInfo:
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000 + 3)
         async with self.session.get(
-            self.base + "/info", headers=self._headers(), timeout=timeout
+            self.base + "/info", headers=self._headers(), timeout=timeout, allow_redirects=False
         ) as resp:
             if resp.status != 200:
                 raise ProxyError(502, f"upstream /info answered {resp.status}", UPSTREAM)
@@ -237,11 +274,16 @@ class Upstream:
                     else (f"upstream.timeout_ms ({self.config.timeout_ms} ms)")
                 )
                 raise ProxyError(504, f"upstream did not answer within {limit}", TIMEOUT) from None
+            except httpclient.AnswerError as e:
+                self._observe(route, "error", started)
+                raise ProxyError(502, f"upstream answer refused: {e}", UPSTREAM) from None
             except httpclient.ClientError as e:
                 self._observe(route, "error", started)
                 self.lost(e)
                 reason, status, body, tokens = "connection", 0, b"", 0
-                error = ProxyError(502, f"upstream {self.base} unreachable: {e}", UPSTREAM)
+                error = ProxyError(
+                    502, f"upstream {self.shown} unreachable: {redact(str(e))}", UPSTREAM
+                )
             else:
                 self._observe(route, str(status), started)
                 if status not in RETRY_STATUSES:
@@ -268,12 +310,41 @@ class Upstream:
         self.metrics.upstream_responses.labels(route=route, status=outcome).inc()
         self.metrics.upstream_duration.labels(route=route).observe(time.perf_counter() - started)
 
+    def target(self, path: str, query: str) -> URL:
+        """The URL a forwarded request goes to: the upstream's origin and path prefix plus the
+        request's path and query, never anything parsed from the request-target as a whole."""
+        if not _PATH.fullmatch(path) or not _QUERY.fullmatch(query):
+            raise ProxyError(
+                400,
+                "request-target must be a path with an optional query (origin-form)",
+                VALIDATION,
+            )
+        o = self.origin
+        url = URL.build(
+            scheme=o.scheme,
+            authority=o.raw_authority,
+            path=o.raw_path.rstrip("/") + path,
+            query_string=query,
+            encoded=True,
+        )
+        if (url.scheme, url.raw_authority) != (o.scheme, o.raw_authority):
+            raise ProxyError(400, "request-target would leave the upstream", VALIDATION)
+        return url
+
     async def forward(
-        self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes, deadline: float
-    ) -> tuple[int, dict[str, str], bytes]:
-        """Pass a request through unchanged (but for hop-by-hop headers and keys)."""
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        deadline: float,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Pass a request through unchanged, but for hop-by-hop headers and keys."""
+        url = self.target(path, query)
+        drop = HOP_BY_HOP | REPLACED_IN_REQUESTS | named_by_connection([headers.get("connection")])
+        out = {k: v for k, v in headers.items() if k.lower() not in drop}
         # The caller's credentials stay here: TEI gets the proxy's own key, or none.
-        out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
         if self.api_key:
             out["Authorization"] = f"Bearer {self.api_key}"
         remaining = deadline - asyncio.get_running_loop().time()
@@ -281,22 +352,71 @@ class Upstream:
             total=max(0.001, min(self.config.timeout_ms / 1000, remaining)),
             sock_connect=self.config.connect_timeout_ms / 1000,
         )
+        limit = self.config.max_answer_bytes
         try:
             async with self.session.request(
-                method, self.base + path_qs, data=body or None, headers=out, timeout=timeout
+                method,
+                url,
+                data=body or None,
+                headers=out,
+                timeout=timeout,
+                allow_redirects=False,
             ) as resp:
-                data = await resp.read()
-                back = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
-                back.pop("Content-Encoding", None)
-                return resp.status, back, data
+                if not 200 <= resp.status <= 599:
+                    raise ProxyError(502, f"upstream answered status {resp.status}", UPSTREAM)
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise _too_big(limit)
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_big(limit)
+                    parts.append(chunk)
+                return resp.status, answer_headers(resp.raw_headers), b"".join(parts)
         except TimeoutError:
             raise ProxyError(504, "upstream did not answer in time", TIMEOUT) from None
+        except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as e:
+            # The answer broke the parser or a limit. aiohttp's message, without the bytes it may
+            # quote after a colon.
+            what = str(e.message if isinstance(e, aiohttp.ClientResponseError) else e)
+            raise ProxyError(
+                502, f"upstream answer refused: {what.partition(':')[0]}", UPSTREAM
+            ) from None
         except aiohttp.ClientError as e:
             if isinstance(e, aiohttp.ClientConnectionError):
                 self.lost(_describe(e))
             raise ProxyError(
-                502, f"upstream {self.base} unreachable: {_describe(e)}", UPSTREAM
+                502, f"upstream {self.shown} unreachable: {_describe(e)}", UPSTREAM
             ) from None
+
+
+def named_by_connection(values: Iterable[str | None]) -> frozenset[str]:
+    """The header names (lower case) that `Connection` header values list as hop-by-hop."""
+    return frozenset(
+        token.strip().lower() for value in values if value for token in value.split(",")
+    )
+
+
+def answer_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """An upstream answer's headers as they may be passed on, in order and repeats kept
+    (`Set-Cookie`): the bytes as received, but without hop-by-hop headers, the framing the proxy
+    writes itself, or any header that could not be written back as it came (a name that is not
+    a token, a control character in the value)."""
+    pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+    connection = named_by_connection(v for n, v in pairs if n.lower() == "connection")
+    drop = HOP_BY_HOP | REPLACED_IN_ANSWERS | connection
+    return [
+        (n, v)
+        for n, v in pairs
+        if n.lower() not in drop and _NAME.fullmatch(n) and not _BAD_VALUE.search(v)
+    ]
+
+
+def _too_big(limit: int) -> ProxyError:
+    return ProxyError(
+        502, f"upstream answer exceeds upstream.max_answer_bytes ({limit} bytes)", UPSTREAM
+    )
 
 
 def share(tokens: int, items: Sequence[Any]) -> list[int]:
@@ -322,4 +442,4 @@ def _int_header(value: str | None) -> int:
 
 
 def _describe(error: aiohttp.ClientError) -> str:
-    return str(error) or type(error).__name__
+    return redact(str(error)) or type(error).__name__

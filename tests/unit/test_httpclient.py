@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from tests.helpers.processes import free_port
 
-from embedding_proxy.httpclient import Client, ClientError
+from embedding_proxy.httpclient import AnswerError, Client, ClientError
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -164,3 +164,59 @@ async def test_calls_beyond_max_connections_wait(serve: Serve) -> None:
     got = await asyncio.gather(*(client.post("/embed", b, {}, 1.0) for b in bodies))
     assert [g.body for g in got] == bodies
     assert scripted.connections == 2
+
+
+async def test_an_answer_delimited_by_the_end_of_the_connection_is_read_to_the_end(
+    serve: Serve,
+) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        for part in (b"[[1.0,", b"2.0]]"):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    scripted, client = await serve(until_close)
+    for _ in range(2):
+        got = await client.post("/embed", b"x", {}, 1.0)
+        assert (got.status, got.body) == (200, b"[[1.0,2.0]]")
+    assert scripted.connections == 2  # such a connection is never reused
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (answer(b"ok", b"".join(b"X-%d: v\r\n" % i for i in range(101))), "headers"),
+        (answer(b"ok", b"X: v\r\n" * 101), "headers"),
+        (answer(b"ok", b"X-Long: " + b"v" * 70_000 + b"\r\n"), "head"),
+        (b"HTTP/1.1 200 OK\r\nX-Endless: " + b"v" * 200_000, "head"),
+        (answer(b"x" * 2000), "max_answer_bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", "max_answer_bytes"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"100\r\n" + b"y" * 256 + b"\r\n") * 5
+            + b"0\r\n\r\n",
+            "max_answer_bytes",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"z" * 2000, "max_answer_bytes"),
+    ],
+)
+async def test_answers_over_a_limit_are_refused(reply: bytes, words: str) -> None:
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        await reader.read()  # keep the connection open: the limit, not EOF, must end the call
+
+    scripted = Scripted(hostile)
+    server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+    client = Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", 1, max_body=1024)
+    try:
+        with pytest.raises(AnswerError) as refused:
+            async with asyncio.timeout(4):
+                await client.post("/embed", b"x", {}, 1.0)
+        assert words in str(refused.value)
+    finally:
+        client.close()
+        server.close()
