@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 TIMEOUT_HEADER = "x-request-timeout-ms"
+_MILLISECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
 AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
 PROBE_SECONDS = 2.0  # TEI's /health is asked this often while it answers ...
@@ -177,13 +179,15 @@ class Proxy:
     def deadline(self, request: Request) -> float:
         ms = float(self.config.server.request_timeout_ms)
         header = request.headers.get(TIMEOUT_HEADER)
-        if header:
-            try:
-                ms = min(ms, max(1.0, float(header)))
-            except ValueError:
+        if header is not None:
+            # Digits only: float() would take "nan", "-5", "1e3" and "1_0"; 0 is no deadline.
+            if not _MILLISECONDS.fullmatch(header) or float(header) <= 0:
                 raise ProxyError(
-                    400, "X-Request-Timeout-Ms must be a number of milliseconds", VALIDATION
-                ) from None
+                    400,
+                    "X-Request-Timeout-Ms must be a positive number of milliseconds",
+                    VALIDATION,
+                )
+            ms = min(ms, float(header))
         return asyncio.get_running_loop().time() + ms / 1000
 
     async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:

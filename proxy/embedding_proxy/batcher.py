@@ -132,7 +132,7 @@ class Batcher(Generic[K, I, R]):
         now = loop.time()
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = Group(key, now)
+            group = self._groups[key] = self._new_group(key, now)
         entries = [
             Entry(group, item, cost, loop.create_future(), now, deadline)
             for item, cost in zip(items, costs, strict=True)
@@ -178,11 +178,26 @@ class Batcher(Generic[K, I, R]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def drop_idle_groups(self) -> None:
+    def drop_idle_groups(self, ttl: float | None = None) -> None:
         now = asyncio.get_running_loop().time()
-        ttl = self.settings.idle_group_seconds
-        for key in [k for k, g in self._groups.items() if not g.count and now - g.idle_since > ttl]:
+        ttl = self.settings.idle_group_seconds if ttl is None else ttl
+        for key in [
+            k for k, g in self._groups.items() if not g.count and now - g.idle_since >= ttl
+        ]:
             del self._groups[key]
+
+    def _new_group(self, key: K, now: float) -> Group:
+        """A group for a new key, within `max_groups`: idle groups make room, busy ones do not
+        (each group's key is held, so distinct parameter sets must not grow without bound)."""
+        limit = self.settings.max_groups
+        if len(self._groups) >= limit:
+            self.drop_idle_groups(ttl=0)
+            if len(self._groups) >= limit:
+                raise overloaded(
+                    f"too many parameter groups waiting at once ({limit}); retry later",
+                    reason="too_many_groups",
+                )
+        return Group(key, now)
 
     # Flush policy.
     def _schedule(self) -> None:

@@ -105,6 +105,11 @@ class BatchingConfig(Section):
     idle_group_seconds: float = Field(
         60.0, ge=0.1, description="A parameter group idle this long is dropped."
     )
+    max_groups: int = Field(
+        256,
+        ge=1,
+        description="Parameter groups held at once; idle ones make room, else 429.",
+    )
 
 
 class AuthConfig(Section):

@@ -11,14 +11,25 @@ import orjson
 
 from .config import LimitsConfig
 from .errors import VALIDATION, ProxyError
-from .tei_api import BatchRequest, check_inputs, cost, decode_object, group_key, parse_embed_inputs
+from .tei_api import (
+    BatchRequest,
+    check_inputs,
+    cost,
+    decode_object,
+    group_key,
+    parse_embed_inputs,
+    refuse_repeats,
+)
 
 ENCODINGS = ("float", "base64")
+# TEI's OpenAICompatRequest; any other field is ignored, as TEI ignores it.
+FIELDS = (b"input", b"model", b"user", b"encoding_format", b"dimensions")
 
 
 def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:
     """(the batch request for TEI's /embed, the encoding format asked for)."""
     data = decode_object(body)
+    refuse_repeats(body, FIELDS)
     if "input" not in data:
         raise ProxyError(
             422,
@@ -27,11 +38,21 @@ def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:
         )
     items, _ = parse_embed_inputs(data["input"])
     check_inputs(items, limits)
-    encoding = data.get("encoding_format") or "float"
+    # Absent means float; anything else must name a format (TEI's field is not an Option, so
+    # null is refused too, as are [], {}, 0 and false).
+    encoding = data.get("encoding_format", "float")
+    if not isinstance(encoding, str):
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: encoding_format: "
+            f"invalid type: {_kind(encoding)}, expected `float` or `base64`",
+            VALIDATION,
+        )
     if encoding not in ENCODINGS:
         raise ProxyError(
             422,
-            f"encoding_format: unknown variant `{encoding}`, expected `float` or `base64`",
+            "Failed to deserialize the JSON body into the target type: encoding_format: "
+            f"unknown variant `{encoding}`, expected `float` or `base64`",
             VALIDATION,
         )
     for name in ("model", "user"):
@@ -47,6 +68,17 @@ def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:
         "/embed", params, group_key("/embed", params), items, [cost(i) for i in items]
     )
     return request, encoding
+
+
+def _kind(value: object) -> str:
+    """serde's name for the JSON type of `value`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int | float):
+        return f"number `{value}`"
+    return "sequence" if isinstance(value, list) else "map"
 
 
 def to_base64(fragment: bytes) -> bytes:

@@ -3,7 +3,9 @@ parameters, and how a caller's answer is put back together. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,8 @@ from .config import LimitsConfig
 from .errors import EMPTY, VALIDATION, ProxyError
 
 Item = str | list[int] | list[str]
+# TEI's parameters are flags, small numbers and a prompt's name; more than this is not a request.
+MAX_PARAMS_BYTES = 4096
 
 
 @dataclass(slots=True)
@@ -27,8 +31,10 @@ class BatchRequest:
     form: str = "list"  # "list"; "single": one input not in a list; "simple": {"input": ...}
 
 
-# Parameters equal to TEI's defaults are dropped, so that callers who spell them out and callers
-# who leave them out share a queue.
+# Each route's parameters (its fields in TEI's router, inputs aside) and their defaults. Fields TEI
+# does not know it ignores (serde without deny_unknown_fields), and so does the proxy: they are
+# neither sent upstream nor part of the group key. Parameters equal to TEI's defaults are dropped,
+# so that callers who spell them out and callers who leave them out share a queue.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "/embed": {
         "normalize": True,
@@ -43,6 +49,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
 }
 BATCH_ROUTES = frozenset(_DEFAULTS)
+_FIELDS = {route: (b"inputs", *(k.encode() for k in d)) for route, d in _DEFAULTS.items()}
+_SIMPLE_FIELDS = (b"input", *_FIELDS["/embed"][1:])
+# A key spelled with an escaped ASCII character (`"\u0069nputs"`) is the same key to serde.
+_ESCAPED_ASCII = re.compile(rb"\\u00[2-7]")
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -62,6 +72,34 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+def refuse_repeats(body: bytes, fields: Collection[bytes]) -> None:
+    """One of `fields` given twice is refused, as serde refuses a struct's field given twice
+    (orjson keeps the last). A repeat needs the name twice in the body, or an escape: a cheap
+    test on every request first, the exact one only when it says maybe."""
+    if any(body.count(b'"%s"' % f) > 1 for f in fields) or _ESCAPED_ASCII.search(body):
+        repeated = _repeated_key(body, {f.decode() for f in fields})
+        if repeated is not None:
+            raise ProxyError(
+                422,
+                "Failed to deserialize the JSON body into the target type: "
+                f"duplicate field `{repeated}`",
+                VALIDATION,
+            )
+
+
+def _repeated_key(body: bytes, fields: set[str]) -> str | None:
+    """The first of `fields` that the body's top-level object holds twice, if any."""
+    objects: list[list[tuple[str, Any]]] = []
+    json.loads(body, object_pairs_hook=objects.append)  # the outermost object ends last
+    seen: set[str] = set()
+    for key, _ in objects[-1]:
+        if key in fields:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
 def cost(item: Item) -> int:
     """Estimated tokens of an input: about 4 characters a token; token ids count exactly."""
     if isinstance(item, str):
@@ -72,16 +110,24 @@ def cost(item: Item) -> int:
 def group_key(route: str, params: dict[str, Any]) -> tuple[str, bytes]:
     if not params:
         return (route, b"")
-    return (route, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+    key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    if len(key) > MAX_PARAMS_BYTES:
+        # A group holds its key while it lives: huge parameter values must not make groups.
+        raise ProxyError(
+            413,
+            f"parameters other than the inputs exceed {MAX_PARAMS_BYTES} bytes",
+            VALIDATION,
+        )
+    return (route, key)
 
 
-def shared_params(route: str, data: dict[str, Any], input_field: str) -> dict[str, Any]:
+def shared_params(route: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The route's parameters that differ from TEI's defaults; unknown fields are left out."""
     defaults = _DEFAULTS[route]
     return {
         k: v
         for k, v in data.items()
-        if k != input_field
-        and not (k in defaults and defaults[k] == v and type(defaults[k]) is type(v))
+        if k in defaults and not (defaults[k] == v and type(defaults[k]) is type(v))
     }
 
 
@@ -156,7 +202,9 @@ def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
     """A TEI request on one of the batching routes."""
     data = decode_object(body)
     if route == "/embed" and "inputs" not in data and "input" in data:
+        refuse_repeats(body, _SIMPLE_FIELDS)
         return _parse_simple(data, limits)
+    refuse_repeats(body, _FIELDS[route])
     if "inputs" not in data:
         raise ProxyError(
             422,
@@ -168,7 +216,7 @@ def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
     else:
         items, single = parse_embed_inputs(data["inputs"], allow_ids=route != "/tokenize")
     check_inputs(items, limits)
-    params = shared_params(route, data, "inputs")
+    params = shared_params(route, data)
     return BatchRequest(
         route,
         params,
@@ -189,7 +237,7 @@ def _parse_simple(data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
             VALIDATION,
         )
     check_inputs([value], limits)
-    params = shared_params("/embed", data, "input")
+    params = shared_params("/embed", data)
     return BatchRequest(
         "/embed", params, group_key("/embed", params), [value], [cost(value)], "simple"
     )

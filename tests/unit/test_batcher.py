@@ -197,6 +197,23 @@ async def test_live_figures_and_idle_groups() -> None:
     assert b.group_count == 0
 
 
+async def test_groups_are_bounded_idle_ones_make_room_busy_ones_do_not() -> None:
+    rec = Recorder(delay=0.05)
+    b: Batcher = Batcher(rec, settings(max_concurrency=1, max_groups=2))
+    first = b.submit("k1", ["a", "b"], [1, 1], far())  # nothing has left yet: both busy
+    second = b.submit("k2", ["c"], [1], far())
+    with pytest.raises(ProxyError) as refused:
+        b.submit("k3", ["d"], [1], far())
+    assert refused.value.status == 429 and refused.value.reason == "too_many_groups"
+    assert b.queue_depth == 3  # the refused request left nothing behind
+    await results(first)
+    await results(second)
+    assert await b.drain(5)
+    for i in range(10):  # every new key finds room: the idle groups go at once
+        assert await results(b.submit(f"n{i}", ["e"], [1], far())) == ["E"]
+        assert b.group_count <= 2
+
+
 async def test_settings_update_applies_to_next_batches() -> None:
     rec = Recorder(delay=0.01)
     b: Batcher = Batcher(rec, settings(max_batch_size=2, max_concurrency=1))

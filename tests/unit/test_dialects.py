@@ -129,3 +129,72 @@ def test_openai_render_float_and_base64_agree() -> None:
     for f, b in zip(as_float["data"], as_b64["data"], strict=True):
         raw = base64.b64decode(b["embedding"])
         assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == f["embedding"]
+
+
+def test_unknown_fields_are_ignored_as_tei_ignores_them() -> None:
+    plain = tei_api.parse("/embed", body({"inputs": "a"}), LIMITS)
+    for i in range(3):
+        junk = tei_api.parse("/embed", body({"inputs": "a", "junk": f"{i}-x", "x": [i]}), LIMITS)
+        assert (junk.params, junk.key) == ({}, plain.key)
+    # A field of another route is unknown here too: /predict has no `normalize`.
+    predict = tei_api.parse("/predict", body({"inputs": "a", "normalize": False}), LIMITS)
+    assert predict.params == {}
+    req, _ = openai_api.parse(body({"input": "a", "junk": "y", "normalize": False}), LIMITS)
+    assert req.key == plain.key
+
+
+@pytest.mark.parametrize(
+    ("route", "raw"),
+    [
+        ("/embed", b'{"inputs": "a", "inputs": "b"}'),
+        ("/embed", b'{"inputs": "a", "normalize": true, "normalize": false}'),
+        ("/embed", b'{"inputs": "a", "\\u0069nputs": "b"}'),  # the same key to serde
+        ("/embed", b'{"input": "a", "input": "b"}'),
+        ("/predict", b'{"inputs": "a", "raw_scores": true, "raw_scores": true}'),
+        ("/tokenize", b'{"inputs": "a", "add_special_tokens": true, "add_special_tokens": 1}'),
+    ],
+)
+def test_a_known_field_given_twice_is_refused_as_serde_refuses_it(route: str, raw: bytes) -> None:
+    with pytest.raises(ProxyError) as info:
+        tei_api.parse(route, raw, LIMITS)
+    assert info.value.status == 422 and "duplicate field" in info.value.message
+
+
+def test_repeats_that_serde_accepts_are_accepted() -> None:
+    # An unknown field twice, a known name inside a string, a nested object's repeated keys.
+    for raw in (
+        b'{"inputs": "a", "junk": 1, "junk": 2}',
+        b'{"inputs": "\\"inputs\\" \\"inputs\\"", "normalize": true}',
+        b'{"inputs": "caf\\u00e9"}',
+    ):
+        assert tei_api.parse("/embed", raw, LIMITS).items
+    with pytest.raises(ProxyError) as info:  # nested: the inputs' type is wrong, not a repeat
+        tei_api.parse("/embed", b'{"inputs": [{"a": 1, "a": 2}]}', LIMITS)
+    assert "duplicate" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"input": "a", "encoding_format": []}',
+        b'{"input": "a", "encoding_format": {}}',
+        b'{"input": "a", "encoding_format": 0}',
+        b'{"input": "a", "encoding_format": false}',
+        b'{"input": "a", "encoding_format": null}',
+        b'{"input": "a", "encoding_format": ""}',
+        b'{"input": "a", "encoding_format": "float", "encoding_format": "base64"}',
+        b'{"input": "a", "model": "m", "model": "n"}',
+    ],
+)
+def test_openai_fields_are_checked_as_tei_checks_them(raw: bytes) -> None:
+    with pytest.raises(ProxyError) as info:
+        openai_api.parse(raw, LIMITS)
+    assert info.value.status == 422
+
+
+def test_huge_parameters_make_no_group() -> None:
+    ok = tei_api.parse("/embed", body({"inputs": "a", "prompt_name": "q" * 1000}), LIMITS)
+    assert ok.params == {"prompt_name": "q" * 1000}
+    with pytest.raises(ProxyError) as info:
+        tei_api.parse("/embed", body({"inputs": "a", "prompt_name": "q" * 5000}), LIMITS)
+    assert info.value.status == 413
