@@ -18,12 +18,13 @@ from .tei_api import (
     decode_object,
     group_key,
     parse_embed_inputs,
+    quoted,
     refuse_repeats,
 )
 
 ENCODINGS = ("float", "base64")
 # TEI's OpenAICompatRequest; any other field is ignored, as TEI ignores it.
-FIELDS = (b"input", b"model", b"user", b"encoding_format", b"dimensions")
+FIELDS = quoted("input", "model", "user", "encoding_format", "dimensions")
 
 
 def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:

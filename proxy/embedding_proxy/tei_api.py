@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +49,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
 }
 BATCH_ROUTES = frozenset(_DEFAULTS)
-_FIELDS = {route: (b"inputs", *(k.encode() for k in d)) for route, d in _DEFAULTS.items()}
-_SIMPLE_FIELDS = (b"input", *_FIELDS["/embed"][1:])
+
+
+def quoted(*names: str) -> tuple[bytes, ...]:
+    return tuple(b'"%s"' % name.encode() for name in names)
+
+
+_FIELDS = {route: quoted("inputs", *d) for route, d in _DEFAULTS.items()}
+_SIMPLE_FIELDS = quoted("input", *_DEFAULTS["/embed"])
 # A key spelled with an escaped ASCII character (`"\u0069nputs"`) is the same key to serde.
 _ESCAPED_ASCII = re.compile(rb"\\u00[2-7]")
 
@@ -72,25 +78,38 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def refuse_repeats(body: bytes, fields: Collection[bytes]) -> None:
-    """One of `fields` given twice is refused, as serde refuses a struct's field given twice
-    (orjson keeps the last). A repeat needs the name twice in the body, or an escape: a cheap
-    test on every request first, the exact one only when it says maybe."""
-    if any(body.count(b'"%s"' % f) > 1 for f in fields) or _ESCAPED_ASCII.search(body):
-        repeated = _repeated_key(body, {f.decode() for f in fields})
-        if repeated is not None:
-            raise ProxyError(
-                422,
-                "Failed to deserialize the JSON body into the target type: "
-                f"duplicate field `{repeated}`",
-                VALIDATION,
-            )
+def refuse_repeats(body: bytes, needles: Sequence[bytes]) -> None:
+    """A field given twice is refused, as serde refuses a struct's field given twice (orjson
+    keeps the last). `needles` are the route's field names in quotes. A repeat needs a name twice
+    in the body, or an escape: a cheap test on every request first, the exact one only when it
+    says maybe."""
+    for needle in needles:
+        if body.count(needle) > 1:
+            break
+    else:
+        if b"\\u" not in body or not _ESCAPED_ASCII.search(body):
+            return
+    repeated = _repeated_key(body, {n[1:-1].decode() for n in needles})
+    if repeated is not None:
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: "
+            f"duplicate field `{repeated}`",
+            VALIDATION,
+        )
 
 
 def _repeated_key(body: bytes, fields: set[str]) -> str | None:
     """The first of `fields` that the body's top-level object holds twice, if any."""
     objects: list[list[tuple[str, Any]]] = []
-    json.loads(body, object_pairs_hook=objects.append)  # the outermost object ends last
+    try:
+        json.loads(body, object_pairs_hook=objects.append)  # the outermost object ends last
+    except RecursionError:  # serde_json stops at a depth of 128, far sooner
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: recursion limit exceeded",
+            VALIDATION,
+        ) from None
     seen: set[str] = set()
     for key, _ in objects[-1]:
         if key in fields:

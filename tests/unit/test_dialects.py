@@ -198,3 +198,10 @@ def test_huge_parameters_make_no_group() -> None:
     with pytest.raises(ProxyError) as info:
         tei_api.parse("/embed", body({"inputs": "a", "prompt_name": "q" * 5000}), LIMITS)
     assert info.value.status == 413
+
+
+def test_a_deep_body_that_might_repeat_a_field_is_refused_not_crashed() -> None:
+    deep = b'{"inputs": "a", "normalize": ' + b"[" * 1010 + b"]" * 1010 + b', "inputs": "b"}'
+    with pytest.raises(ProxyError) as info:
+        tei_api.parse("/embed", deep, LIMITS)
+    assert info.value.status == 422 and "recursion" in info.value.message
