@@ -64,6 +64,9 @@ async def test_hostile_answer_heads_on_forwarded_routes(
     cases: dict[str, Reply] = {
         # Header bytes that are not ASCII (UTF-8 here): passed on as they came, never a hang.
         "/utf8": (b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok", False),
+        # Control characters in a value: never written back to the caller.
+        "/nul": (b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\nok", False),
+        "/cr": (b"HTTP/1.1 200 OK\r\nX-Cr: a\rb\r\nContent-Length: 2\r\n\r\nok", False),
         "/many": (answer(200, b"ok", [(f"X-{i}", "v") for i in range(300)]), False),
         "/long": (answer(200, b"ok", [("X-Long", "v" * 200_000)]), False),
         "/big": (answer(200, b"x" * (LIMIT + 1)), False),
@@ -85,6 +88,8 @@ async def test_hostile_answer_heads_on_forwarded_routes(
             assert resp.status == 200 and await resp.read() == b"ok"
             assert resp.raw_headers.count((b"X-Name", b"caf\xc3\xa9")) == 1
         for path, words in (
+            ("/nul", "refused"),
+            ("/cr", "refused"),
             ("/many", "headers"),
             ("/long", "8190 bytes"),
             ("/big", "max_answer_bytes"),
