@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -30,7 +31,10 @@ from .settings import Options, native_from_version, retry_delay, sleep_action_fr
 from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
-PATCH_ATTEMPTS = 3
+# Rounds of read, plan and patch within one reconciliation (about 1.5 s of backoff) before it
+# fails and is retried as a whole: by kopf for a change of the EmbeddingProxy, by
+# `target_changed` itself for an event of the Deployment.
+PATCH_ATTEMPTS = 5
 
 
 # ---- start-up and credentials ---------------------------------------------------------------
@@ -175,9 +179,16 @@ async def target_changed(
 ) -> None:
     for proxy_name in list(proxies_by_target.get((namespace, name), [])):
         try:
-            await reconcile(memo, namespace, proxy_name, logger)
+            # kopf never retries an event handler, and no other event may come: keep at it
+            # until the Deployment is as planned (or the EmbeddingProxy is gone).
+            await kube.retrying(
+                functools.partial(reconcile, memo, namespace, proxy_name, logger),
+                what=f"reconciling {namespace}/{proxy_name} after a Deployment event",
+                logger=logger,
+                max_delay=memo.options.max_retry_seconds,
+            )
         except ApiError as e:
-            # The next event of either object, or the proxy's own retry, tries again.
+            # Refused as it is (403, 400): status says why; a change of either object retries.
             logger.warning("reconciling %s/%s after a Deployment event: %s", namespace, name, e)
 
 
@@ -199,28 +210,35 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.
             if change:
                 post(memo, proxy, "Normal", "ConfigWritten", _config_message(change, result))
 
+        path = kube.deployment_path(namespace, target)
+        rounds = 0
+
+        async def inject() -> tuple[Obj | None, Plan]:
+            """Patch the Deployment as planned; after a failed round, read it and plan again
+            (a conflict means it changed since it was read)."""
+            nonlocal rounds
+            rounds += 1
+            current = deployment if rounds == 1 else await api.get(path)
+            planned = result if rounds == 1 else plan(proxy, current, native, sleep_action)
+            if planned.ops and current is not None:
+                before = render.find_sidecar(current)
+                await api.request("PATCH", path, planned.ops, kube.JSON_PATCH)
+                post(memo, proxy, "Normal", *_injection_event(before, proxy, planned, target))
+            return current, planned
+
         failure: ApiError | None = None
-        for attempt in range(PATCH_ATTEMPTS):
-            if not result.ops or deployment is None:
-                break
+        if result.ops and deployment is not None:
             try:
-                before = render.find_sidecar(deployment)
-                await api.request(
-                    "PATCH",
-                    kube.deployment_path(namespace, target),
-                    result.ops,
-                    kube.JSON_PATCH,
+                deployment, result = await kube.retrying(
+                    inject,
+                    what=f"patching Deployment {namespace}/{target}",
+                    logger=logger,
+                    max_delay=memo.options.max_retry_seconds,
+                    attempts=PATCH_ATTEMPTS,
                 )
-                post(memo, proxy, "Normal", *_injection_event(before, proxy, result, target))
-                break
             except ApiError as e:
-                if not e.conflict or attempt == PATCH_ATTEMPTS - 1:
-                    failure = e
-                    break
-                # Someone changed the Deployment since it was read: read again, plan again.
-                deployment = await api.get(kube.deployment_path(namespace, target))
-                result = plan(proxy, deployment, native, sleep_action)
-                facts = list(result.facts)
+                failure = e
+            facts = list(result.facts)
         if failure is not None:
             message = f"patching Deployment {target!r} failed: {failure}"
             facts = [f for f in facts if f.type != names.SIDECAR_INJECTED]
@@ -384,7 +402,8 @@ async def release_target(
     """Take the sidecar out of a Deployment this EmbeddingProxy injected (only that one)."""
     api = client(memo)
     path = kube.deployment_path(namespace, target)
-    for attempt in range(PATCH_ATTEMPTS):
+
+    async def remove() -> None:
         deployment = await api.get(path)
         if deployment is None:
             return
@@ -394,15 +413,17 @@ async def release_target(
         if owner is None and render.find_sidecar(deployment) is None:
             return
         ops = render.remove_ops(deployment)
-        if not ops:
-            return
-        try:
+        if ops:
             await api.request("PATCH", path, ops, kube.JSON_PATCH)
             logger.info("removed the sidecar from Deployment %s/%s", namespace, target)
-            return
-        except ApiError as e:
-            if not e.conflict or attempt == PATCH_ATTEMPTS - 1:
-                raise
+
+    await kube.retrying(
+        remove,
+        what=f"removing the sidecar from Deployment {namespace}/{target}",
+        logger=logger,
+        max_delay=memo.options.max_retry_seconds,
+        attempts=PATCH_ATTEMPTS,
+    )
 
 
 # ---- observing the pods ---------------------------------------------------------------------

@@ -3,9 +3,12 @@ and out, the patch type named on every write, and bounded timeouts. Only I/O liv
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -14,21 +17,64 @@ import kopf
 from . import names
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        # Seconds the server asked us to wait (Retry-After, or the Status's retryAfterSeconds).
+        self.retry_after = retry_after
 
     @property
     def conflict(self) -> bool:
-        # A failed JSON Patch `test` is 422 on a real API server (some emulators answer 500);
-        # a stale resourceVersion is 409.
-        return self.status in (409, 422, 500)
+        # The object changed since it was read: a failed JSON Patch `test` of its
+        # resourceVersion is 422 (Invalid), a stale resourceVersion in an update is 409.
+        return self.status in (409, 422)
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again as it is: throttled, the server busy or unreachable."""
+        return self.status in (0, 429) or self.status >= 500
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another read-decide-write round."""
+        return self.conflict or self.transient
+
+
+async def retrying(
+    step: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    logger: logging.Logger,
+    max_delay: float,
+    attempts: int | None = None,
+    first_delay: float = 0.1,
+) -> T:
+    """Run `step` until it succeeds: the one place where the operator retries API writes. Each
+    attempt must read what it decides on afresh (a conflict means the object changed). Retries
+    retryable errors with exponential backoff and full jitter up to `max_delay` (but never
+    sooner than a Retry-After the server sent); with `attempts`, gives up after that many and
+    raises the last error, so that the caller (kopf) can retry later."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await step()
+        except ApiError as e:
+            if not e.retryable or (attempts is not None and attempt >= attempts):
+                raise
+            ceiling = min(max_delay, first_delay * 2 ** min(attempt - 1, 16))
+            delay = max(random.uniform(ceiling / 2, ceiling), min(e.retry_after or 0, 60))
+            logger.info("%s: %s; trying again in %.1f s", what, e, delay)
+            await asyncio.sleep(delay)
 
 
 class Kube:
@@ -62,12 +108,7 @@ class Kube:
             ) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
-                    try:
-                        status = json.loads(text)
-                        reason, message = status.get("reason", ""), status.get("message", text)
-                    except ValueError:
-                        reason, message = resp.reason or "", text[:500]
-                    raise ApiError(resp.status, reason, message)
+                    raise _error(resp.status, resp.reason, resp.headers.get("Retry-After"), text)
                 return json.loads(text) if text else {}
         except (TimeoutError, aiohttp.ClientError) as e:
             raise ApiError(0, "Unreachable", f"{method} {path}: {e!r}") from e
@@ -88,6 +129,30 @@ class Kube:
             if e.status == 404:
                 return False
             raise
+
+
+def _error(status: int, http_reason: str | None, retry_after: str | None, text: str) -> ApiError:
+    """An ApiError from an error response: the Status object's reason and message when it is
+    one, and how long the server asked to wait, if it did."""
+    reason, message, wait = http_reason or "", text[:500], _seconds(retry_after)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        reason, message = str(body.get("reason", reason)), str(body.get("message", message))
+        details = body.get("details")
+        if wait is None and isinstance(details, dict):
+            wait = _seconds(details.get("retryAfterSeconds"))
+    return ApiError(status, reason, message, wait)
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None  # absent, or an HTTP date (the API server sends seconds)
+    return seconds if seconds >= 0 else None
 
 
 def deployment_path(namespace: str, name: str) -> str:
