@@ -107,10 +107,36 @@ class ControlPlane:
         path.write_text(json.dumps(config))
         return path
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        if not self.audit_log.is_file():
-            return []
-        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+    def audit_events(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The audit log's events (every request, metadata level), oldest first, rotated files
+        included; with `user`, only the requests made as (or impersonating) that user."""
+        logs = self.audit_log.parent
+        files = sorted(p for p in logs.glob("audit-*.log") if p.is_file())
+        if self.audit_log.is_file():
+            files.append(self.audit_log)
+        events = []
+        for path in files:
+            for line in path.read_text().splitlines():
+                if not line or (user is not None and user not in line):
+                    continue
+                event = json.loads(line)
+                if user is None or user in (
+                    event.get("user", {}).get("username"),
+                    (event.get("impersonatedUser") or {}).get("username"),
+                ):
+                    events.append(event)
+        return events
+
+
+def forbidden(events: list[dict[str, Any]]) -> list[str]:
+    """The requests refused with 403 (Forbidden), one line each."""
+    out: dict[str, str] = {}
+    for e in events:
+        status = e.get("responseStatus") or {}
+        if status.get("code") == 403:
+            line = f"{e.get('verb')} {e.get('requestURI')}: {status.get('message', '')}"
+            out.setdefault(e.get("auditID", line), line)
+    return list(out.values())
 
 
 def start_control_plane(directory: Path) -> ControlPlane:

@@ -1,167 +1,171 @@
-"""A Kubernetes API for operator tests: kmock's emulator over real HTTP on loopback, with the
-bookkeeping a real API server does on writes (uid, creationTimestamp, resourceVersion, generation),
-which kopf and the operator rely on; and a small client for the test's own reads and writes.
-
-What the emulator does not do, and the tests therefore do not exercise: strategic-merge and
-server-side-apply patches (it merges every patch as a JSON merge patch, so the operator sends
-JSON Patch and merge patches only), label/field selectors (the operator filters pods itself),
-schema validation, defaulting and CEL rules of the CRD (tested apart against the schema), and
-listing cluster-scoped namespaces (so the operator runs with --all-namespaces here)."""
+"""The operator's end-to-end tests run against the real API server of the session's control plane
+(tests/helpers/control_plane.py): the CRDs applied, one namespace per test, the test's own client
+acting as the cluster admin, and a stand-in for the kubelet (there is none): it binds the pods the
+ReplicaSet controller makes to a Node and writes their status (podIP, Ready), and finishes the
+pods being deleted. Real proxy processes listen on the loopback addresses given to pods whose
+proxy must answer."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import jsonpatch
-import kmock
-from kmock._internal import dicts
+import yaml
+from tests.helpers.control_plane import ControlPlane
+from tests.helpers.processes import free_port
 
 from embedding_proxy_operator import names
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 
-RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
-    # kopf waits for namespaces to be served before it watches anything, even cluster-wide.
-    "v1/namespaces": ("Namespace", False, set()),
-    "v1/events": ("Event", True, set()),
-    "v1/configmaps": ("ConfigMap", True, set()),
-    "v1/pods": ("Pod", True, {"status"}),
-    "v1/secrets": ("Secret", True, set()),
-    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
-    "embeddingproxy.io/v1alpha1/embeddingproxies": ("EmbeddingProxy", True, {"status"}),
-    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = [ROOT / "manifests" / "crd.yaml", ROOT / "manifests" / "operator" / "peering-crds.yaml"]
+NODE = "node-1"
+TEST_AGENT = "embedding-proxy-tests"
+
+# KEDA's ScaledObject, served as KEDA's CRD serves it (group, version, scope, subresources); the
+# shape of what the operator writes is checked against KEDA's schema by the tests themselves.
+KEDA_CRD: Obj = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "scaledobjects.keda.sh"},
+    "spec": {
+        "group": "keda.sh",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "ScaledObject",
+            "listKind": "ScaledObjectList",
+            "plural": "scaledobjects",
+            "singular": "scaledobject",
+            "shortNames": ["so"],
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
 }
-VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 
 
-class Cluster(kmock.KubernetesEmulator):
-    """kmock's emulator, stamping objects on writes as an API server does."""
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        self._versions = itertools.count(1000)
-        self._last_version = 999
-        self._server_version = ("1", "30")
-        self["get /version"] << (lambda: self._version())
-        for key, (kind, namespaced, subresources) in RESOURCES.items():
-            self.resources[key] = kmock.ResourceInfo(
-                kind=kind, namespaced=namespaced, subresources=subresources, verbs=VERBS
-            )
-
-    async def _serve_list(self, request: kmock.Request) -> Any:
-        # A real resourceVersion for the list, so that a watch can start from it.
-        payload = await super()._serve_list(request)
-        payload["metadata"]["resourceVersion"] = str(self._last_version)
-        return payload
-
-    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
-        # The emulator starts every watch with all objects as ADDED; a real server sends only
-        # what changed after the resourceVersion asked for. kopf relies on that.
-        since = request.params.get("resourceVersion", "")
-        since_int = int(since) if since.isdigit() else 0
-        async for item in super()._serve_watch(request):
-            if isinstance(item, dict):
-                rv = item.get("object", {}).get("metadata", {}).get("resourceVersion", "")
-                if rv.isdigit() and int(rv) <= since_int:
-                    continue
-            yield item
-
-    def report_version(self, major: str, minor: str) -> None:
-        """What /version says (the operator decides on native sidecars by it)."""
-        self._server_version = (major, minor)
-
-    def _version(self) -> Obj:
-        major, minor = self._server_version
-        return {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0"}
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None and isinstance(request.data, dict | list):
-            self._stamp(request)
-        return await super()._handle(request)
-
-    def _stamp(self, request: kmock.Request) -> None:
-        self._last_version = next(self._versions)
-        rv = str(self._last_version)
-        data = request.data
-        if request.action == kmock.action.CREATE and isinstance(data, dict):
-            meta = data.setdefault("metadata", {})
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-            meta.setdefault("namespace", request.namespace)
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("creationTimestamp", _now())
-            meta["resourceVersion"] = rv
-            meta["generation"] = 1
-        elif request.action == kmock.action.UPDATE:
-            key = (request.resource, request.namespace, request.name)
-            if key not in self.objects or self.objects[key].deleted:
-                return
-            current = dict(self.objects[key].raw)
-            try:
-                after = dicts.patch_dict(current, data)
-            except jsonpatch.JsonPatchTestFailed as e:
-                # As a real API server answers a failed `test`: 422, which kopf understands.
-                raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e)) from e
-            except Exception:
-                return  # the emulator answers with the error itself
-            changes: Obj = {"resourceVersion": rv}
-            if request.subresource != "status" and after.get("spec") != current.get("spec"):
-                changes["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
-            if isinstance(data, dict):
-                data.setdefault("metadata", {}).update(changes)
-            else:
-                for k, v in changes.items():
-                    data.append({"op": "add", "path": f"/metadata/{k}", "value": v})
+def install_crds(plane: ControlPlane) -> None:
+    for path in CRDS:
+        plane.kubectl("apply", "-f", str(path))
+    plane.apply(KEDA_CRD)
+    plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/embeddingproxies.embeddingproxy.io",
+        "crd/scaledobjects.keda.sh",
+        "crd/clusterkopfpeerings.kopf.dev",
+        "crd/kopfpeerings.kopf.dev",
+    )
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def add_node(plane: ControlPlane) -> None:
+    """A Node for pods to be bound to; Ready, as its kubelet would report it."""
+    plane.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})
+    status = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test"}
+            ],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        }
+    }
+    plane.kubectl(
+        "patch", "node", NODE, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )
+
+
+def create_namespace(plane: ControlPlane, hint: str) -> str:
+    """A namespace of the test's own: its name from the test's, made unique."""
+    base = "".join(c if c.isalnum() else "-" for c in hint.lower()).strip("-")
+    name = f"{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
+    plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+# ---- the test's own client ---------------------------------------------------------------------
 
 
 class Api:
-    """The test's own client: what `kubectl` would do."""
+    """The test's client, as the cluster admin: what `kubectl` would do, without blocking the
+    event loop the test's other tasks run on."""
 
-    def __init__(self, base: str) -> None:
-        self.session = aiohttp.ClientSession(base_url=base.rstrip("/") + "/")
+    def __init__(self, plane: ControlPlane) -> None:
+        config = yaml.safe_load(plane.kubeconfig.read_text())
+        cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+        context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        context.load_cert_chain(user["client-certificate"], user["client-key"])
+        self.session = aiohttp.ClientSession(
+            base_url=cluster["server"].rstrip("/") + "/",
+            connector=aiohttp.TCPConnector(ssl=context),
+            headers={"User-Agent": TEST_AGENT},
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
 
     async def close(self) -> None:
         await self.session.close()
 
     async def call(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        missing_ok: bool = True,
     ) -> Obj | None:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type}
         async with self.session.request(
-            method, path.lstrip("/"), data=data, headers=headers
+            method, path.lstrip("/"), data=data, headers=headers, params=params
         ) as resp:
             text = await resp.text()
-            if resp.status == 404:
+            if resp.status == 404 and missing_ok:
                 return None
             if resp.status >= 400:
-                raise AssertionError(f"{method} {path}: {resp.status} {text[:300]}")
+                raise AssertionError(f"{method} {path}: {resp.status} {text[:500]}")
             return json.loads(text) if text else {}
 
     async def get(self, path: str) -> Obj | None:
         return await self.call("GET", path)
 
     async def create(self, collection: str, obj: Obj) -> Obj:
-        out = await self.call("POST", collection, obj)
+        out = await self.call("POST", collection, obj, missing_ok=False)
         assert out is not None
         return out
 
@@ -171,16 +175,32 @@ class Api:
     async def json_patch(self, path: str, ops: list[Obj]) -> Obj | None:
         return await self.call("PATCH", path, ops, "application/json-patch+json")
 
-    async def delete(self, path: str) -> Obj | None:
-        return await self.call("DELETE", path)
+    async def delete(self, path: str, grace: int | None = None) -> Obj | None:
+        params = None if grace is None else {"gracePeriodSeconds": str(grace)}
+        return await self.call("DELETE", path, params=params)
 
-    async def items(self, collection: str) -> list[Obj]:
-        out = await self.get(collection)
+    async def items(self, collection: str, **params: str) -> list[Obj]:
+        out = await self.call("GET", collection, params=params or None)
         return list((out or {}).get("items") or [])
 
 
+class Paths:
+    """The API paths of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        self.deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+        self.proxies = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"
+        self.configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
+        self.secrets = f"/api/v1/namespaces/{namespace}/secrets"
+        self.events = f"/api/v1/namespaces/{namespace}/events"
+        self.pods = f"/api/v1/namespaces/{namespace}/pods"
+        self.hpas = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+        self.scaled_objects = f"/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects"
+
+
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15.0
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0
 ) -> T:
     """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -193,21 +213,77 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last!r}")
 
 
-def write_kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": server.rstrip("/")}}],
-                "users": [{"name": "tester", "user": {}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
+# ---- the kubelet's part ------------------------------------------------------------------------
 
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def running_status(ip: str) -> Obj:
+    """A pod's status as a kubelet writes it once every container is up and ready."""
+    now = _now()
+    conditions = [
+        {"type": t, "status": "True", "lastTransitionTime": now}
+        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+    ]
+    return {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "hostIP": "127.0.0.1",
+        "startTime": now,
+        "conditions": conditions,
+    }
+
+
+class Kubelet:
+    """Runs the namespace's pods as a kubelet on NODE would: binds each new pod, gives it the
+    next free one of the address slots `ips` and reports it Running and Ready; finishes pods
+    being deleted and frees their slot. A pod waits while every slot is taken. (An address listed
+    twice is two slots: two pods that share one proxy process.)"""
+
+    def __init__(self, api: Api, namespace: str, ips: list[str]) -> None:
+        self.api, self.paths, self.ips = api, Paths(namespace), ips
+        self.assigned: dict[str, int] = {}  # pod name -> slot
+
+    async def step(self) -> None:
+        for pod in await self.api.items(self.paths.pods):
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            name, path = meta["name"], f"{self.paths.pods}/{meta['name']}"
+            if meta.get("deletionTimestamp"):
+                await self.api.delete(path, grace=0)
+                self.assigned.pop(name, None)
+                continue
+            if not spec.get("nodeName"):
+                binding = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
+                }
+                await self.api.call("POST", f"{path}/binding", binding)
+            if (pod.get("status") or {}).get("phase") != "Running":
+                slot = self.assigned.get(name, self._free())
+                if slot is None:
+                    continue
+                self.assigned[name] = slot
+                await self.api.merge(f"{path}/status", {"status": running_status(self.ips[slot])})
+        present = {p["metadata"]["name"] for p in await self.api.items(self.paths.pods)}
+        for gone in set(self.assigned) - present:
+            del self.assigned[gone]
+
+    def _free(self) -> int | None:
+        taken = set(self.assigned.values())
+        return next((i for i in range(len(self.ips)) if i not in taken), None)
+
+    async def run(self) -> None:
+        while True:
+            await self.step()
+            await asyncio.sleep(0.2)
+
+
+# ---- the operator as its own process -----------------------------------------------------------
 
 OPERATOR = str(Path(sys.executable).parent / "embedding-proxy-operator")
 
@@ -220,24 +296,48 @@ def operator_environment(kubeconfig: Path, **env: str) -> dict[str, str]:
         "EMBEDDING_PROXY_OPERATOR_STATUS_SECONDS": "0.5",
         "EMBEDDING_PROXY_OPERATOR_WATCH_SECONDS": "20",
         "EMBEDDING_PROXY_OPERATOR_MAX_RETRY_SECONDS": "1",
-        "EMBEDDING_PROXY_OPERATOR_API_TIMEOUT_SECONDS": "5",
+        "EMBEDDING_PROXY_OPERATOR_API_TIMEOUT_SECONDS": "10",
         "EMBEDDING_PROXY_OPERATOR_SCRAPE_TIMEOUT_SECONDS": "1",
         **env,
     }
 
 
-def start_operator(kubeconfig: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """The operator as it runs in its container: the console script, its own process."""
+def start_operator(
+    args: list[str], kubeconfig: Path, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """The console script with the given (the chart's) arguments, its log at debug level."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [OPERATOR, "--all-namespaces", "--standalone", "--verbose"],
+            [OPERATOR, *args, "--verbose"],
             env=operator_environment(kubeconfig, **env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+class Operators:
+    """Starts the operator as the chart runs it, as an `installed.Account` (by default the
+    fixture's), each with a pod name and a health port of its own."""
+
+    def __init__(self, account: Any, directory: Path) -> None:
+        self.account, self.directory = account, directory
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def __call__(
+        self, account: Any = None, health_port: int | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        account = account or self.account
+        log = self.directory / f"operator-{len(self.started)}.log"
+        args = account.args_with_health_port(health_port or free_port())
+        proc = start_operator(args, account.kubeconfig, log, {**account.pod_env(), **env})
+        self.started.append((proc, log))
+        return proc
+
+    def logs(self) -> str:
+        return "".join(log.read_text(errors="replace") for _, log in self.started)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -248,6 +348,11 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     return proc.returncode
 
 
+async def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """stop_process without blocking the event loop."""
+    return await asyncio.to_thread(stop_process, proc, timeout)
+
+
 def start_proxy(config: Path, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
     """A real proxy on loopback, standing in for a pod's sidecar; returns once /metrics answers."""
     with log.open("wb") as out:
@@ -256,7 +361,7 @@ def start_proxy(config: Path, metrics_port: int, log: Path) -> subprocess.Popen[
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the proxy exited: {log.read_text(errors='replace')[-2000:]}")
@@ -266,10 +371,10 @@ def start_proxy(config: Path, metrics_port: int, log: Path) -> subprocess.Popen[
         except OSError:
             time.sleep(0.05)
     stop_process(proc)
-    raise TimeoutError("the proxy's /metrics did not answer within 20 s")
+    raise TimeoutError("the proxy's /metrics did not answer within 30 s")
 
 
-# ---- reading what the operator wrote ---------------------------------------------------------
+# ---- reading what the operator wrote -----------------------------------------------------------
 
 
 def pod_spec(deployment: Obj | None) -> Obj:
@@ -290,19 +395,40 @@ def condition(obj: Obj | None, type_: str) -> Obj:
     return {}
 
 
-def ready_pod(name: str, ip: str, namespace: str = "demo") -> Obj:
-    """A ready TEI pod with the sidecar, as the kubelet would report it, at `ip`."""
+def tei_deployment(namespace: str, name: str = "tei", replicas: int = 0, port: int = 80) -> Obj:
+    """A TEI Deployment as a user writes it. No replicas unless asked: pods are only made where
+    a test plays their kubelet."""
+    labels = {"app": name}
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "tei"}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "initContainers": [{"name": names.SIDECAR_NAME, "image": "embedding-proxy:0.1.0"}],
-            "containers": [{"name": "tei", "image": "tei"}],
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "tei",
+                            "image": "ghcr.io/huggingface/text-embeddings-inference:cpu-1.8",
+                            "args": ["--model-id", "BAAI/bge-small-en-v1.5"],
+                            "ports": [{"name": "http", "containerPort": port}],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "emptyDir": {}}],
+                },
+            },
         },
-        "status": {
-            "phase": "Running",
-            "podIP": ip,
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
+    }
+
+
+def embedding_proxy(namespace: str, name: str = "tei", target: str = "tei", **spec: Any) -> Obj:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"targetRef": {"name": target}, **spec},
     }

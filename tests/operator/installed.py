@@ -1,44 +1,43 @@
-"""The operator as the Helm chart installs it: the chart's own arguments, environment and RBAC,
-run against the emulator, with every request the operator sends recorded and judged against the
-rules the chart grants."""
+"""The operator as the Helm chart installs it: `helm template` renders the chart, its
+ServiceAccount, (Cluster)Roles, bindings and peering object are applied to the real API server, and
+the operator runs with the chart's arguments and environment and a token of that ServiceAccount.
+What it may do is exactly what the chart grants; the audit log shows what it did."""
 
 from __future__ import annotations
 
-import asyncio
+import re
 import subprocess
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kmock
 import yaml
-from harness import OPERATOR, VERBS, Api, Cluster, operator_environment
+from tests.helpers.control_plane import ControlPlane, forbidden
 from tests.helpers.tools import require_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
-TEST_AGENT = "embedding-proxy-tests"
 
 Obj = dict[str, Any]
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
-# Paths every authenticated client may read (Kubernetes' system:discovery and
-# system:public-info-viewer roles): API discovery and the server's version.
-DISCOVERY_PREFIXES = ("/api", "/apis", "/version")
+# What the operator's identity is made of; the chart's Deployment itself is the test's to play.
+ACCOUNT_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ClusterKopfPeering",
+    "KopfPeering",
+}
 
 
-def render(*flags: str, namespace: str = "embedding-proxy-system") -> list[Obj]:
+def render(release: str, namespace: str, *flags: str) -> list[Obj]:
     result = subprocess.run(
-        [
-            require_helm(),
-            "template",
-            "embedding-proxy",
-            str(CHART),
-            "--namespace",
-            namespace,
-            *flags,
-        ],
+        [require_helm(), "template", release, str(CHART), "--namespace", namespace, *flags],
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,142 +47,98 @@ def render(*flags: str, namespace: str = "embedding-proxy-system") -> list[Obj]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-@dataclass
-class Install:
-    """What the chart renders for the operator."""
-
-    args: list[str]
-    env: dict[str, str]
-    grants: set[Grant]
-    probe_path: str
-    health_port: int
-
-
-def install(health_port: int, *flags: str) -> Install:
-    objects = render("--set", f"operator.healthPort={health_port}", *flags)
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["embedding-proxy-operator"]
-    # Only literal values; the downward API's are the test's to fill in, as the kubelet does.
-    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+def grants_of(objects: Iterable[Obj]) -> set[Grant]:
     grants: set[Grant] = set()
     for role in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
         for rule in role["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     grants.update((group, resource, verb) for verb in rule["verbs"])
-    return Install(
+    return grants
+
+
+@dataclass
+class Account:
+    """The operator's ServiceAccount as the chart makes it, and how the chart runs the operator."""
+
+    namespace: str
+    name: str
+    kubeconfig: Path
+    args: list[str]
+    env: dict[str, str]
+    grants: set[Grant]
+    probe_path: str
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+    @property
+    def peering(self) -> str:
+        return next(a.split("=", 1)[1] for a in self.args if a.startswith("--peering="))
+
+    def args_with_health_port(self, port: int) -> list[str]:
+        """The chart's arguments, as rendered with `operator.healthPort=port` (one operator per
+        port on this machine, where every pod has its own)."""
+        return [
+            re.sub(r":\d+/", f":{port}/", a) if a.startswith("--liveness=") else a
+            for a in self.args
+        ]
+
+    def pod_env(self) -> dict[str, str]:
+        """The chart's literal environment, and what the downward API gives a pod of its own."""
+        return {
+            **self.env,
+            "POD_ID": f"embedding-proxy-{uuid.uuid4().hex[:9]}-x2kq7",
+            "POD_NAMESPACE": self.namespace,
+        }
+
+
+def install_account(
+    plane: ControlPlane, directory: Path, release: str, namespace: str, *flags: str
+) -> Account:
+    objects = render(release, namespace, *flags)
+    plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    plane.apply([o for o in objects if o["kind"] in ACCOUNT_KINDS])
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["embedding-proxy-operator"]
+    name = pod["serviceAccountName"]
+    kubeconfig = plane.token_kubeconfig(namespace, name, directory / f"{release}.kubeconfig")
+    return Account(
+        namespace=namespace,
+        name=name,
+        kubeconfig=kubeconfig,
         args=list(container["args"]),
-        env=env,
-        grants=grants,
+        # Only literal values; the downward API's are the test's to fill in, as the kubelet does.
+        env={e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+        grants=grants_of(objects),
         probe_path=container["livenessProbe"]["httpGet"]["path"],
-        health_port=health_port,
     )
 
 
-class ChartCluster(Cluster):
-    """The emulator, also serving kopf's peering resources (as the chart's crds/ install them)."""
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        for plural, kind, namespaced in [
-            ("clusterkopfpeerings", "ClusterKopfPeering", False),
-            ("kopfpeerings", "KopfPeering", True),
-        ]:
-            self.resources[f"kopf.dev/v1/{plural}"] = kmock.ResourceInfo(
-                kind=kind, namespaced=namespaced, subresources=set(), verbs=VERBS
-            )
-
-    def add_cluster_peering(self, name: str) -> None:
-        """The ClusterKopfPeering the chart creates; stored directly, since the emulator files a
-        cluster-scoped object created over HTTP under a namespace of None."""
-        key = (kmock.resource("kopf.dev", "v1", "clusterkopfpeerings"), None, name)
-        self.objects[key] = {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": name, "uid": "peering", "resourceVersion": "1"},
-        }
-
-    def peering_status(self, name: str) -> Obj:
-        """The peers recorded in the ClusterKopfPeering: identity -> priority, lifetime, ..."""
-        key = (kmock.resource("kopf.dev", "v1", "clusterkopfpeerings"), None, name)
-        return dict(self.objects[key].raw.get("status") or {})
-
-    def sent_by_operator(self) -> list[kmock.Request]:
-        """Every request so far that did not come from the test's own client."""
-        return [r for r in self if r.headers.get("User-Agent") != TEST_AGENT]
+def check_never_forbidden(plane: ControlPlane, account: Account) -> None:
+    """Not one request of the operator's ServiceAccount was refused for want of a grant."""
+    refused = forbidden(plane.audit_events(account.username))
+    assert not refused, f"{account.username} was refused {len(refused)} requests: {refused[:10]}"
 
 
-class TestApi(Api):
-    """The test's client, told apart from the operator's requests by its User-Agent."""
-
-    __test__ = False
-
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
-        self.session.headers["User-Agent"] = TEST_AGENT
-
-
-def grant_needed(request: kmock.Request) -> Grant | None:
-    """The RBAC grant a request needs; None for a discovery path every client may read."""
-    if request.resource is None or not request.resource.plural:
-        path = request.url.path
-        assert path.startswith(DISCOVERY_PREFIXES) and path.count("/") <= 3, (
-            f"{request.method} {path}: neither a resource nor discovery"
-        )
+def grant_of(event: Obj) -> Grant | None:
+    """The RBAC grant an audited request needed; None for a path that is not a resource
+    (discovery, /version: every authenticated client may read those)."""
+    ref = event.get("objectRef")
+    if not ref or not ref.get("resource"):
         return None
-    resource = request.resource.plural or ""
-    if request.subresource:
-        resource = f"{resource}/{request.subresource}"
-    action = request.action
-    if action == kmock.action.WATCH:
-        verb = "watch"
-    elif action == kmock.action.LIST:
-        verb = "list"
-    elif action == kmock.action.FETCH:
-        verb = "get"
-    elif action == kmock.action.CREATE:
-        verb = "create"
-    elif action == kmock.action.DELETE:
-        verb = "delete" if request.name else "deletecollection"
-    elif request.method == kmock.method.PUT:
-        verb = "update"
-    else:
-        verb = "patch"
-    return (request.resource.group or "", resource, verb)
+    resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    return (ref.get("apiGroup") or "", resource, event["verb"])
 
 
-def grants_used(requests: Iterable[kmock.Request]) -> dict[Grant, str]:
+def grants_used(events: Iterable[Obj]) -> dict[Grant, str]:
     """Each grant the requests needed, with one request that needed it (for messages)."""
     used: dict[Grant, str] = {}
-    for r in requests:
-        grant = grant_needed(r)
+    for e in events:
+        grant = grant_of(e)
         if grant is not None:
-            used.setdefault(grant, f"{r.method.value} {r.url.path_qs}")
+            used.setdefault(grant, f"{e['verb']} {e['requestURI']}")
     return used
-
-
-def start(
-    args: list[str], kubeconfig: Path, log: Path, env: Mapping[str, str]
-) -> subprocess.Popen[bytes]:
-    """The console script with exactly the chart's arguments, its log at debug level."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [OPERATOR, *args, "--verbose"],
-            env=operator_environment(kubeconfig, **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    """SIGTERM, then wait without blocking the event loop: the emulator runs on it, and a peer's
-    last act is to take itself out of the peering object."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
-        except TimeoutError:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-    return proc.returncode
