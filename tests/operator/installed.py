@@ -119,8 +119,12 @@ def install_account(
 
 
 def check_never_forbidden(plane: ControlPlane, account: Account) -> None:
-    """Not one request of the operator's ServiceAccount was refused for want of a grant."""
-    refused = forbidden(plane.audit_events(account.username))
+    """Not one request of the operator's ServiceAccount was refused for want of a grant. (What
+    it used is printed: `pytest -s` shows it.)"""
+    events = plane.audit_events(account.username)
+    used = ", ".join(f"{g or 'core'} {r} {v}" for g, r, v in sorted(grants_used(events)))
+    print(f"{account.username} used: {used}")
+    refused = forbidden(events)
     assert not refused, f"{account.username} was refused {len(refused)} requests: {refused[:10]}"
 
 

@@ -432,7 +432,7 @@ async def test_an_hpa_on_the_same_deployment_makes_the_operator_stand_back(
     check_api_use(cluster, cluster_account, paths)
 
 
-async def test_keda_provider_writes_an_owned_scaled_object_and_removes_it(
+async def test_keda_provider_writes_an_owned_scaled_object_that_goes_with_it(
     cluster: ControlPlane, cluster_account: Account, api: Api, paths: Paths, operator: Any
 ) -> None:
     await api.create(paths.deployments, tei_deployment(paths.ns, 2))
@@ -486,4 +486,25 @@ async def test_keda_provider_writes_an_owned_scaled_object_and_removes_it(
 
     await eventually(disabled, "Autoscaling=False, reason Disabled, and no autoscaling status")
     assert await replicas(api, paths) == 2
+
+    # The garbage collector takes KEDA's HPA with the ScaledObject that owns it.
+    async def hpa_collected() -> bool:
+        return await api.get(f"{paths.hpas}/keda-hpa-{name}") is None
+
+    await eventually(hpa_collected, "KEDA's HPA collected with its ScaledObject")
+
+    # Switched on again, and then the EmbeddingProxy deleted: its ScaledObject goes with it, by
+    # the garbage collector, as it would if the operator were not running at all.
+    await api.merge(f"{paths.proxies}/tei", {"spec": {"autoscaling": {"enabled": True}}})
+    await eventually(written, "the ScaledObject written again")
+    await api.delete(f"{paths.proxies}/tei")
+    await eventually(removed, "the ScaledObject collected with its EmbeddingProxy")
+    deleted_by = [
+        e["userAgent"]
+        for e in cluster.audit_events()
+        if e["verb"] == "delete"
+        and e.get("stage") == "ResponseComplete"
+        and e["requestURI"] == f"{paths.scaled_objects}/{name}"
+    ]
+    assert len(deleted_by) == 2 and "garbage-collector" in deleted_by[-1], deleted_by
     check_api_use(cluster, cluster_account, paths)
