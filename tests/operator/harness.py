@@ -148,14 +148,16 @@ class Api:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         missing_ok: bool = True,
+        tolerate: tuple[int, ...] = (),
     ) -> Obj | None:
+        """The answer's JSON; None for 404 (with `missing_ok`) and the `tolerate`d statuses."""
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type}
         async with self.session.request(
             method, path.lstrip("/"), data=data, headers=headers, params=params
         ) as resp:
             text = await resp.text()
-            if resp.status == 404 and missing_ok:
+            if (resp.status == 404 and missing_ok) or resp.status in tolerate:
                 return None
             if resp.status >= 400:
                 raise AssertionError(f"{method} {path}: {resp.status} {text[:500]}")
@@ -262,7 +264,9 @@ class Kubelet:
                     "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
                 }
-                await self.api.call("POST", f"{path}/binding", binding)
+                # A pod deleted meanwhile cannot be bound (409): the next round sees it go.
+                if await self.api.call("POST", f"{path}/binding", binding, tolerate=(409,)) is None:
+                    continue
             if (pod.get("status") or {}).get("phase") != "Running":
                 slot = self.assigned.get(name, self._free())
                 if slot is None:

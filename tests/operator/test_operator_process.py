@@ -78,7 +78,9 @@ async def test_create_puts_configmap_and_native_sidecar_into_the_deployment(
     assert condition(cr, names.TARGET_FOUND)["status"] == "True"
     assert cr["status"]["sidecarMode"] == "Native"
     assert cr["status"]["observedGeneration"] == cr["metadata"]["generation"]
-    assert "SidecarInjected" in await eventually(lambda: event_reasons(api, paths), "events")
+    assert "SidecarInjected" in await eventually(
+        lambda: _reason_seen(api, paths, "SidecarInjected"), "a SidecarInjected event"
+    )
 
 
 async def test_batching_change_rewrites_the_configmap_and_leaves_pods_alone(
