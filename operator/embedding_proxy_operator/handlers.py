@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from . import autoscaling, keda, kube, names, pods, render, scaler, scrape
+from . import autoscaling, keda, kube, metrics, names, pods, render, scaler, scrape
 from .conditions import Fact, merge, now, without_times
 from .kube import ApiError, Kube
 from .reconcile import Plan, config_fact, plan
@@ -51,6 +51,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.native = None
     memo.sleep_action = None
     memo.scraper = None
+    memo.metrics = metrics.OperatorMetrics()
+    if options.metrics_port:
+        await memo.metrics.serve("0.0.0.0", options.metrics_port)
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=names.PERSISTENCE_PREFIX
@@ -85,6 +88,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await memo.kube.close()
     if getattr(memo, "scraper", None) is not None:
         await memo.scraper.close()
+    if getattr(memo, "metrics", None) is not None:
+        await memo.metrics.close()
 
 
 def client(memo: kopf.Memo) -> Kube:
@@ -164,6 +169,7 @@ async def reconcile_proxy(
         # A changed spec (autoscaling switched on, say) is acted on now, not at the next poll.
         wakeup(memo, namespace, name).set()
     except ApiError as e:
+        memo.metrics.failed(namespace, name)
         delay = retry_delay(retry, memo.options.max_retry_seconds)
         raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
 
@@ -391,6 +397,7 @@ async def release(
     except ApiError as e:
         delay = retry_delay(retry, memo.options.max_retry_seconds)
         raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
+    memo.metrics.forget(namespace, name)
     memo.notices.pop((namespace, name), None)
     memo.locks.pop((namespace, name), None)
     memo.wakeups.pop((namespace, name), None)
@@ -449,6 +456,7 @@ async def observe(
             interval = await observe_once(memo, namespace, name, logger, first) or interval
             first = False
         except ApiError as e:
+            memo.metrics.failed(namespace, name)
             logger.warning("observing pods of %s/%s: %s", namespace, name, e)
         await _pause(stopped, wake, interval)
 
@@ -509,6 +517,10 @@ async def observe_once(
         }
         facts = [config_fact(len(ready), current, version), fact]
         await write_status(api, fresh, facts, fields)
+    readings_by_pod = metrics.pod_readings(ready, texts, pages, version)
+    memo.metrics.observe(
+        namespace, name, deployment, spec.autoscaling, fact.reason, scaling, readings_by_pod
+    )
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)
     return None

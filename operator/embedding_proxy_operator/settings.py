@@ -21,6 +21,8 @@ class Options:
     # Longest delay between retries of a failed reconciliation.
     max_retry_seconds: float = 60.0
     native_sidecars: Literal["auto", "true", "false"] = "auto"
+    # Port of the operator's own /metrics; 0: not served.
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
@@ -36,6 +38,9 @@ class Options:
         native = environ.get(PREFIX + "NATIVE_SIDECARS", "auto").lower()
         if native not in ("auto", "true", "false"):
             raise ValueError(f"{PREFIX}NATIVE_SIDECARS must be auto, true or false, got {native!r}")
+        raw_port = environ.get(PREFIX + "METRICS_PORT") or "0"
+        if not raw_port.isdigit() or int(raw_port) > 65535:
+            raise ValueError(f"{PREFIX}METRICS_PORT must be a port number or 0, got {raw_port!r}")
         return cls(
             status_seconds=number("STATUS_SECONDS", cls.status_seconds),
             watch_seconds=int(number("WATCH_SECONDS", cls.watch_seconds)),
@@ -43,6 +48,7 @@ class Options:
             scrape_timeout_seconds=number("SCRAPE_TIMEOUT_SECONDS", cls.scrape_timeout_seconds),
             max_retry_seconds=number("MAX_RETRY_SECONDS", cls.max_retry_seconds),
             native_sidecars=native,  # type: ignore[arg-type]
+            metrics_port=int(raw_port),
         )
 
 

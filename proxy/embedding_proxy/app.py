@@ -318,6 +318,8 @@ class Proxy:
         m.inflight_inputs.set(b.inflight_inputs)
         m.queue_depth_avg.set(self.load_average.value)
         m.groups.set(b.group_count)
+        m.batch_size_limit.set(b.batch_size_limit)
+        m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
     def _observe(self, route: str, status: int, started: float) -> None:

@@ -206,6 +206,11 @@ class Batcher(Generic[K, I, R]):
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._pump)
 
+    @property
+    def batch_size_limit(self) -> int:
+        """Most inputs one upstream call may hold now (what batch fill is measured against)."""
+        return self._limits()[0]
+
     def _limits(self) -> tuple[int, int]:
         s, c = self.settings, self.caps
         return min(s.max_batch_size, c.max_batch_size), min(s.max_batch_tokens, c.max_batch_tokens)

@@ -38,6 +38,16 @@ class Metrics:
             PREFIX + "upstream_inflight", "Upstream calls in progress.", registry=r
         )
         self.groups = Gauge(PREFIX + "groups", "Parameter groups with a live queue.", registry=r)
+        self.batch_size_limit = Gauge(
+            PREFIX + "batch_size_limit",
+            "Most inputs one upstream call may hold now: the setting, capped by TEI's limit.",
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            PREFIX + "upstream_up",
+            "1 while the upstream answers its health check, 0 while it does not.",
+            registry=r,
+        )
         self.requests = Counter(
             PREFIX + "requests",
             "Client requests answered, by route and status code.",
