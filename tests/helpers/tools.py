@@ -28,3 +28,15 @@ def require_helm() -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_tool(command: str, install: str) -> str:
+    """A system tool from PATH, or a failure in CI (where scripts/install-test-tools put it) and
+    a skip elsewhere; `install` says how to get it."""
+    found = shutil.which(command)
+    if found:
+        return found
+    message = f"{command} not found on PATH: {install}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
