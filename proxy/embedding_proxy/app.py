@@ -56,7 +56,7 @@ class Proxy:
         self.stopping = False  # drain delay over: new work refused
         self._reload = reload
         self._drain: asyncio.Task[None] | None = None
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
 
@@ -238,9 +238,11 @@ class Proxy:
     async def handle_tei(self, request: Request) -> Response:
         route = request.path
         started = time.perf_counter()
+        inputs = 0
         try:
             body = self.read_body(request)
             req = tei_api.parse(route, body, self.config.limits)
+            inputs = len(req.items)
             pieces = await self.run_batch(req, self.deadline(request))
             response = Response(
                 body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON
@@ -250,15 +252,17 @@ class Proxy:
             response = Response(
                 status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
             )
-        self._observe(route, response.status, started)
+        self._observe(route, response.status, started, inputs)
         return response
 
     async def handle_openai(self, request: Request) -> Response:
         route = "/v1/embeddings"
         started = time.perf_counter()
+        inputs = 0
         try:
             body = self.read_body(request)
             req, encoding = openai_api.parse(body, self.config.limits)
+            inputs = len(req.items)
             pieces = await self.run_batch(req, self.deadline(request))
             model = self.upstream.info.model_id if self.upstream.info else "unknown"
             response = Response(
@@ -272,7 +276,7 @@ class Proxy:
             response = Response(
                 status=e.status, body=e.openai_body(), content_type=JSON, headers=e.headers
             )
-        self._observe(route, response.status, started)
+        self._observe(route, response.status, started, inputs)
         return response
 
     async def handle_forward(self, request: Request) -> Response:
@@ -322,16 +326,19 @@ class Proxy:
         m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
-    def _observe(self, route: str, status: int, started: float) -> None:
+    def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
         # Labelled children are looked up once and kept: labels() is costly per request.
         children = self._children.get((route, status))
         if children is None:
             children = self._children[(route, status)] = (
                 self.metrics.requests.labels(route=route, status=str(status)),
                 self.metrics.request_duration.labels(route=route),
+                self.metrics.inputs.labels(route=route, status=str(status)),
             )
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
+        if inputs:
+            children[2].inc(inputs)
 
     def _count_rejection(self, error: ProxyError) -> None:
         if error.reason is not None:

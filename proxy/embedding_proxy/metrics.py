@@ -54,6 +54,12 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.inputs = Counter(
+            PREFIX + "inputs",
+            "Inputs in the client requests answered, by route and status code.",
+            ["route", "status"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             PREFIX + "request_duration_seconds",
             "Time from a client request's arrival to its answer.",
