@@ -164,6 +164,11 @@ def one(objects: Objects, kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def proxies_monitor(objects: Objects) -> dict[str, Any]:
+    """The PodMonitor of the proxies (the chart has another one, for the operator)."""
+    return one([o for o in objects if o["metadata"]["name"].endswith("-proxies")], "PodMonitor")
+
+
 @pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     """The helpers above, for test modules (a fixture, so no test imports conftest)."""
@@ -182,4 +187,5 @@ def kit() -> SimpleNamespace:
         pod_specs=pod_specs,
         by_kind=by_kind,
         one=one,
+        proxies_monitor=proxies_monitor,
     )

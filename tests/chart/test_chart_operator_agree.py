@@ -184,7 +184,7 @@ def test_pod_monitor_scrapes_exactly_the_sidecars_metrics_port(
     native: bool, ports: Obj, render: Any, kit: Any
 ) -> None:
     objects = render(*MONITORING, "--set", "example.enabled=true")
-    monitor = kit.one(objects, "PodMonitor")
+    monitor = kit.proxies_monitor(objects)
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
     tei = example_tei(objects)
@@ -196,7 +196,7 @@ def test_pod_monitor_scrapes_exactly_the_sidecars_metrics_port(
 
 
 def test_pod_monitor_skips_a_users_port_of_the_same_name(render: Any, kit: Any) -> None:
-    monitor = kit.one(render(*MONITORING), "PodMonitor")
+    monitor = kit.proxies_monitor(render(*MONITORING))
     tei = example_tei(render("--set", "example.enabled=true"))
     tei["spec"]["template"]["spec"]["containers"][0]["ports"].append(
         {"name": "proxy-metrics", "containerPort": 7000}
@@ -214,7 +214,7 @@ def test_a_narrowed_pod_selector_still_finds_the_sidecar(render: Any, kit: Any) 
         "--set-json",
         f"podMonitor.podSelector={json.dumps(selector)}",
     )
-    monitor = kit.one(objects, "PodMonitor")
+    monitor = kit.proxies_monitor(objects)
     assert monitor["spec"]["selector"] == selector
     after = with_sidecar(example_tei(objects), {})
     assert scraped(monitor, after["spec"]["template"]) == [(names.SIDECAR_NAME, 9464)]

@@ -238,12 +238,12 @@ def test_pod_monitor_only_where_prometheus_operator_is_served(render: Any, kit: 
     objects = render(
         "--set", "podMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1"
     )
-    monitor = kit.one(objects, "PodMonitor")
+    monitor = kit.proxies_monitor(objects)
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
-    namespaced = kit.one(render(*EVERYTHING), "PodMonitor")
+    namespaced = kit.proxies_monitor(render(*EVERYTHING))
     assert namespaced["spec"]["namespaceSelector"] == {
         "matchNames": ["team-a", "embedding-proxy-system"]
     }

@@ -147,3 +147,26 @@ def test_chart_installs_it_for_grafanas_sidecar_only_when_enabled() -> None:
     assert cm["metadata"]["namespace"] == "monitoring"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Embeddings"}
     assert json.loads(cm["data"]["embedding-proxy.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_operator_metrics_are_served_and_scraped_with_its_labels() -> None:
+    objects = render(
+        "--set", "podMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1"
+    )
+    (deployment,) = [d for d in objects if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["EMBEDDING_PROXY_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
+    (monitor,) = [
+        d
+        for d in objects
+        if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("-operator")
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    # The EmbeddingProxy's namespace and pod, not the operator's, so they join the proxies' series.
+    assert endpoint["port"] == "metrics" and endpoint["honorLabels"] is True
