@@ -28,6 +28,12 @@ def _positive(value: str) -> int:
     return n
 
 
+def _sweep(value: str) -> tuple[str, list[int]]:
+    from .sweep import parse_sweep
+
+    return parse_sweep(value)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=_positive, help="requests per target (default 2000)")
     p.add_argument("--concurrency", type=_positive, default=64, help="callers at once (64)")
@@ -73,3 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (120)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--sweep",
+        type=_sweep,
+        metavar="NAME=V1,V2,...",
+        help="run at each value, e.g. concurrency=1,4,16,64,256; writes the curves as CSV",
+    )
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="with --sweep: draw the curves (PNG, and SVG beside)"
+    )
+    p.add_argument("--csv", metavar="FILE", help="with --sweep: the CSV (default: beside --plot)")

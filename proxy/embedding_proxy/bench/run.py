@@ -113,6 +113,13 @@ def main(args: argparse.Namespace) -> int:
     if args.tokens < 3:
         print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
         return 2
+    if getattr(args, "sweep", None):
+        from .sweep import main as sweep
+
+        return sweep(args)
+    if getattr(args, "plot", None) or getattr(args, "csv", None):
+        print("embedding-proxy bench: --plot and --csv go with --sweep", file=sys.stderr)
+        return 2
     fd_limit = raise_nofile_limit()
     if args.connections and args.connections + 64 > fd_limit:
         print(f"embedding-proxy bench: file-descriptor limit {fd_limit} too low", file=sys.stderr)
