@@ -48,17 +48,19 @@ def curves(
     left.set_title("throughput")
     left.legend()
     right.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    right.yaxis.set_major_formatter(plain)
-    right.yaxis.set_minor_formatter(plain)
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    # Between the powers of ten, label only 2 and 5 (all of them crowd the axis).
+    right.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if _lead(v) in (2, 5) else "")
+    )
     right.set_ylabel("latency per request, ms")
     right.set_title("latency p50 (solid) and p99 (dashed)")
     right.legend(fontsize="small", ncol=2)
     m = settings.get("machine") or {}
     fig.suptitle(
         f"embedding-proxy bench: {settings.get('tokens')} tokens/input, "
-        f"{settings.get('inputs_per_request')} input(s)/request; ideal = batches of "
-        f"{settings.get('ideal_batch_size')} at {settings.get('ideal_concurrency')} at once\n"
+        f"{settings.get('inputs_per_request')} input(s)/request; ideal: batches of "
+        f"{settings.get('ideal_batch_size')}, {settings.get('ideal_concurrency')} at once\n"
         f"{m.get('cpus')} CPUs ({m.get('cpu_model')}), load generator, proxy and simulator "
         "sharing them",
         fontsize="medium",
@@ -70,3 +72,8 @@ def curves(
     fig.savefig(svg)
     plt.close(fig)
     return [png, svg]
+
+
+def _lead(value: float) -> int:
+    """The leading digit of a positive number (2 for 0.2, 20, 200)."""
+    return int(f"{value:e}"[0]) if value > 0 else 0
