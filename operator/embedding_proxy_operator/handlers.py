@@ -502,6 +502,15 @@ async def observe_once(
     fact, scaling = await autoscale(
         memo, proxy, spec, pods.live_pods(items, selector), readings, first, logger
     )
+    load = memo.metrics.observe(
+        namespace,
+        name,
+        deployment,
+        spec.autoscaling,
+        fact.reason,
+        scaling,
+        metrics.pod_readings(ready, texts, pages, version),
+    )
     async with lock(memo, namespace, name):
         fresh = await api.get(kube.proxy_path(namespace, name))
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
@@ -514,13 +523,10 @@ async def observe_once(
             "autoscaling": scaler.replacing(
                 (fresh.get("status") or {}).get("autoscaling"), scaling
             ),
+            **load,
         }
         facts = [config_fact(len(ready), current, version), fact]
         await write_status(api, fresh, facts, fields)
-    readings_by_pod = metrics.pod_readings(ready, texts, pages, version)
-    memo.metrics.observe(
-        namespace, name, deployment, spec.autoscaling, fact.reason, scaling, readings_by_pod
-    )
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)
     return None

@@ -132,9 +132,10 @@ class OperatorMetrics:
         state: str,
         scaling: Mapping[str, Any] | None,
         pods: Mapping[str, PodReading],
-    ) -> None:
+    ) -> dict[str, Any]:
         """One poll of an EmbeddingProxy: the target's replicas, the autoscaler's decision and
-        the ready pods' readings. Series of pods that are gone are removed."""
+        the ready pods' readings. Series of pods that are gone are removed. Returns the status
+        fields that say the same: `pods`, and the means `queueDepth` and `batchFillPercent`."""
         key = (namespace, name)
         status = deployment.get("status") or {}
         self.current_replicas.labels(*key).set(int(status.get("replicas", 0)))
@@ -161,19 +162,27 @@ class OperatorMetrics:
         self.autoscaling_state.labels(*key, state).set(1)
         self._states[key] = state
 
-        for pod, reading in pods.items():
+        listed: list[dict[str, Any]] = []
+        for pod, reading in sorted(pods.items()):
             labels = (*key, pod)
+            entry: dict[str, Any] = {"name": pod}
             if reading.queue_depth is not None:
                 self.pod_queue_depth.labels(*labels).set(reading.queue_depth)
+                entry["queueDepth"] = round(reading.queue_depth)
             else:
                 _remove(labels, self.pod_queue_depth)
             fill = self._fill(namespace, pod, reading.batch)
             if fill is not None:
                 self.pod_batch_fill.labels(*labels).set(fill)
+                entry["batchFillPercent"] = round(fill * 100)
+            else:
+                _remove(labels, self.pod_batch_fill)  # no call since the last scrape
+            listed.append(entry)
         for pod in self._pods.get(key, set()) - set(pods):
             _remove((*key, pod), self.pod_queue_depth, self.pod_batch_fill)
             self._batches.pop((namespace, pod), None)
         self._pods[key] = set(pods)
+        return status_fields(listed)
 
     def failed(self, namespace: str, name: str) -> None:
         self.reconcile_errors.labels(namespace, name).inc()
@@ -225,6 +234,24 @@ class OperatorMetrics:
     async def _handle(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+MAX_STATUS_PODS = 100  # status stays small however large the Deployment
+
+
+def status_fields(listed: list[dict[str, Any]]) -> dict[str, Any]:
+    """`status.pods` (the first MAX_STATUS_PODS by name) and the means over all pods that
+    reported each figure; None (removed from status) where none did."""
+
+    def mean(field: str) -> int | None:
+        values = [p[field] for p in listed if field in p]
+        return round(sum(values) / len(values)) if values else None
+
+    return {
+        "pods": listed[:MAX_STATUS_PODS],
+        "queueDepth": mean("queueDepth"),
+        "batchFillPercent": mean("batchFillPercent"),
+    }
 
 
 def pod_readings(

@@ -5,6 +5,8 @@ server, a real proxy (behind the TEI simulator) standing in for a ready pod's si
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,14 @@ def samples(url: str) -> Samples:
 
 def value(found: Samples, name: str, **labels: str) -> float | None:
     return found.get((name, frozenset(labels.items())))
+
+
+def columns(table: str) -> dict[str, str]:
+    """The first row of `kubectl get` output, by column (cells start where their header does)."""
+    header, row = table.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
 
 
 def wait_for(probe: Callable[[], Any], what: str, timeout: float = 60) -> Any:
@@ -146,28 +156,57 @@ def test_operator_exports_replicas_decisions_and_pod_readings(
             }
         )
 
-        def filled() -> Samples | None:
-            # One caller at a time, 8 inputs each: every upstream call holds 8 of at most 32.
-            assert post_json(f"http://127.0.0.1:{api_port}/embed", {"inputs": ["x"] * 8}) == 200
-            found = samples(metrics_url)
-            fill = value(found, "embedding_proxy_operator_pod_batch_fill", **key, pod=POD)
-            return found if fill is not None else None
+        # One caller at a time, 8 inputs each: every upstream call holds 8 of at most 32.
+        stop = threading.Event()
 
-        found = wait_for(filled, "the pod's batch fill in the operator's metrics")
-        assert value(found, "embedding_proxy_operator_pod_batch_fill", **key, pod=POD) == 0.25
-        assert value(found, "embedding_proxy_operator_pod_queue_depth", **key, pod=POD) is not None
-        assert value(found, "embedding_proxy_operator_pods_ready", **key) == 1
-        assert value(found, "embedding_proxy_operator_pods_on_config_version", **key) == 1
-        assert value(found, "embedding_proxy_operator_max_replicas", **key) == 1
-        assert value(found, "embedding_proxy_operator_min_replicas", **key) == 1
-        assert value(found, "embedding_proxy_operator_target_queue_depth", **key) == 1
-        assert value(found, "embedding_proxy_operator_desired_replicas", **key) == 1
-        states = [
-            dict(labels)["state"]
-            for (name, labels), v in found.items()
-            if name == "embedding_proxy_operator_autoscaling_state" and v == 1
-        ]
-        assert len(states) == 1, states
+        def load() -> None:
+            while not stop.is_set():
+                post_json(f"http://127.0.0.1:{api_port}/embed", {"inputs": ["x"] * 8})
+
+        caller = threading.Thread(target=load, daemon=True)
+        caller.start()
+        try:
+
+            def filled() -> Samples | None:
+                found = samples(metrics_url)
+                fill = value(found, "embedding_proxy_operator_pod_batch_fill", **key, pod=POD)
+                return found if fill is not None else None
+
+            found = wait_for(filled, "the pod's batch fill in the operator's metrics")
+            assert value(found, "embedding_proxy_operator_pod_batch_fill", **key, pod=POD) == 0.25
+            assert value(found, "embedding_proxy_operator_pod_queue_depth", **key, pod=POD) >= 0
+            assert value(found, "embedding_proxy_operator_pods_ready", **key) == 1
+            assert value(found, "embedding_proxy_operator_pods_on_config_version", **key) == 1
+            assert value(found, "embedding_proxy_operator_max_replicas", **key) == 1
+            assert value(found, "embedding_proxy_operator_min_replicas", **key) == 1
+            assert value(found, "embedding_proxy_operator_target_queue_depth", **key) == 1
+            assert value(found, "embedding_proxy_operator_desired_replicas", **key) == 1
+            states = [
+                dict(labels)["state"]
+                for (name, labels), v in found.items()
+                if name == "embedding_proxy_operator_autoscaling_state" and v == 1
+            ]
+            assert len(states) == 1, states
+
+            # The same figures in status, and in `kubectl get -o wide`'s columns.
+            def in_status() -> dict[str, Any] | None:
+                out = plane.kubectl("get", names.PLURAL, APP, "-n", NS, "-o", "json").stdout
+                status = json.loads(out).get("status") or {}
+                return status if status.get("batchFillPercent") == 25 else None
+
+            status = wait_for(in_status, "the batch fill in status")
+            (pod,) = status["pods"]
+            assert pod["name"] == POD and pod["batchFillPercent"] == 25
+            assert isinstance(pod["queueDepth"], int) and isinstance(status["queueDepth"], int)
+
+            def wide() -> dict[str, str] | None:
+                text = plane.kubectl("get", names.PLURAL, APP, "-n", NS, "-o", "wide").stdout
+                return columns(text) if columns(text).get("FILL%") == "25" else None
+
+            assert wait_for(wide, "FILL% in kubectl get -o wide")["QUEUE"].isdigit()
+        finally:
+            stop.set()
+            caller.join(30)
 
         # Deleting the EmbeddingProxy takes its series away.
         plane.kubectl("delete", names.PLURAL, APP, "-n", NS, "--wait=true", timeout=120)

@@ -55,7 +55,15 @@ def test_series_follow_pods_and_proxies_away() -> None:
     deployment = {"status": {"replicas": 2, "readyReplicas": 2}}
     scaling = {"desiredReplicas": 3, "lastScaleTime": "2026-01-02T03:04:05Z"}
     pods = {"a": reading(70.0, [16]), "b": reading(None, [32], on_config=False)}
-    m.observe("ml", "tei", deployment, auto, "Scaling", scaling, pods)
+    status = m.observe("ml", "tei", deployment, auto, "Scaling", scaling, pods)
+    assert status == {
+        "pods": [
+            {"name": "a", "queueDepth": 70, "batchFillPercent": 50},
+            {"name": "b", "batchFillPercent": 100},
+        ],
+        "queueDepth": 70,
+        "batchFillPercent": 75,
+    }
     text = exported(m)
     assert (
         'embedding_proxy_operator_desired_replicas{embeddingproxy="tei",namespace="ml"} 3.0' in text
@@ -71,8 +79,15 @@ def test_series_follow_pods_and_proxies_away() -> None:
 
     # Pod b is gone, the state changed, autoscaling was switched off.
     auto.enabled = False
-    m.observe("ml", "tei", deployment, auto, "Disabled", None, {"a": reading(1.0, [16])})
+    status = m.observe("ml", "tei", deployment, auto, "Disabled", None, {"a": reading(1.0, [16])})
+    # The same counts as before: no call since, so no fill figure rather than a stale one.
+    assert status == {
+        "pods": [{"name": "a", "queueDepth": 1}],
+        "queueDepth": 1,
+        "batchFillPercent": None,
+    }
     text = exported(m)
+    assert "pod_batch_fill{" not in text
     assert 'pod="b"' not in text
     assert 'state="Scaling"' not in text and 'state="Disabled"} 1.0' in text
     assert "max_replicas{" not in text and "desired_replicas{" not in text
