@@ -31,7 +31,7 @@ def exported(
         running([*simulator, "--port", str(sim_port)], sim_port, logs / "sim.log"),
         running([*proxy, str(metrics_port)], proxy_port, logs / "proxy.log", ready_path="/ready"),
         running(
-            [OPERATOR, "--all-namespaces", "--standalone"],
+            [OPERATOR, "--namespace=metric-names", "--standalone"],
             operator_port,
             logs / "operator.log",
             env=operator_env,
