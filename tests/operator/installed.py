@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from tests.helpers.control_plane import ControlPlane, forbidden
+from tests.helpers.processes import free_port
 from tests.helpers.tools import require_helm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,11 +87,13 @@ class Account:
         ]
 
     def pod_env(self) -> dict[str, str]:
-        """The chart's literal environment, and what the downward API gives a pod of its own."""
+        """The chart's literal environment, and what the downward API gives a pod of its own;
+        and a metrics port of its own (one operator per port on this machine, as above)."""
         return {
             **self.env,
             "POD_ID": f"embedding-proxy-{uuid.uuid4().hex[:9]}-x2kq7",
             "POD_NAMESPACE": self.namespace,
+            "EMBEDDING_PROXY_OPERATOR_METRICS_PORT": str(free_port()),
         }
 
 
