@@ -195,6 +195,7 @@ async def target_changed(
             )
         except ApiError as e:
             # Refused as it is (403, 400): status says why; a change of either object retries.
+            memo.metrics.failed(namespace, proxy_name)
             logger.warning("reconciling %s/%s after a Deployment event: %s", namespace, name, e)
 
 
