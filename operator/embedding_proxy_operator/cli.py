@@ -71,8 +71,22 @@ def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     return ["run", "--module", HANDLERS, *extra, *args]
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        own = installed("embedding-proxy")
+    except PackageNotFoundError:  # pragma: no cover - run from a tree that was never installed
+        own = "0+unknown"
+    return f"embedding-proxy-operator {own} (kopf {installed('kopf')})"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if list(args[:1]) == ["--version"]:
+        print(version())
+        return
     guard = peering.install()
     try:
         kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")

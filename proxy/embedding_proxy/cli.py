@@ -6,55 +6,32 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
+from . import __version__, flags
 from . import config as config_module
 from .config import Config, ConfigError
 
-# Flag name -> setting path in the config model.
-SERVE_FLAGS: dict[str, tuple[str, str]] = {
-    "host": ("server", "host"),
-    "port": ("server", "port"),
-    "metrics_port": ("server", "metrics_port"),
-    "request_timeout_ms": ("server", "request_timeout_ms"),
-    "drain_seconds": ("server", "drain_seconds"),
-    "log_level": ("server", "log_level"),
-    "upstream": ("upstream", "url"),
-    "max_batch_size": ("batching", "max_batch_size"),
-    "max_wait_ms": ("batching", "max_wait_ms"),
-    "max_concurrency": ("batching", "max_concurrency"),
-    "queue_capacity": ("batching", "queue_capacity"),
-    "flush_mode": ("batching", "flush_mode"),
-}
+SERVE_DESCRIPTION = """\
+Run the batching proxy in front of TEI: it accepts TEI's and OpenAI's embedding APIs on one port,
+coalesces concurrent requests into full upstream batches and hands every caller its own vectors.
+
+Settings come from (lowest to highest precedence) their defaults, a YAML or TOML file (--config or
+EMBEDDING_PROXY_CONFIG), the environment (EMBEDDING_PROXY_<SECTION>__<NAME>) and these flags.
+"""
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML or TOML settings file (reloaded live)")
-    p.add_argument("--host", help="listen address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="API port (default 8000)")
-    p.add_argument("--metrics-port", type=int, help="serve /metrics on this port only")
-    p.add_argument("--upstream", help="TEI base URL (default http://127.0.0.1:80)")
-    p.add_argument("--max-batch-size", type=int, help="inputs per upstream call (default 32)")
-    p.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")
-    p.add_argument("--max-concurrency", type=int, help="upstream calls at once (default 4)")
-    p.add_argument("--queue-capacity", type=int, help="queued inputs before 429 (default 4096)")
-    p.add_argument("--flush-mode", help="adaptive (default) or deadline")
-    p.add_argument("--request-timeout-ms", type=int, help="default deadline of a request")
-    p.add_argument("--drain-seconds", type=float, help="serve this long after SIGTERM")
-    p.add_argument("--log-level", help="debug, info, warning or error")
-
-
-def flags_of(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, dict[str, Any]] = {}
-    for flag, (section, name) in SERVE_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            out.setdefault(section, {})[name] = value
-    return out
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML or TOML settings file (reloaded live)\n[env: EMBEDDING_PROXY_CONFIG=]",
+    )
+    flags.add_arguments(p)
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    return config_module.load(args.config, flags_of(args))
+    return config_module.load(args.config, flags.settings_of(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -113,8 +90,15 @@ def parser() -> argparse.ArgumentParser:
         prog="embedding-proxy",
         description="Batching sidecar for text-embeddings-inference (TEI).",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the batching proxy in front of TEI")
+    serve = sub.add_parser(
+        "serve",
+        help="run the batching proxy in front of TEI",
+        description=SERVE_DESCRIPTION,
+        formatter_class=flags.HelpFormatter,
+        allow_abbrev=False,
+    )
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 

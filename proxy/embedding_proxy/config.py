@@ -32,7 +32,7 @@ class Section(BaseModel):
 
 
 class ServerConfig(Section):
-    host: str = "0.0.0.0"
+    host: str = Field("0.0.0.0", description="Listen address of both ports.")
     port: int = Field(8000, ge=1, le=65535, description="API port (TEI and OpenAI routes).")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
@@ -47,7 +47,9 @@ class ServerConfig(Section):
     request_timeout_ms: int = Field(
         30_000, ge=1, description="Default deadline of a request, queue time included."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
 
 
 class RetryConfig(Section):
@@ -55,7 +57,7 @@ class RetryConfig(Section):
         3, ge=1, le=10, description="Tries per upstream call, first included."
     )
     backoff_ms: int = Field(50, ge=0, description="First backoff; doubles each retry, with jitter.")
-    max_backoff_ms: int = Field(2_000, ge=0)
+    max_backoff_ms: int = Field(2_000, ge=0, description="Longest backoff.")
     budget_ratio: float = Field(
         0.2, ge=0, le=10, description="Retries allowed as a share of recent upstream calls."
     )
@@ -64,8 +66,10 @@ class RetryConfig(Section):
 class UpstreamConfig(Section):
     url: str = Field("http://127.0.0.1:80", description="Base URL of TEI.")
     timeout_ms: int = Field(60_000, ge=1, description="Upper bound on one upstream call.")
-    connect_timeout_ms: int = Field(2_000, ge=1)
-    max_connections: int = Field(64, ge=1, le=4096)
+    connect_timeout_ms: int = Field(2_000, ge=1, description="Connect timeout.")
+    max_connections: int = Field(
+        64, ge=1, le=4096, description="Pooled keep-alive connections to TEI."
+    )
     api_key_file: Path | None = Field(None, description="Bearer key TEI requires, from a file.")
     info_refresh_seconds: float = Field(
         30.0, ge=1, description="How often /info (limits, model id) is read again."
@@ -113,7 +117,11 @@ class BatchingConfig(Section):
 
 
 class AuthConfig(Section):
-    api_keys: list[str] = Field(default_factory=list, repr=False)
+    api_keys: list[str] = Field(
+        default_factory=list,
+        repr=False,
+        description="Client API keys (comma-separated); any key turns auth on.",
+    )
     api_keys_file: Path | None = Field(None, description="One key a line; reloaded on change.")
 
 
