@@ -16,6 +16,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import kopf.cli
 
@@ -71,6 +72,30 @@ def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     return ["run", "--module", HANDLERS, *extra, *args]
 
 
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def missing_cluster(environ: Mapping[str, str], token: Path = SERVICE_ACCOUNT_TOKEN) -> str | None:
+    """Why there are no credentials to reach a cluster with, in one line; None when there are
+    some (whether they work, kopf finds out, and retries)."""
+    if environ.get("KUBERNETES_SERVICE_HOST") and token.exists():
+        return None
+    if environ.get("KUBECONFIG"):
+        paths = [p for p in environ["KUBECONFIG"].split(os.pathsep) if p]
+        if any(Path(p).expanduser().is_file() for p in paths):
+            return None
+        return (
+            f"no Kubernetes cluster to talk to: KUBECONFIG names no file that exists "
+            f"({environ['KUBECONFIG']}); point it at a kubeconfig, e.g. from `kind get kubeconfig`"
+        )
+    if (Path(environ.get("HOME", "~")).expanduser() / ".kube" / "config").is_file():
+        return None
+    return (
+        "no Kubernetes cluster to talk to: not in a pod, and no kubeconfig (KUBECONFIG or "
+        "~/.kube/config); run it in the cluster (the Helm chart), or point KUBECONFIG at one"
+    )
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
@@ -87,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if list(args[:1]) == ["--version"]:
         print(version())
         return
+    wants_help = any(a in ("--help", "-h") for a in args)
+    problem = None if wants_help else missing_cluster(os.environ)
+    if problem is not None:
+        print(f"embedding-proxy-operator: {problem}", file=sys.stderr)
+        raise SystemExit(1)
     guard = peering.install()
     try:
         kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")

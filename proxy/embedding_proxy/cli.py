@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__, flags
 from . import config as config_module
 from .config import Config, ConfigError
+from .failure import Failure
 
 SERVE_DESCRIPTION = """\
 Run the batching proxy in front of TEI: it accepts TEI's and OpenAI's embedding APIs on one port,
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"embedding-proxy: config error: {e}", file=sys.stderr)
         return 2
+    except Failure as e:
+        print(f"embedding-proxy {args.command}: {e}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         return 130
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .app import Proxy, api_handler, metrics_handler
 from .config import Config, redact
+from .failure import cannot_listen
 from .httpserver import Server
 
 log = logging.getLogger("embedding_proxy")
@@ -32,7 +33,14 @@ async def serve(
     servers: list[Server] = []
     for port, handler in listeners:
         http_server = Server(handler, server.max_body_bytes)
-        await http_server.start(server.host, port)
+        try:
+            await http_server.start(server.host, port)
+        except OSError as e:
+            for started_server in servers:
+                await started_server.close()
+            await proxy.stop()
+            flag = "--port" if port == server.port else "--metrics-port"
+            raise cannot_listen(server.host, port, e, flag) from None
         servers.append(http_server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -42,6 +42,25 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return orjson.loads(resp.read())
 
 
+class ServiceFailed(RuntimeError):
+    """A started server exited before it answered; `reason` is the last line it wrote."""
+
+    def __init__(self, name: str, code: int, log_tail: str) -> None:
+        lines = [line for line in log_tail.splitlines() if line.strip()]
+        self.reason = lines[-1].strip() if lines else f"it exited with {code}"
+        super().__init__(f"{name} exited with {code}:\n{log_tail}")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself has a listening socket on `port`: what answers on the port
+    may be another program that had it first."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
 @dataclass
 class Service:
     """A started server process with its log file."""
@@ -65,12 +84,10 @@ class Service:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
+                raise ServiceFailed(self.name, self.proc.returncode, self.log_tail())
             try:
                 with urllib.request.urlopen(self.url + path, timeout=1) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and listens(self.proc.pid, self.port):
                         return
             except OSError:
                 pass

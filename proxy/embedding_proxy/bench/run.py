@@ -12,8 +12,17 @@ from typing import Any
 import orjson
 
 from ..config import BatchingConfig
+from ..failure import Failure
 from . import report
-from .procs import LoadProcess, Service, Watch, get_json, raise_nofile_limit, start_proxy
+from .procs import (
+    LoadProcess,
+    Service,
+    ServiceFailed,
+    Watch,
+    get_json,
+    raise_nofile_limit,
+    start_proxy,
+)
 from .procs import start_simulator as start_sim
 
 DEFAULT_REQUESTS = 2000
@@ -74,10 +83,26 @@ def load_spec(settings: dict[str, Any], target: str, url: str, run_id: str) -> d
     }
 
 
+def _upstream_info(upstream: str) -> dict[str, Any]:
+    try:
+        return get_json(upstream + "/info")
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        why = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+        raise Failure(
+            f"cannot read {upstream}/info",
+            why,
+            "start TEI there, or leave out --upstream to measure against the built-in simulator",
+        ) from None
+
+
 def run_target(
     settings: dict[str, Any], target: str, upstream: str, simulator: Service | None, run_id: str
 ) -> dict[str, Any]:
-    proxy = start_proxy(upstream, settings["proxy_args"]) if target == "proxy" else None
+    try:
+        proxy = start_proxy(upstream, settings["proxy_args"]) if target == "proxy" else None
+    except ServiceFailed as e:
+        raise Failure("the proxy did not start", e.reason, "check --proxy-args", 2) from None
     load: LoadProcess | None = None
     try:
         url = proxy.url if proxy is not None else upstream
@@ -128,11 +153,16 @@ def main(args: argparse.Namespace) -> int:
         simulator: Service | None = None
         upstream = args.upstream
         if upstream is None:
-            simulator = start_sim(shlex.split(args.simulator_args))
+            try:
+                simulator = start_sim(shlex.split(args.simulator_args))
+            except ServiceFailed as e:
+                raise Failure(
+                    "the simulator did not start", e.reason, "check --simulator-args", 2
+                ) from None
             stack.callback(simulator.stop)
             upstream = simulator.url
         upstream = upstream.rstrip("/")
-        settings = settings_of(args, upstream, get_json(upstream + "/info"))
+        settings = settings_of(args, upstream, _upstream_info(upstream))
         run_id = secrets.token_hex(3)
         results = []
         for target in settings["targets"]:

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 
+from ..failure import Failure
 from . import add_arguments, run, settings_from_args
 
 
@@ -24,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    logging.getLogger("embedding_proxy.simulator").info(
-        "TEI simulator (not a real model) on http://%s:%d", settings.host, settings.port
-    )
-    run(settings)
+    try:
+        run(settings)
+    except Failure as e:
+        print(f"embedding-proxy simulate-tei: {e}", file=sys.stderr)
+        return e.code
     return 0
 
 

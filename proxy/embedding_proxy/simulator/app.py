@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -15,6 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..failure import cannot_listen
 from . import schema
 from .errors import (
     BODY_TOO_LARGE,
@@ -694,14 +696,25 @@ def run(settings: SimulatorSettings) -> None:
     Handlers are cancelled when their client disconnects (aiohttp's `handler_cancellation`), so
     that, as in TEI, inputs of a caller that left are never computed.
     """
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        handler_cancellation=True,
-    )
+
+    def listening(_: str) -> None:  # aiohttp calls this once the port is bound
+        logging.getLogger("embedding_proxy.simulator").info(
+            "TEI simulator (not a real model) listening on http://%s:%d",
+            settings.host,
+            settings.port,
+        )
+
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=listening,
+            handler_cancellation=True,
+        )
+    except OSError as e:
+        raise cannot_listen(settings.host, settings.port, e) from None
 
 
 async def serve(settings: SimulatorSettings) -> None:
