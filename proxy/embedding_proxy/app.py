@@ -15,10 +15,10 @@ import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import openai_api, tei_api
+from . import logs, openai_api, tei_api
 from .auth import KeyStore
 from .batcher import Batcher
-from .config import Config
+from .config import Config, redact
 from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .httpserver import Handler, Request, Response
 from .metrics import Metrics
@@ -139,13 +139,17 @@ class Proxy:
                     self.batcher.update(caps=info.caps())
                     next_info = now + refresh
                 ok = await up.healthy()
+                reason = "/health did not answer 200"
             except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as e:
                 ok = False
-                log.debug("upstream not ready: %r", e)
+                reason = logs.describe(e)
             # A call that lost TEI while the probe ran has the last word; the probe is redone.
-            if up.losses == losses and ok != up.answering:
+            if up.losses == losses:
                 up.answering = ok
-                log.info("upstream %s %s", up.shown, "answers" if ok else "does not answer")
+                if ok and up.info is not None:
+                    up.state.up(up.info)
+                elif not ok:
+                    up.state.down(redact(reason))
             steady = up.answering and up.info is not None
             await up.wait_for_loss(PROBE_SECONDS if steady else REPROBE_SECONDS)
 
@@ -204,6 +208,9 @@ class Proxy:
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
+            access = logs.current()
+            if access is not None:
+                _time_batch(access, entries, asyncio.get_running_loop().time())
         errors = [f.exception() for f in futures]
         for error in errors:
             if error is not None:
@@ -286,6 +293,7 @@ class Proxy:
             self.admit(request)
             if request.oversize:
                 raise _too_large(self.config.server.max_body_bytes)
+            upstream_started = time.perf_counter()
             status, headers, data = await self.upstream.forward(
                 request.method,
                 request.path,
@@ -294,6 +302,9 @@ class Proxy:
                 request.body,
                 self.deadline(request),
             )
+            access = logs.current()
+            if access is not None:
+                access.upstream_s = time.perf_counter() - upstream_started
             response = Response(status=status, body=data, headers=headers)
         except ProxyError as e:
             self._count_rejection(e)
@@ -345,6 +356,15 @@ class Proxy:
             self.metrics.rejections.labels(reason=error.reason).inc()
 
 
+def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None:
+    """A request's inputs, their longest queue wait and upstream time, for the access log."""
+    access.inputs += len(entries)
+    started = [e.started for e in entries if e.started]
+    if started:
+        access.queue_s = max(e.started - e.enqueued for e in entries if e.started)
+        access.upstream_s = now - min(started)
+
+
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:
     for future in futures:
         if not future.done():
@@ -376,9 +396,33 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     async def handle(request: Request) -> Response:
         table = routes.get(request.method)
         handler = table.get(request.path, forward) if table is not None else forward
-        return await handler(request)
+        response = await handler(request)
+        given = request.headers.get(logs.REQUEST_ID)
+        if given is not None:
+            _echo_id(response, logs.request_id(given))
+        return response
 
-    return handle
+    if not proxy.config.server.access_log:
+        return handle
+    quiet = frozenset(gets)  # probes and scrapes would drown the requests that matter
+
+    async def handle_logged(request: Request) -> Response:
+        if request.path in quiet:
+            return await handle(request)
+        started = time.perf_counter()
+        access = logs.start_access()
+        response = await handle(request)
+        rid = logs.request_id(request.headers.get(logs.REQUEST_ID))
+        _echo_id(response, rid)
+        logs.log_access(request.method, request.path, response.status, rid, access, started)
+        return response
+
+    return handle_logged
+
+
+def _echo_id(response: Response, rid: str) -> None:
+    # Copied, not changed in place: error responses may share a headers dict.
+    response.headers = {**(response.headers or {}), "X-Request-Id": rid}
 
 
 def metrics_handler(proxy: Proxy) -> Handler:

@@ -40,7 +40,7 @@ class Caps:
 class Entry(Generic[I, R]):
     """One queued item; `future` gets its result."""
 
-    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "queued")
+    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "queued", "started")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Entry(Generic[I, R]):
         self.cost = cost
         self.future = future
         self.enqueued = now
+        self.started = 0.0  # when its batch left for the upstream
         self.deadline = deadline
         self.queued = True
 
@@ -299,6 +300,8 @@ class Batcher(Generic[K, I, R]):
     def _start(self, key: K, batch: list[Entry[I, R]], now: float) -> None:
         self._calls += 1
         self._inflight_inputs += len(batch)
+        for entry in batch:
+            entry.started = now
         if self._on_batch is not None:
             self._on_batch(len(batch), [now - e.enqueued for e in batch])
         task = asyncio.get_running_loop().create_task(self._run(key, batch))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from . import __version__, flags
+from . import __version__, flags, logs
 from . import config as config_module
 from .config import Config, ConfigError
 from .failure import Failure
@@ -39,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import run, serve
 
     config = load_config(args)
-    setup_logging(config.server.log_level)
+    logs.setup(config.server.log_level, config.server.log_format)
     path = args.config or config_module.env_config_path()
     run(lambda: serve(config, reload=lambda: load_config(args), config_path=path))
     return 0
@@ -48,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from . import simulator
 
-    setup_logging("info")
+    logs.setup("info")
     simulator.run(simulator.settings_from_args(args))
     return 0
 
@@ -77,13 +76,6 @@ def cmd_drain(args: argparse.Namespace) -> int:
         return 1
     print(f"embedding-proxy drain: asked process {args.pid} to drain")
     return 0
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def parser() -> argparse.ArgumentParser:

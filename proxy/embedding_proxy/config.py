@@ -50,6 +50,12 @@ class ServerConfig(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line a record; json: one JSON object a line."
+    )
+    access_log: bool = Field(
+        False, description="Log every API request (method, route, status, inputs, timings, id)."
+    )
 
 
 class RetryConfig(Section):

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from . import errors, httpclient
+from . import errors, httpclient, logs
 from .batcher import Caps
 from .config import UpstreamConfig, redact
 from .errors import TIMEOUT, UPSTREAM, VALIDATION, ProxyError
@@ -119,6 +119,7 @@ class Upstream:
         # Whether TEI answers: set by the health probes, cleared at once by a call that finds
         # the connection refused, reset or closed (the readiness endpoint reads it).
         self.answering = False
+        self.state = logs.UpstreamState(self.shown, log)  # logs each change once
         self.losses = 0
         self._lost = asyncio.Event()
 
@@ -191,7 +192,7 @@ class Upstream:
         if self.answering:
             self.answering = False
             self._lost.set()
-            log.warning("upstream %s stopped answering: %s", self.shown, redact(str(error)))
+            self.state.down(redact(logs.describe(error)))
 
     async def wait_for_loss(self, seconds: float) -> None:
         """Sleep `seconds`, or less if a call finds TEI not answering meanwhile."""

@@ -42,7 +42,7 @@ def test_every_setting_has_one_flag_naming_its_variable_and_default() -> None:
     for flag in generated:
         # The option, then its help: description, [env: ...], [default: ...] on lines of their own.
         block = re.search(
-            rf"^  {re.escape(flag.option)} .*?(?=^  --|\Z)", text, re.MULTILINE | re.DOTALL
+            rf"^  {re.escape(flag.option)}[ ,].*?(?=^  --|\Z)", text, re.MULTILINE | re.DOTALL
         )
         assert block, flag.option
         assert f"[env: {flag.env}=]" in block.group(0), flag.option
