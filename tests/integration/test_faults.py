@@ -317,7 +317,11 @@ async def test_random_bodies_never_get_a_5xx(http: aiohttp.ClientSession, proxy:
     routes = ["/embed", "/embed_sparse", "/embed_all", "/predict", "/tokenize", "/v1/embeddings"]
     seen: list[tuple[str, bytes, int, bytes]] = []
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=min(150, settings.default.max_examples),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body=bodies, route=st.sampled_from(routes))
     def record(body: bytes, route: str) -> None:
         seen.append((route, body, 0, b""))

@@ -597,7 +597,7 @@ def policies(draw: st.DrawFn) -> Policy:
 values = st.one_of(st.none(), st.floats(0, 5000, allow_nan=False))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the profile (tests/conftest.py)
 @given(
     policy=policies(),
     start=st.integers(1, 40),
@@ -620,7 +620,7 @@ def test_replicas_stay_within_bounds_whatever_the_input(
         history, current = d.history, d.desired_replicas
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the profile (tests/conftest.py)
 @given(
     policy=policies(),
     data=st.data(),
@@ -644,7 +644,7 @@ def test_within_tolerance_nothing_changes(policy: Policy, data: st.DataObject) -
     assert d.recommendation == current
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the profile (tests/conftest.py)
 @given(
     policy=policies(),
     data=st.data(),

@@ -48,13 +48,13 @@ def check(parse: object, body: bytes) -> None:
         assert set(orjson.loads(e.openai_body())) == {"message", "code", "type"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the profile (tests/conftest.py)
 @given(body=bodies, route=st.sampled_from(sorted(tei_api.BATCH_ROUTES)))
 def test_tei_routes_never_crash(body: bytes, route: str) -> None:
     check(lambda b: tei_api.parse(route, b, LIMITS), body)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the profile (tests/conftest.py)
 @given(body=bodies)
 def test_openai_route_never_crashes(body: bytes) -> None:
     check(lambda b: openai_api.parse(b, LIMITS), body)
