@@ -19,7 +19,7 @@ from . import logs, openai_api, tei_api
 from .auth import KeyStore
 from .batcher import Batcher
 from .config import Config, redact
-from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .errors import TIMEOUT, UNHEALTHY, UPSTREAM, VALIDATION, ProxyError
 from .httpserver import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
@@ -54,6 +54,7 @@ class Proxy:
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.draining = False  # the pod terminates (SIGTERM or SIGUSR1): not ready, still serving
         self.stopping = False  # drain delay over: new work refused
+        self.started_at = int(time.time())
         self._reload = reload
         self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
@@ -337,6 +338,30 @@ class Proxy:
         m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
+    async def handle_models(self, request: Request) -> Response:
+        """OpenAI's model list, from TEI's /info (read now if it was never read)."""
+        try:
+            self.admit(request)
+            info = self.upstream.info
+            if info is None:
+                try:
+                    info = await self.upstream.fetch_info()
+                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                    raise ProxyError(
+                        502,
+                        f"upstream {self.upstream.shown} unreachable: {redact(logs.describe(e))}",
+                        UPSTREAM,
+                    ) from None
+            body = openai_api.render_models(info.model_id, self.started_at)
+            return Response(body=body, content_type=JSON)
+        except ProxyError as e:
+            return Response(e.status, e.openai_body(), JSON, headers=e.headers)
+
+    async def handle_metrics_elsewhere(self, request: Request) -> Response:
+        port = self.config.server.metrics_port
+        body = f"metrics are served on port {port} (server.metrics_port)\n".encode()
+        return Response(404, body, "text/plain; charset=utf-8")
+
     def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
         # Labelled children are looked up once and kept: labels() is costly per request.
         children = self._children.get((route, status))
@@ -387,9 +412,14 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     use for a general router."""
     posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
     posts["/v1/embeddings"] = proxy.handle_openai
-    gets: dict[str, Handler] = {"/health": proxy.handle_health, "/ready": proxy.handle_ready}
-    if with_metrics:
-        gets["/metrics"] = proxy.handle_metrics
+    gets: dict[str, Handler] = {
+        "/health": proxy.handle_health,
+        "/ready": proxy.handle_ready,
+        "/v1/models": proxy.handle_models,
+    }
+    # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
+    # name would mislead a scraper pointed at the wrong port.
+    gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
     routes = {"POST": posts, "GET": gets}
     forward = proxy.handle_forward
 
@@ -404,7 +434,8 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
 
     if not proxy.config.server.access_log:
         return handle
-    quiet = frozenset(gets)  # probes and scrapes would drown the requests that matter
+    # Probes and scrapes would drown the requests that matter.
+    quiet = frozenset({"/health", "/ready", "/metrics"})
 
     async def handle_logged(request: Request) -> Response:
         if request.path in quiet:

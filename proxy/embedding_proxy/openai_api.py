@@ -90,6 +90,12 @@ def to_base64(fragment: bytes) -> bytes:
     return base64.b64encode(values.tobytes())
 
 
+def render_models(model_id: str, created: int) -> bytes:
+    """`GET /v1/models` in OpenAI's shape: the one model TEI serves."""
+    model = {"id": model_id, "object": "model", "created": created, "owned_by": "tei"}
+    return orjson.dumps({"object": "list", "data": [model]})
+
+
 def render(fragments: Sequence[bytes], tokens: int, model: str, encoding: str) -> bytes:
     parts = []
     for index, fragment in enumerate(fragments):

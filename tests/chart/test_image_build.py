@@ -190,3 +190,23 @@ def test_clean_venv_built_like_the_image_runs_both_entrypoints(
 @pytest.mark.parametrize("script", ["lock-requirements", "render-manifests", "install-test-tools"])
 def test_scripts_are_executable(script: str) -> None:
     assert os.access(ROOT / "scripts" / script, os.X_OK)
+
+
+def test_image_labels_and_ports_say_what_the_image_is() -> None:
+    _, final = instructions()
+    labels = dict(
+        item.split("=", 1) for word, args in final if word == "LABEL" for item in shlex.split(args)
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    args = dict(a.split("=", 1) for word, a in final if word == "ARG")
+    assert args["VERSION"] == project["version"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.title"] == project["name"]
+    head = [line.strip() for line in (ROOT / "LICENSE").read_text().splitlines()[:4]]
+    assert head[1:4] == [
+        "Apache License",
+        "Version 2.0, January 2004",
+        "http://www.apache.org/licenses/",
+    ]
+    # Only the API port: metrics have a port of their own only when server.metrics_port is set.
+    assert [args for word, args in final if word == "EXPOSE"] == ["8000"]
