@@ -33,7 +33,7 @@ Try it from another terminal:
        -d '{{"input": "one text"}}' | head -c 120; echo     # the proxy's own short form
   curl -s http://127.0.0.1:{port}/ready
   curl -s http://127.0.0.1:{port}/metrics | grep ^embedding_proxy_batch_size
-  {bench} bench --requests 2000 --concurrency 64
+  {bench} bench --proxy http://127.0.0.1:{port} --upstream {upstream} --requests 2000
 
 Ctrl-C stops {what}.
 """

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 
 import pytest
-from tests.helpers.processes import PYTHON
+from tests.helpers.processes import PYTHON, Process
 
 TARGETS = ("proxy", "direct", "ideal")
 
@@ -76,3 +77,55 @@ def _first_table(text: str) -> list[list[str]]:
             break
         rows.append([c.strip() for c in line.strip().strip("|").split("|")])
     return rows
+
+
+@pytest.mark.parametrize("client", ["raw", "aiohttp"])
+def test_bench_measures_a_running_proxy_open_loop(
+    client: str, proxy: Process, simulator: Process
+) -> None:
+    done = run_bench(
+        "--proxy", proxy.url, "--upstream", simulator.url, "--targets", "proxy,direct",
+        "--rate", "60", "--duration", "1", "--tokens", "5", "--warmup", "5",
+        "--client", client, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["settings"]["proxy_url"] == proxy.url
+    assert report["settings"]["rate"] == 60
+    rows = {r["target"]: r for r in report["results"]}
+    for target in ("proxy", "direct"):
+        assert rows[target]["requests"] == rows[target]["ok"] == 60
+    # The running proxy, not one the bench started, served them: it is on this machine, so its
+    # CPU was measured; and its own counter saw them.
+    assert rows["proxy"]["proxy_cpu_s"] >= 0
+    with urllib.request.urlopen(proxy.url + "/metrics") as resp:
+        text = resp.read().decode()
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('embedding_proxy_requests_total{route="/embed",status="200"}')
+    )
+    assert served >= 60 + 5
+
+
+def test_bench_with_only_a_running_proxy_measures_only_it(proxy: Process) -> None:
+    done = run_bench("--proxy", proxy.url, "--requests", "20", "--concurrency", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["target"] for r in json.loads(done.stdout)["results"]] == ["proxy"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (
+            ("--proxy", "http://127.0.0.1:9", "--proxy-args=--max-wait-ms 1"),
+            "--proxy and --proxy-args",
+        ),
+        (("--proxy", "http://127.0.0.1:9", "--targets", "proxy,ideal"), "need the upstream"),
+        (("--duration", "3"), "add --rate"),
+    ],
+)
+def test_bench_flags_that_do_not_go_together(flags: tuple[str, ...], needle: str) -> None:
+    done = run_bench(*flags)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr

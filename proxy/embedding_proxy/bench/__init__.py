@@ -34,9 +34,24 @@ def _sweep(value: str) -> tuple[str, list[int]]:
     return parse_sweep(value)
 
 
+def _rate(value: str) -> float:
+    rate = float(value)
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return rate
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=_positive, help="requests per target (default 2000)")
-    p.add_argument("--concurrency", type=_positive, default=64, help="callers at once (64)")
+    p.add_argument(
+        "--concurrency", type=_positive, default=64, help="closed loop: callers at once (64)"
+    )
+    p.add_argument(
+        "--rate",
+        type=_rate,
+        help="open loop: send this many requests a second, whether or not answers keep up",
+    )
+    p.add_argument("--duration", type=_rate, help="open loop: for this many seconds (default 10)")
     p.add_argument(
         "--tokens", type=int, default=16, help="simulator tokens per input, at least 3 (16)"
     )
@@ -47,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated: proxy, direct, ideal (default all; proxy with --connections)",
     )
     p.add_argument("--upstream", help="TEI base URL; without it the simulator is started")
+    p.add_argument(
+        "--proxy",
+        help="a proxy already running (e.g. the demo's): measure it instead of starting one",
+    )
     p.add_argument(
         "--simulator-args",
         default="",

@@ -7,6 +7,9 @@ with anything it measures. Protocol on stdin/stdout, one JSON line each way:
     parent -> {"go": true}    child -> result              (measured run done)
 
 Closed loop: `concurrency` workers, each sends its next request when the previous one answered.
+Open loop (`rate`): requests leave at that rate whether or not earlier ones were answered, as
+independent callers do; each one's latency counts from when it was due, so a server that falls
+behind is not flattered by the sender waiting for it.
 Two clients: `raw` (default; rawhttp, one pre-opened keep-alive connection per worker, pre-built
 request bytes) and `aiohttp` (one pooled session), to cross-check the first. Responses are read
 in full but not parsed: the vectors are counted by their brackets, which is enough to catch a
@@ -21,7 +24,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,10 +155,106 @@ class RawClient:
             conn.close()
 
 
-async def run_raw(
-    client: RawClient, requests: list[bytes], sizes: list[int], workers: int
+async def run_open(
+    send: Callable[[int], Awaitable[None]], count: int, rate: float, tally: Tally
 ) -> Tally:
-    tally = Tally()
+    """Start request i at start + i/rate; wait for all of them."""
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    pending: set[asyncio.Task[None]] = set()
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(send(i))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    while pending:
+        await asyncio.gather(*pending)
+    return tally
+
+
+async def run_raw_open(
+    client: RawClient, requests: list[bytes], sizes: list[int], rate: float, tally: Tally
+) -> Tally:
+    """Open loop on raw connections: a free one from the pool, else a new one."""
+    idle = [c for c in client.pool if not c.closed]
+    start = time.perf_counter()
+
+    async def send(i: int) -> None:
+        due = start + i / rate
+        conn = idle.pop() if idle else None
+        try:
+            if conn is None or conn.closed:
+                conn = await rawhttp.connect(client.host, client.port)
+                client.pool.append(conn)
+            status, body = await conn.request(requests[i], client.timeout)
+        except (OSError, rawhttp.HttpError, TimeoutError) as e:
+            tally.latencies.append(time.perf_counter() - due)
+            tally.fail(type(e).__name__, str(e))
+            if conn is not None:
+                conn.close()
+                conn.closed = True
+            return
+        tally.latencies.append(time.perf_counter() - due)
+        _record(tally, status, body, sizes[i])
+        idle.append(conn)
+
+    return await run_open(send, len(requests), rate, tally)
+
+
+async def run_aiohttp_open(
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    sizes: list[int],
+    rate: float,
+    tally: Tally,
+) -> Tally:
+    start = time.perf_counter()
+
+    async def send(i: int) -> None:
+        due = start + i / rate
+        try:
+            async with session.post(url, data=bodies[i], headers=HEADERS) as resp:
+                data = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            tally.latencies.append(time.perf_counter() - due)
+            tally.fail(type(e).__name__, str(e))
+            return
+        tally.latencies.append(time.perf_counter() - due)
+        _record(tally, status, data, sizes[i])
+
+    return await run_open(send, len(bodies), rate, tally)
+
+
+async def show_progress(label: str, total: int, tally: Tally) -> None:
+    """Counts and an ETA on the terminal (stderr), every half second until cancelled."""
+    start = time.perf_counter()
+    try:
+        while True:
+            await asyncio.sleep(0.5)
+            done = tally.ok + tally.failed
+            elapsed = time.perf_counter() - start
+            eta = (total - done) * elapsed / done if done else float("nan")
+            sys.stderr.write(
+                f"\r  {label}: {done}/{total} requests, {tally.failed} failed, ETA {eta:.0f} s   "
+            )
+            sys.stderr.flush()
+    finally:
+        sys.stderr.write("\r" + " " * 72 + "\r")
+        sys.stderr.flush()
+
+
+async def run_raw(
+    client: RawClient,
+    requests: list[bytes],
+    sizes: list[int],
+    workers: int,
+    tally: Tally | None = None,
+) -> Tally:
+    tally = tally or Tally()
     work = iter(zip(requests, sizes, strict=True))
     count = max(1, min(workers, len(requests)))
     await client.open(count)
@@ -164,9 +263,14 @@ async def run_raw(
 
 
 async def run_aiohttp(
-    session: aiohttp.ClientSession, url: str, bodies: list[bytes], sizes: list[int], workers: int
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    sizes: list[int],
+    workers: int,
+    tally: Tally | None = None,
 ) -> Tally:
-    tally = Tally()
+    tally = tally or Tally()
     work = iter(zip(bodies, sizes, strict=True))
     count = max(1, min(workers, len(bodies)))
     await asyncio.gather(*(_aiohttp_worker(session, url, work, tally) for _ in range(count)))
@@ -191,6 +295,21 @@ def summary(tally: Tally, wall: float, cpu: float) -> dict[str, Any]:
         "first_error": tally.first_error,
         "loadgen_cpu_s": cpu,
     }
+
+
+def _progress(spec: dict[str, Any], total: int, tally: Tally) -> asyncio.Task[None] | None:
+    if not spec.get("progress"):
+        return None
+    return asyncio.get_running_loop().create_task(
+        show_progress(spec.get("label", "load"), total, tally)
+    )
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _readline(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -238,9 +357,15 @@ async def _measure_raw(
             await run_raw(client, warm_requests, warm_sizes, spec["concurrency"])
         _emit({"phase": "warm"})
         await _readline(reader)
+        tally = Tally()
+        progress = _progress(spec, len(requests), tally)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        tally = await run_raw(client, requests, sizes, spec["concurrency"])
+        if spec.get("rate"):
+            await run_raw_open(client, requests, sizes, spec["rate"], tally)
+        else:
+            await run_raw(client, requests, sizes, spec["concurrency"], tally)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        await _stop(progress)
     finally:
         client.close()
     return summary(tally, wall, cpu)
@@ -255,7 +380,9 @@ async def _measure_aiohttp(
     warm_sizes: list[int],
 ) -> dict[str, Any]:
     concurrency, url = spec["concurrency"], spec["url"]
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    # Open loop: as many connections as requests in flight.
+    limit = 0 if spec.get("rate") else concurrency
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
     timeout = aiohttp.ClientTimeout(total=spec["timeout_s"])
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
@@ -264,9 +391,15 @@ async def _measure_aiohttp(
             await run_aiohttp(session, url, warm_bodies, warm_sizes, concurrency)
         _emit({"phase": "warm"})
         await _readline(reader)
+        tally = Tally()
+        progress = _progress(spec, len(bodies), tally)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        tally = await run_aiohttp(session, url, bodies, sizes, concurrency)
+        if spec.get("rate"):
+            await run_aiohttp_open(session, url, bodies, sizes, spec["rate"], tally)
+        else:
+            await run_aiohttp(session, url, bodies, sizes, concurrency, tally)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        await _stop(progress)
     return summary(tally, wall, cpu)
 
 

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import orjson
 import psutil
@@ -59,6 +60,22 @@ def listens(pid: int, port: int) -> bool:
     except psutil.Error:
         return False
     return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+def local_pid(url: str) -> int | None:
+    """The process on this machine that listens on `url`'s port, if it is a loopback URL and
+    that process may be inspected."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+        return None
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == parts.port and c.pid:
+            return int(c.pid)
+    return None
 
 
 @dataclass

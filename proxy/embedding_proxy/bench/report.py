@@ -95,6 +95,15 @@ def cpu_table(results: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
+def _loop_line(settings: dict[str, Any]) -> list[str]:
+    if not settings.get("rate"):
+        return []
+    return [
+        f"open loop: {settings['rate']:g} requests/s for {settings['duration_s']:g} s "
+        "(latency counted from when each request was due)"
+    ]
+
+
 def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
     m = settings["machine"]
     lines = [
@@ -102,7 +111,10 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"{settings['inputs_per_request']} input(s)/request, concurrency "
         f"{settings['concurrency']}; ideal: batches of {settings['ideal_batch_size']} at "
         f"concurrency {settings['ideal_concurrency']}",
-        f"upstream: {settings['upstream']}",
+        *_loop_line(settings),
+        f"upstream: {settings['upstream']}"
+        + (" (through the proxy)" if settings["upstream"] == settings["proxy_url"] else ""),
+        *([f"proxy: {settings['proxy_url']} (already running)"] if settings["proxy_url"] else []),
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; load generator, "
         "proxy and a local upstream share them",
         "",

@@ -20,12 +20,14 @@ from .procs import (
     ServiceFailed,
     Watch,
     get_json,
+    local_pid,
     raise_nofile_limit,
     start_proxy,
 )
 from .procs import start_simulator as start_sim
 
 DEFAULT_REQUESTS = 2000
+DEFAULT_DURATION = 10.0
 MEMORY_TARGET_MB = 150
 
 
@@ -36,11 +38,20 @@ def _proxy_max_concurrency(proxy_args: list[str]) -> int:
     return known.max_concurrency or BatchingConfig().max_concurrency
 
 
+def default_targets(args: argparse.Namespace) -> list[str]:
+    if args.connections or (args.proxy and not args.upstream):
+        return ["proxy"]
+    return ["proxy", "direct", "ideal"]
+
+
 def settings_of(args: argparse.Namespace, upstream: str, info: dict[str, Any]) -> dict[str, Any]:
     connections = args.connections
     concurrency = connections or args.concurrency
+    duration = (args.duration or DEFAULT_DURATION) if args.rate else None
     requests = args.requests or (4 * connections if connections else DEFAULT_REQUESTS)
-    targets = args.targets or (["proxy"] if connections else ["proxy", "direct", "ideal"])
+    if args.rate:
+        requests = max(1, round(args.rate * duration))
+    targets = args.targets or default_targets(args)
     warmup = args.warmup if args.warmup is not None else max(200, concurrency)
     proxy_args = shlex.split(args.proxy_args)
     return {
@@ -52,7 +63,11 @@ def settings_of(args: argparse.Namespace, upstream: str, info: dict[str, Any]) -
         "inputs_per_request": args.inputs_per_request,
         "warmup": warmup,
         "upstream": upstream,
-        "simulator_args": args.simulator_args if not args.upstream else None,
+        "proxy_url": args.proxy.rstrip("/") if args.proxy else None,
+        "rate": args.rate,
+        "duration_s": duration,
+        "progress": sys.stderr.isatty(),
+        "simulator_args": args.simulator_args if not (args.upstream or args.proxy) else None,
         "proxy_args": proxy_args,
         "ideal_batch_size": args.ideal_batch_size or int(info.get("max_client_batch_size", 32)),
         "ideal_concurrency": args.ideal_concurrency or _proxy_max_concurrency(proxy_args),
@@ -80,6 +95,10 @@ def load_spec(settings: dict[str, Any], target: str, url: str, run_id: str) -> d
         "salt": f"{target[0]}{run_id}-",
         "timeout_s": settings["timeout_s"],
         "client": settings["client"],
+        # Ideal is the best the upstream can do: full batches back to back, never open loop.
+        "rate": settings["rate"] if target != "ideal" else None,
+        "label": target,
+        "progress": settings["progress"],
     }
 
 
@@ -99,20 +118,27 @@ def _upstream_info(upstream: str) -> dict[str, Any]:
 def run_target(
     settings: dict[str, Any], target: str, upstream: str, simulator: Service | None, run_id: str
 ) -> dict[str, Any]:
+    proxy: Service | None = None
+    running = settings["proxy_url"]
     try:
-        proxy = start_proxy(upstream, settings["proxy_args"]) if target == "proxy" else None
+        if target == "proxy" and not running:
+            proxy = start_proxy(upstream, settings["proxy_args"])
     except ServiceFailed as e:
         raise Failure("the proxy did not start", e.reason, "check --proxy-args", 2) from None
     load: LoadProcess | None = None
     try:
-        url = proxy.url if proxy is not None else upstream
+        url = upstream
+        # The upstream's CPU too, when it runs here (and is not the running proxy itself).
+        pids = {"upstream": simulator.proc.pid if simulator else None}
+        if simulator is None and upstream != running:
+            pids["upstream"] = local_pid(upstream)
+        if target == "proxy":
+            url = proxy.url if proxy is not None else running
+            # A running proxy's CPU is measured when it runs on this machine.
+            pids["proxy"] = proxy.proc.pid if proxy is not None else local_pid(running)
         load = LoadProcess(load_spec(settings, target, url, run_id))
         load.wait_warm()
-        watches = {
-            name: Watch(service.proc.pid)
-            for name, service in (("proxy", proxy), ("upstream", simulator))
-            if service is not None
-        }
+        watches = {name: Watch(pid) for name, pid in pids.items() if pid is not None}
         for watch in watches.values():
             watch.start()
         result = load.go()
@@ -134,10 +160,37 @@ def run_target(
     return result
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags that cannot go together: one line, exit code 2."""
+    if args.proxy and args.proxy_args:
+        raise Failure(
+            "--proxy and --proxy-args", "a running proxy has its own flags", "give one", 2
+        )
+    if args.proxy and not args.upstream and set(args.targets or []) - {"proxy"}:
+        raise Failure(
+            "direct and ideal need the upstream",
+            "--proxy names only the proxy",
+            "add --upstream with the proxy's TEI, or --targets proxy",
+            2,
+        )
+    if args.duration and not args.rate:
+        raise Failure("--duration", "it is the length of an open-loop run", "add --rate", 2)
+    if args.rate and args.connections:
+        raise Failure("--rate and --connections", "they are different runs", "give one", 2)
+    if getattr(args, "sweep", None) and (args.rate or args.proxy):
+        raise Failure(
+            "--sweep with --rate or --proxy",
+            "a sweep starts its own processes and runs a closed loop",
+            "leave one out",
+            2,
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     if args.tokens < 3:
         print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
         return 2
+    check_flags(args)
     if getattr(args, "sweep", None):
         from .sweep import main as sweep
 
@@ -152,7 +205,10 @@ def main(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         simulator: Service | None = None
         upstream = args.upstream
-        if upstream is None:
+        if upstream is None and args.proxy:
+            # TEI's /info, forwarded by the proxy, says what ideal batching would be.
+            upstream = args.proxy
+        elif upstream is None:
             try:
                 simulator = start_sim(shlex.split(args.simulator_args))
             except ServiceFailed as e:
