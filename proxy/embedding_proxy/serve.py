@@ -12,7 +12,7 @@ from pathlib import Path
 from .app import Proxy, api_handler, metrics_handler
 from .config import Config, redact
 from .failure import cannot_listen
-from .httpserver import Server
+from .httpserver import Handler, Request, Response, Server
 
 log = logging.getLogger("embedding_proxy")
 
@@ -26,22 +26,27 @@ async def serve(
     """Serve until SIGTERM or SIGINT, then drain and return."""
     server = config.server
     proxy = Proxy(config, reload)
-    await proxy.start(config_path)
     listeners = [(server.port, api_handler(proxy, with_metrics=server.metrics_port is None))]
     if server.metrics_port is not None:
         listeners.append((server.metrics_port, metrics_handler(proxy)))
+    # The ports first, so that a busy one stops start-up before anything else happens (and
+    # logs); until the proxy has started, requests wait for it.
+    started_up = asyncio.Event()
     servers: list[Server] = []
     for port, handler in listeners:
-        http_server = Server(handler, server.max_body_bytes)
+        http_server = Server(_after(started_up, handler), server.max_body_bytes)
         try:
             await http_server.start(server.host, port)
         except OSError as e:
             for started_server in servers:
                 await started_server.close()
-            await proxy.stop()
             flag = "--port" if port == server.port else "--metrics-port"
             raise cannot_listen(server.host, port, e, flag) from None
         servers.append(http_server)
+    await proxy.start(config_path)
+    for http_server, (_, handler) in zip(servers, listeners, strict=True):
+        http_server.handler = handler  # from now on without the wait
+    started_up.set()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -71,6 +76,14 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _after(event: asyncio.Event, handler: Handler) -> Handler:
+    async def wait_then_handle(request: Request) -> Response:
+        await event.wait()
+        return await handler(request)
+
+    return wait_then_handle
 
 
 def run(coro_factory: Callable[[], object]) -> None:
