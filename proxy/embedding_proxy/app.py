@@ -452,8 +452,12 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
 
 
 def _echo_id(response: Response, rid: str) -> None:
-    # Copied, not changed in place: error responses may share a headers dict.
-    response.headers = {**(response.headers or {}), "X-Request-Id": rid}
+    # Copied, not changed in place: error responses may share their headers. A forwarded answer's
+    # are a list (repeated headers kept); its own X-Request-Id, if any, gives way to ours.
+    headers = response.headers or {}
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    response.headers = [(k, v) for k, v in pairs if k.lower() != "x-request-id"]
+    response.headers.append(("X-Request-Id", rid))
 
 
 def metrics_handler(proxy: Proxy) -> Handler:
