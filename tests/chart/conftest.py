@@ -62,10 +62,13 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def render(helm: str) -> Callable[..., Objects]:
-    """`helm template` with the given flags; the rendered objects."""
+    """`helm template` with the given flags; the rendered objects, as `helm install` creates
+    them (the `helm test` hooks apart: tests/chart/test_helm_test.py)."""
 
     def render(*flags: str, release: str = RELEASE, namespace: str = NAMESPACE) -> Objects:
-        result = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, *flags)
+        result = run_helm(
+            helm, "template", release, str(CHART), "--namespace", namespace, "--skip-tests", *flags
+        )
         assert result.returncode == 0, result.stderr
         return load_all(result.stdout)
 
