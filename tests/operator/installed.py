@@ -38,7 +38,17 @@ ACCOUNT_KINDS = {
 
 def render(release: str, namespace: str, *flags: str) -> list[Obj]:
     result = subprocess.run(
-        [require_helm(), "template", release, str(CHART), "--namespace", namespace, *flags],
+        # What `helm install` creates: the `helm test` hooks apart.
+        [
+            require_helm(),
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--skip-tests",
+            *flags,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
