@@ -38,6 +38,31 @@ class ServerConfig(Section):
         None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
     )
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger bodies get 413.")
+    max_head_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=1_048_576,
+        description="Request line and headers, each header counted with 64 bytes more; 431.",
+    )
+    max_header_count: int = Field(100, ge=8, le=10_000, description="More headers get 431.")
+    head_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="A request head must arrive within this; else 408."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A body must arrive within this after its head; 408."
+    )
+    keepalive_seconds: float = Field(
+        75.0, gt=0, le=3600, description="A connection idle this long between requests is closed."
+    )
+    send_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A client that reads none of its answer this long: dropped.",
+    )
+    max_connections: int = Field(
+        4096, ge=1, le=1_000_000, description="Connections beyond this get 503 and a close."
+    )
     drain_seconds: float = Field(
         0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."
     )

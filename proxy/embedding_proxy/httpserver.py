@@ -3,8 +3,13 @@
 The proxy's own CPU per request is what bounds its throughput, and a general web framework costs
 about as much per request as everything else the proxy does. This server does only what the proxy
 needs: whole bodies up to a size limit, keep-alive and pipelining (answers in order, one handler
-at a time per connection), `Expect: 100-continue`, idle-connection timeout, and a handler that is
-cancelled when its client disconnects, so that a caller who left takes its inputs out of the queue.
+at a time per connection), `Expect: 100-continue`, and a handler that is cancelled when its client
+disconnects, so that a caller who left takes its inputs out of the queue.
+
+Every byte a peer sends is hostile (docs/security.md): request targets are origin-form only, the
+framing rules are h11's, the head, the header count, the body, the pipeline and the answers waiting
+to be written are bounded, and slow peers meet timeouts. uvicorn's httptools protocol and its flow
+control were the checklist.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -22,13 +30,40 @@ import httptools
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 64 * 1024  # request line and headers
-MAX_PIPELINED = 16  # requests queued on one connection before it stops reading
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+MAX_PIPELINED = 16  # requests queued behind the one in progress before reading stops ...
+PIPELINED_BYTES = 256 * 1024  # ... or this many bytes of their bodies
+FEED_SLICE = 16 * 1024  # a large read is parsed in slices, so that a full pipeline stops within one
+HEADER_OVERHEAD = 64  # bytes charged per header against max_head_bytes: what a header costs held
+LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
+
+_STATUS_LINES = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus if s >= 200
+}
+_NO_BODY = frozenset({204, 304})  # and 1xx: answers that carry neither a body nor its length
 # Framing is ours to write; a handler's (or an upstream's) copy of these would contradict it.
 _OWN_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "date", "keep-alive"}
 )
+_OWN_WITH_TYPE = _OWN_HEADERS | {"content-type"}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value: all but HTAB
+_ALLOW = {"Allow": "GET, HEAD, POST, OPTIONS"}
+_TYPE_LINES: dict[str, bytes] = {}  # Content-Type lines already checked, by value
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one peer may make the server hold, and for how long (docs/security.md)."""
+
+    max_body_bytes: int = 2_000_000  # larger bodies: 413, never held
+    max_head_bytes: int = 64 * 1024  # request line and headers (HEADER_OVERHEAD each): 431
+    max_header_count: int = 100  # more headers: 431
+    head_timeout: float = 10.0  # a request head not complete this long after it began: 408
+    body_timeout: float = 30.0  # a body not complete this long after its head: 408
+    keepalive_timeout: float = 75.0  # a connection idle between requests this long is closed
+    send_timeout: float = 60.0  # a client that takes none of its answer this long is dropped
+    max_connections: int = 4096  # connections beyond this get 503 and a close
 
 
 class Request:
@@ -47,7 +82,7 @@ class Request:
         oversize: bool = False,
     ) -> None:
         self.method = method
-        self.path = path
+        self.path = path  # always starts with "/" (or is "*" for OPTIONS, answered here)
         self.query = query
         self.headers = headers  # names in lower case; repeated headers joined with ", "
         self.body = body
@@ -67,6 +102,9 @@ class Request:
 
 
 class Response:
+    """An answer. `headers` is a dict, or a list of (name, value) pairs for repeated headers
+    (Set-Cookie); either is written in order."""
+
     __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
@@ -100,24 +138,54 @@ class _Clock:
         return self._line
 
 
-def _head(response: Response, keep_alive: bool, date: bytes) -> bytes:
+def _head(response: Response, keep_alive: bool, date: bytes, head_only: bool = False) -> bytes:
+    """The status line and headers. Raises ValueError (or UnicodeEncodeError) for an answer
+    that cannot be written: a bad status, a header name that is not a token, a control
+    character or a character beyond Latin-1 in a value."""
     status = response.status
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if status.__class__ is not int or not 200 <= status <= 599:
+            raise ValueError(f"cannot answer with status {status!r}")
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    lines = [line, date]
+    no_body = status in _NO_BODY
     skip = _OWN_HEADERS
-    if response.content_type is not None:
-        lines.append(b"Content-Type: " + response.content_type.encode("latin-1") + b"\r\n")
-        skip = _OWN_HEADERS | {"content-type"}
-    if response.headers:
-        headers = response.headers
-        # A list keeps repeated headers (an upstream's two Set-Cookie), in order.
-        for name, value in headers.items() if isinstance(headers, dict) else headers:
+    content_type = response.content_type
+    if content_type is not None and not no_body:
+        type_line = _TYPE_LINES.get(content_type)
+        if type_line is None:
+            type_line = b"Content-Type: " + _value(content_type) + b"\r\n"
+            if len(_TYPE_LINES) < 64:
+                _TYPE_LINES[content_type] = type_line
+        lines.append(type_line)
+        skip = _OWN_WITH_TYPE
+    headers = response.headers
+    if headers:
+        for name, value in headers if headers.__class__ is list else headers.items():
             if name.lower() not in skip:
-                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    lines.append(b"Content-Length: %d\r\n" % len(response.body))
+                if _TOKEN.fullmatch(name) is None:
+                    raise ValueError(f"header name {name!r} is not a token")
+                lines.append(name.encode() + b": " + _value(value) + b"\r\n")
+    if not no_body:
+        lines.append(b"Content-Length: %d\r\n" % len(response.body))
     if not keep_alive:
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def _value(value: str) -> bytes:
+    if _CONTROL.search(value) is not None:
+        raise ValueError(f"header value {value!r} holds a control character")
+    return value.encode("latin-1")
+
+
+def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, message.encode() + b"\n", "text/plain; charset=utf-8", headers)
+
+
+_INTERNAL_ERROR = b'{"error":"internal error in the proxy","error_type":"Backend"}'
 
 
 class Connection(asyncio.Protocol):
@@ -125,188 +193,431 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.limits = server.limits
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.remote: str | None = None
-        self.pending: deque[tuple[Request, bool]] = deque()
+        # Requests received, not yet answered: (request, keep_alive); a Response or None in
+        # place of a request is a last answer (or none) after which the connection closes.
+        self.pending: deque[tuple[Request | Response | None, bool]] = deque()
+        self.pending_bytes = 0
         self.task: asyncio.Task[None] | None = None
-        self.last_active = self.loop.time()
-        self.closing = False
-        self.paused = False
+        self.phase = _IDLE
+        self.since = self.loop.time()  # when the phase began (a head, a body, reading again)
+        self.messages = 0  # requests begun
+        self.served = 0  # answers written
+        self.answered_at = 0.0  # when the last one was
+        self.held = False  # reading stopped: pipeline full, or the client is not reading
+        self.stash = b""  # bytes read but not yet parsed while held
+        self.write_paused = False
+        self.write_paused_at = 0.0
+        self.ended = False  # no more requests are read on this connection
+        self.closing = False  # last answer written (or none to write): lingering, then closed
+        self.closed_at = 0.0
+        self.refused = False  # over the connection limit: every request gets 503
+        self.continue_due = False  # the request being read waits for `100 Continue`
         self._reset()
 
     def _reset(self) -> None:
+        self.url_parts: list[bytes] = []
         self.url = b""
         self.header_list: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.head_raw = 0
         self.body_parts: list[bytes] = []
         self.body_bytes = 0
         self.oversize = False
+        self.keep_alive = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections:
+            self.refused = True
+            server.refused_connection()
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self.closing = self.ended = True
         self.server.connections.discard(self)
         self.pending.clear()
+        self.stash = b""
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the caller left: its handler (and queued inputs) go with it
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.last_active = self.loop.time()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, b"protocol upgrades are not supported")
-        except httptools.HttpParserError as e:
-            if not self.closing:
-                self._fail(400, f"malformed HTTP request: {e}".encode())
 
     # No eof_received: a client's FIN closes the connection and cancels its handler. A client
     # that half-closes to wait for its answer is rare; one that gave up is common.
 
+    def pause_writing(self) -> None:
+        """The client is not reading: handle none of its further requests, read none."""
+        self.write_paused = True
+        self.write_paused_at = self.loop.time()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing:
+            self._update_reading()
+            if self.task is None:
+                self._next()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return  # the last request was read; what follows is dropped
+        if self.stash or len(data) > FEED_SLICE:
+            self._feed_slices(data)
+        else:
+            self._feed(data)
+
+    def _feed_slices(self, data: bytes) -> None:
+        if self.stash:
+            data, self.stash = self.stash + data, b""
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.held:  # the pipeline filled up: the rest waits until it drains
+                self.stash = bytes(view[start:])
+                return
+            self._feed(view[start : start + FEED_SLICE])  # type: ignore[arg-type]
+            if self.ended:
+                return
+
+    def _feed(self, data: bytes) -> None:
+        began, phase = self.messages, self.phase
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # The request asked for another protocol; it was answered as plain HTTP/1.1 (as a
+            # server may do), so what follows is the next request.
+            self.parser = httptools.HttpRequestParser(self)
+            rest = bytes(memoryview(data)[e.args[0] :])
+            if rest and not self.ended:
+                self._feed(rest)
+            return
+        except httptools.HttpParserError as e:
+            self._fail(400, f"malformed HTTP request: {e}")
+            return
+        if self.phase == _HEAD and phase == _HEAD and self.messages == began:
+            # httptools holds a header in parts until it ends; count what it may hold.
+            self.head_raw += len(data)
+            if self.head_raw > self.limits.max_head_bytes:
+                self._fail(431, "request line and headers are too large")
+
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._reset()
+        self.phase = _HEAD
+        self.messages += 1
+        self.since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.url_parts.append(url)
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_list.append((name, value))
-        self._count_head(len(name) + len(value))
+        self._count_head(len(name) + len(value) + HEADER_OVERHEAD)
+        if len(self.header_list) > self.limits.max_header_count:
+            self._fail(431, "too many header fields")
+            raise httptools.HttpParserError("too many headers")
 
     def _count_head(self, size: int) -> None:
         self.head_bytes += size
-        if self.head_bytes > MAX_HEAD_BYTES:
-            self._fail(431, b"request line and headers are too large")
+        if self.head_bytes > self.limits.max_head_bytes:
+            self._fail(431, "request line and headers are too large")
             raise httptools.HttpParserError("head too large")
 
     def on_headers_complete(self) -> None:
+        parser = self.parser
         headers: dict[str, str] = {}
         for raw_name, raw_value in self.header_list:
+            # httptools keeps a value's trailing whitespace; h11 (and the RFC) drop it.
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            value = value.rstrip(" \t")
+            if name in headers:
+                if name == "host":
+                    return self._refuse("more than one Host header")
+                headers[name] = f"{headers[name]}, {value}"
+            else:
+                headers[name] = value
         self.headers = headers
+        version = parser.get_http_version()
+        # HTTP/1.0 keep-alive needs a `Connection: keep-alive` answer; like h11, end instead.
+        self.keep_alive = version == "1.1"
+        if version != "1.1":
+            if version != "1.0":
+                return self._refuse(f"HTTP/{version} is not supported", 505)
+        elif "host" not in headers:
+            return self._refuse("HTTP/1.1 request without a Host header")
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.lower() != "chunked":
+            return self._refuse("only Transfer-Encoding: chunked is supported")
+        parts = self.url_parts
+        self.url = url = parts[0] if len(parts) == 1 else b"".join(parts)
+        if url[:1] != b"/" and (url != b"*" or parser.get_method() != b"OPTIONS"):
+            # Absolute-form, authority-form, or anything else: the proxy only ever talks to
+            # its own upstream, and a target that is not a path could name another host.
+            return self._refuse("the request target must be a path starting with /")
+        if parser.should_upgrade() and (
+            coding is not None
+            or headers.get("content-length", "0") != "0"
+            or parser.get_method() == b"CONNECT"
+        ):
+            return self._refuse("protocol upgrades are not supported")
+        self.phase = _BODY
+        self.since = self.loop.time()
+        expect = headers.get("expect")
+        continue_wanted = expect is not None and expect.lower() == "100-continue"
         length = headers.get("content-length")
-        limit = self.server.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            self._oversize()
+        if length is not None and int(length) > self.limits.max_body_bytes:
+            # Answer at once; without an `Expect` the body is read and dropped (the client sees
+            # the answer rather than a reset), with one the client may never send it.
+            self._oversize(not continue_wanted and self.keep_alive and parser.should_keep_alive())
             return
-        if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if continue_wanted:
+            if self.task is None and not self.pending:
+                self._continue()
+            else:
+                self.continue_due = True  # once the answers before it are written
+
+    def _refuse(self, reason: str, status: int = 400) -> None:
+        self._fail(status, reason)
+        raise httptools.HttpParserError(reason)
 
     def on_body(self, body: bytes) -> None:
         if self.oversize:
             return
         self.body_bytes += len(body)
-        if self.body_bytes > self.server.max_body_bytes:
-            self._oversize()
+        if self.body_bytes > self.limits.max_body_bytes:
+            self._oversize(self.keep_alive and self.parser.should_keep_alive())
             return
         self.body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        self.phase = _IDLE
+        self.continue_due = False
         if self.oversize:
             return
-        keep_alive = self.parser.should_keep_alive()
-        self._enqueue(self._request(b"".join(self.body_parts)), keep_alive)
+        parts = self.body_parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
+
+    def _continue(self) -> None:
+        assert self.transport is not None
+        self.continue_due = False
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.since = self.loop.time()  # the body timeout starts when the body is asked for
 
     # Requests in order.
     def _request(self, body: bytes, oversize: bool = False) -> Request:
-        url = httptools.parse_url(self.url)
-        path = (url.path or b"/").decode("latin-1")
-        query = url.query.decode("latin-1") if url.query else ""
+        url = self.url
+        if url == b"*":
+            path, query = "*", ""
+        else:
+            parsed = httptools.parse_url(url)  # type: ignore[arg-type]
+            path = parsed.path.decode("latin-1")
+            query = parsed.query.decode("latin-1") if parsed.query else ""
         method = self.parser.get_method().decode("latin-1")
         return Request(method, path, query, self.headers, body, self.remote, oversize)
 
-    def _oversize(self) -> None:
-        """Answer at once (the handler decides the body); the rest of the body is read and
-        dropped, so the client sees the answer rather than a reset connection."""
+    def _oversize(self, keep_alive: bool) -> None:
+        """Answer at once (the handler decides the body); the rest of the body is dropped."""
         self.oversize = True
-        self._enqueue(self._request(b"", oversize=True), self.parser.should_keep_alive())
+        self._enqueue(self._request(b"", oversize=True), keep_alive)
 
-    def _enqueue(self, request: Request, keep_alive: bool) -> None:
+    def _enqueue(self, request: Request | Response | None, keep_alive: bool) -> None:
+        if self.ended:
+            return  # after a request that closes the connection, nothing more is answered
+        if not keep_alive:
+            self.ended = True
         self.pending.append((request, keep_alive))
+        if request.__class__ is Request:
+            self.pending_bytes += len(request.body)  # type: ignore[union-attr]
         if self.task is None:
             self._next()
-        elif len(self.pending) >= MAX_PIPELINED and self.transport is not None:
+        else:
+            self._update_reading()
+
+    def _fail(self, status: int | None, reason: str) -> None:
+        """A request we cannot take: once the answers before it are written, answer it (or
+        not, with no status) and close. Nothing more is read."""
+        if self.ended:
+            return
+        log.debug("%s from %s: %s", status or "close", self.remote, reason)
+        self._enqueue(_plain(status, reason) if status else None, False)
+
+    def _update_reading(self) -> None:
+        hold = (
+            self.write_paused
+            or len(self.pending) >= MAX_PIPELINED
+            or self.pending_bytes >= PIPELINED_BYTES
+        )
+        if hold == self.held or self.transport is None:
+            return
+        self.held = hold
+        if hold:
             self.transport.pause_reading()
-            self.paused = True
+        else:
+            self.transport.resume_reading()
+            self.since = self.loop.time()  # the peer was not late while we did not read
+            if self.stash:
+                self.loop.call_soon(self._feed_stash)
+
+    def _feed_stash(self) -> None:
+        if self.stash and not self.held and not self.ended:
+            self._feed_slices(b"")
 
     def _next(self) -> None:
-        if self.closing or not self.pending:
+        if self.closing or self.write_paused or not self.pending:
             self.task = None
+            if self.continue_due and not self.pending and not self.closing:
+                self._continue()
             return
-        request, keep_alive = self.pending.popleft()
-        if self.paused and len(self.pending) < MAX_PIPELINED // 2 and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-        self.task = self.loop.create_task(self._run(request, keep_alive))
+        item, keep_alive = self.pending.popleft()
+        if item.__class__ is Request:
+            self.pending_bytes -= len(item.body)  # type: ignore[union-attr]
+            self._update_reading()
+            self.task = self.loop.create_task(self._run(item, keep_alive))  # type: ignore[arg-type]
+        else:
+            self.task = None
+            if item is not None:
+                self._write(None, item, False)  # type: ignore[arg-type]
+            self._finish()
 
     async def _run(self, request: Request, keep_alive: bool) -> None:
         try:
-            response = await self.server.handler(request)
+            if self.refused:
+                response = _plain(503, "too many connections", {"Retry-After": "1"})
+            elif request.path == "*":
+                response = Response(200, headers=_ALLOW)  # OPTIONS *: the server itself
+            else:
+                response = await self.server.handler(request)
         except asyncio.CancelledError:
             return
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.path)
-            response = Response(
-                500,
-                b'{"error":"internal error in the proxy","error_type":"Backend"}',
-                "application/json",
-            )
-        transport = self.transport
-        if transport is None or self.closing:
+            response = Response(500, _INTERNAL_ERROR, "application/json")
+        if self.closing or self.transport is None:
             return
-        keep_alive = keep_alive and not self.server.closing
-        head = _head(response, keep_alive, self.server.clock.date_line())
-        if request.method == "HEAD":
-            transport.write(head)
-        else:
-            transport.writelines([head, response.body])
-        self.last_active = self.loop.time()
-        if not keep_alive:
-            self.closing = True
-            transport.close()
+        if self.refused or (
+            self.server.draining and not self.pending and self.phase == _IDLE and not self.stash
+        ):
+            keep_alive = False  # every request received is answered, then the connection ends
+        if not self._write(request, response, keep_alive) or not keep_alive:
+            self.ended = True
+            self._finish()
             return
         self._next()
 
-    def _fail(self, status: int, message: bytes) -> None:
-        """A request we cannot parse: answer plainly and close."""
-        if self.closing or self.transport is None:
-            return
-        self.closing = True
-        response = Response(status, message + b"\n", "text/plain; charset=utf-8")
-        self.transport.write(_head(response, False, self.server.clock.date_line()) + response.body)
-        self.transport.close()
+    def _write(self, request: Request | None, response: Response, keep_alive: bool) -> bool:
+        """Write one answer; False if it could not be written whole (the connection must end)."""
+        transport = self.transport
+        assert transport is not None
+        date = self.server.clock.date_line()
+        try:
+            head = _head(response, keep_alive, date)
+        except Exception:
+            what = f"{request.method} {request.path}" if request is not None else "an error"
+            log.exception("cannot write the answer to %s; answering 500", what)
+            response = Response(500, _INTERNAL_ERROR, "application/json")
+            head = _head(response, False, date)
+            keep_alive = False
+        try:
+            if (request is not None and request.method == "HEAD") or response.status in _NO_BODY:
+                transport.write(head)
+            else:
+                transport.writelines([head, response.body])
+        except Exception:
+            log.exception("writing an answer failed; closing the connection")
+            transport.abort()
+            return False
+        self.served += 1
+        self.answered_at = self.loop.time()
+        return keep_alive
 
-    @property
-    def idle(self) -> bool:
-        return self.task is None and not self.pending
+    def _finish(self) -> None:
+        """The last answer is written: send FIN, and read and drop whatever the client still
+        sends until it closes (or LINGER_SECONDS pass), so that its unread data does not make
+        the kernel reset the connection and destroy the answer."""
+        transport = self.transport
+        if self.closing or transport is None:
+            return
+        self.closing = self.ended = True
+        self.closed_at = self.loop.time()
+        if transport.is_closing():
+            return
+        if self.held:
+            self.held = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # pragma: no cover - TCP transports can
+            transport.close()
+
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: enforce this connection's timeouts."""
+        transport = self.transport
+        if transport is None:
+            return
+        limits = self.limits
+        if self.closing:
+            waiting = limits.send_timeout if transport.get_write_buffer_size() else LINGER_SECONDS
+            if now - self.closed_at > waiting:
+                transport.abort()
+        elif self.write_paused:
+            if now - self.write_paused_at > limits.send_timeout:
+                log.debug("%s read none of its answer in time: dropped", self.remote)
+                transport.abort()
+        elif self.held or self.ended:
+            return  # not reading: the client is not the one late
+        elif self.phase == _HEAD:
+            if now - self.since > limits.head_timeout:
+                self._fail(408, "request head not received in time")
+        elif self.phase == _BODY:
+            if not self.continue_due and now - self.since > limits.body_timeout:
+                self._fail(None if self.oversize else 408, "request body not received in time")
+        elif self.task is None and not self.pending:
+            if self.served:
+                late = now - self.answered_at > limits.keepalive_timeout
+            else:  # nothing asked yet since the connection was made
+                late = now - self.since > limits.head_timeout
+            if late:
+                transport.close()
+
+    def close_between_requests(self) -> None:
+        """Shutting down: end the connection if it is between requests (and has had one)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self.closing:
+            if not transport.get_write_buffer_size():
+                transport.close()
+        elif (
+            self.served
+            and self.task is None
+            and not self.pending
+            and self.phase == _IDLE
+            and not self.stash
+        ):
+            transport.close()
 
 
 class Server:
-    """Listen on one address; `close` stops accepting and lets answers in progress finish."""
+    """Listen on one address. `drain` ends each connection after its next answer; `close`
+    accepts what waits in the listen backlog, stops listening, and lets answers finish."""
 
-    def __init__(
-        self, handler: Handler, max_body_bytes: int, keepalive_seconds: float = 75.0
-    ) -> None:
+    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
         self.handler = handler
-        self.max_body_bytes = max_body_bytes
-        self.keepalive_seconds = keepalive_seconds
+        self.limits = limits or Limits()
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
         self.clock = _Clock()
-        self.closing = False
+        self.draining = False
+        self.refusals = 0
+        self._last_refusal_log = -60.0
         self._listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -321,27 +632,48 @@ class Server:
         assert self._listener is not None
         return int(self._listener.sockets[0].getsockname()[1])
 
+    def refused_connection(self) -> None:
+        self.refusals += 1
+        now = self.loop.time()
+        if now - self._last_refusal_log >= 10:
+            self._last_refusal_log = now
+            log.warning(
+                "over %d connections: answering 503 (%d refused so far)",
+                self.limits.max_connections,
+                self.refusals,
+            )
+
     async def _sweep(self) -> None:
-        """Close keep-alive connections idle for longer than the timeout."""
+        """Enforce every connection's timeouts; a sweep is a pass over the connections."""
+        limits = self.limits
+        shortest = min(
+            limits.head_timeout, limits.body_timeout, limits.keepalive_timeout, limits.send_timeout
+        )
+        interval = max(0.01, min(1.0, shortest / 4))
         while True:
-            await asyncio.sleep(min(5.0, self.keepalive_seconds))
-            cutoff = self.loop.time() - self.keepalive_seconds
+            await asyncio.sleep(interval)
+            now = self.loop.time()
             for conn in list(self.connections):
-                if conn.idle and conn.last_active < cutoff and conn.transport is not None:
-                    conn.transport.close()
+                conn.expire(now)
+
+    def drain(self) -> None:
+        """From now on each connection ends after answering every request it has received."""
+        self.draining = True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop listening, close idle connections, wait up to `timeout` for answers in progress."""
-        self.closing = True
+        """Take in the connections waiting in the listen backlog, stop listening, end the
+        connections between requests, and wait up to `timeout` for the rest to be answered."""
+        self.draining = True
         if self._listener is not None:
+            backlog = self._take_backlog()
             self._listener.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+            for sock in backlog:
+                with contextlib.suppress(OSError):
+                    await self.loop.connect_accepted_socket(lambda: Connection(self), sock)
         end = self.loop.time() + timeout
         while True:
             for conn in list(self.connections):
-                if conn.idle and conn.transport is not None:
-                    conn.transport.close()
+                conn.close_between_requests()
             if not self.connections or self.loop.time() >= end:
                 break
             await asyncio.sleep(0.02)
@@ -349,5 +681,27 @@ class Server:
             if conn.transport is not None:
                 conn.transport.abort()
         if self._sweeper is not None:
+            self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+    def _take_backlog(self) -> list[socket.socket]:
+        """Accept every connection the kernel has completed but the loop has not yet taken:
+        closing the listening socket would reset them."""
+        assert self._listener is not None
+        accepted = []
+        for listening in self._listener.sockets:
+            sock = socket.socket(fileno=listening.fileno())
+            try:
+                sock.setblocking(False)
+                while True:
+                    try:
+                        conn, _ = sock.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    accepted.append(conn)
+            finally:
+                sock.detach()  # the fd stays the listener's to close
+        return accepted

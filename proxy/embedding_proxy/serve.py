@@ -12,7 +12,7 @@ from pathlib import Path
 from .app import Proxy, api_handler, metrics_handler
 from .config import Config, redact
 from .failure import cannot_listen
-from .httpserver import Handler, Request, Response, Server
+from .httpserver import Handler, Limits, Request, Response, Server
 
 log = logging.getLogger("embedding_proxy")
 
@@ -29,12 +29,22 @@ async def serve(
     listeners = [(server.port, api_handler(proxy, with_metrics=server.metrics_port is None))]
     if server.metrics_port is not None:
         listeners.append((server.metrics_port, metrics_handler(proxy)))
+    limits = Limits(
+        max_body_bytes=server.max_body_bytes,
+        max_head_bytes=server.max_head_bytes,
+        max_header_count=server.max_header_count,
+        head_timeout=server.head_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        keepalive_timeout=server.keepalive_seconds,
+        send_timeout=server.send_timeout_seconds,
+        max_connections=server.max_connections,
+    )
     # The ports first, so that a busy one stops start-up before anything else happens (and
     # logs); until the proxy has started, requests wait for it.
     started_up = asyncio.Event()
     servers: list[Server] = []
     for port, handler in listeners:
-        http_server = Server(_after(started_up, handler), server.max_body_bytes)
+        http_server = Server(_after(started_up, handler), limits)
         try:
             await http_server.start(server.host, port)
         except OSError as e:
@@ -49,11 +59,17 @@ async def serve(
     started_up.set()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def begin_drain() -> None:
+        for http_server in servers:
+            http_server.drain()  # each connection ends after answering what it has sent
+        proxy.begin_drain()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # From the preStop hook (`embedding-proxy drain`) of a native sidecar, whose SIGTERM comes
     # only after TEI has exited.
-    loop.add_signal_handler(signal.SIGUSR1, proxy.begin_drain)
+    loop.add_signal_handler(signal.SIGUSR1, begin_drain)
     if proxy.watcher is not None:
         loop.add_signal_handler(signal.SIGHUP, proxy.watcher.reload)
     log.info(
@@ -68,6 +84,7 @@ async def serve(
     try:
         await stop.wait()
         log.info("signal received: draining")
+        begin_drain()
         await proxy.shutdown()
     finally:
         for http_server in servers:

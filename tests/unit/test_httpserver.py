@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from embedding_proxy.httpserver import Request, Response, Server
+from embedding_proxy import httpserver
+from embedding_proxy.httpserver import Connection, Limits, Request, Response, Server
 
 LIMIT = 1000
 
@@ -40,7 +43,7 @@ class Echo:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Server, Echo]]:
     echo = Echo()
-    server = Server(echo, LIMIT, keepalive_seconds=0.5)
+    server = Server(echo, Limits(max_body_bytes=LIMIT, keepalive_timeout=0.5))
     await server.start("127.0.0.1", 0)
     yield server, echo
     await server.close(timeout=1)
@@ -218,7 +221,7 @@ async def test_idle_connections_are_closed(served: tuple[Server, Echo]) -> None:
 async def test_close_lets_answers_in_progress_finish() -> None:
     echo = Echo()
     echo.release.clear()
-    server = Server(echo, LIMIT)
+    server = Server(echo, Limits(max_body_bytes=LIMIT))
     await server.start("127.0.0.1", 0)
     port = server.port
     reader, writer = await connect(server)
@@ -233,3 +236,359 @@ async def test_close_lets_answers_in_progress_finish() -> None:
     assert status == 200 and headers["connection"] == "close"
     await closing
     writer.close()
+
+
+# Issue 13, row by row.
+async def conn_of(server: Server, before: set[Connection]) -> Connection:
+    for _ in range(500):
+        new = server.connections - before
+        if new:
+            return new.pop()
+        await asyncio.sleep(0.01)
+    raise AssertionError("no connection")
+
+
+async def poll(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < end, what
+        await asyncio.sleep(0.01)
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(), 10) == b""
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET *@127.0.0.1:18099/steal HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # row 1
+        (b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # row 10
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A:\r\n" * 101 + b"\r\n", 431),  # row 3
+    ],
+)
+async def test_refused_requests_never_reach_the_handler(
+    served: tuple[Server, Echo], raw: bytes, status: int
+) -> None:
+    server, echo = served
+    reader, writer = await connect(server)
+    writer.write(raw)
+    got, headers, _ = await read_response(reader)
+    assert (got, headers["connection"]) == (status, "close")
+    assert await closed(reader)
+    assert echo.seen == []
+    writer.close()
+
+
+async def test_options_asterisk_is_answered_by_the_server(served: tuple[Server, Echo]) -> None:
+    server, echo = served
+    reader, writer = await connect(server)
+    writer.write(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + post("/next"))
+    status, headers, body = await read_response(reader)
+    assert (status, body, headers["allow"]) == (200, b"", "GET, HEAD, POST, OPTIONS")
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"POST /next 0")
+    assert [r.path for r in echo.seen] == ["/next"]  # never forwarded, never handled
+    writer.close()
+
+
+async def test_a_pipeline_is_answered_up_to_the_malformed_request(
+    served: tuple[Server, Echo],
+) -> None:
+    """Row 8: good, good, malformed: the first two are answered, then 400."""
+    server, _ = served
+    reader, writer = await connect(server)
+    writer.write(post("/one") + post("/two") + b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    answers = [await read_response(reader) for _ in range(3)]
+    assert [(s, b) for s, _, b in answers[:2]] == [(200, b"POST /one 0"), (200, b"POST /two 0")]
+    assert answers[2][0] == 400 and answers[2][1]["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_expect_continue_over_the_limit_is_refused_and_closed(
+    served: tuple[Server, Echo],
+) -> None:
+    """Row 9: the client may never send the body, so what follows cannot be framed."""
+    server, echo = served
+    reader, writer = await connect(server)
+    writer.write(
+        post("/big", b"", "Expect: 100-continue\r\n").replace(b"Length: 0", b"Length: 5000")
+    )
+    status, headers, body = await read_response(reader)
+    assert (status, body, headers["connection"]) == (413, b"too big", "close")
+    writer.write(post("/swallowed?"))  # not taken as a body, nor as a request
+    assert await closed(reader)
+    assert [r.path for r in echo.seen] == ["/big"]
+    writer.close()
+
+
+async def test_continue_waits_for_the_answers_before_it(served: tuple[Server, Echo]) -> None:
+    """Row 15: `100 Continue` only once the request's turn has come."""
+    server, echo = served
+    echo.release.clear()
+    before = set(server.connections)
+    reader, writer = await connect(server)
+    writer.write(
+        post("/wait")
+        + b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    )
+    conn = await conn_of(server, before)
+    await poll(lambda: conn.continue_due, "second head not read")
+    echo.release.set()
+    status, _, body = await read_response(reader)  # the first answer comes first ...
+    assert (status, body) == (200, b"POST /wait 0")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # ... then the go-ahead
+    writer.write(b"abc")
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"POST /c 3")
+    writer.close()
+
+
+class Answers:
+    """A handler that answers with the Response its path names."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, request: Request) -> Response:
+        self.calls += 1
+        return ANSWERS[request.path]
+
+
+ANSWERS = {
+    "/cookies": Response(200, b"c", "text/plain", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]),
+    "/dict": Response(200, b"d", None, {"X-One": "1", "Content-Length": "999"}),
+    "/204": Response(204, b"ignored", "text/plain", {"X-A": "a"}),
+    "/304": Response(304, b"", "text/plain", {"ETag": '"e"'}),
+    "/not-latin-1": Response(200, b"x", None, {"X-Name": "caf\u00e9 \u2713"}),
+    "/injection": Response(200, b"x", None, {"X": "a\r\nSet-Cookie: evil=1"}),
+    "/bad-name": Response(200, b"x", None, [("Bad Name", "v")]),
+    "/bad-status": Response(1000, b"x"),
+    "/big": Response(200, b"b" * 1_000_000, "application/octet-stream"),
+    "/ok": Response(200, b"ok", "text/plain"),
+}
+
+
+@pytest.fixture
+async def answering() -> AsyncIterator[tuple[Server, Answers]]:
+    handler = Answers()
+    server = Server(handler, Limits(max_body_bytes=LIMIT))
+    await server.start("127.0.0.1", 0)
+    yield server, handler
+    await server.close(timeout=1)
+
+
+async def read_raw_head(reader: asyncio.StreamReader) -> list[str]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return head.decode("latin-1").split("\r\n")[:-2]
+
+
+async def test_repeated_headers_are_written_in_order(answering: tuple[Server, Answers]) -> None:
+    """Row 14 (the server's half): a list of pairs carries repeated headers."""
+    server, _ = answering
+    reader, writer = await connect(server)
+    writer.write(b"GET /cookies HTTP/1.1\r\nHost: x\r\n\r\nGET /dict HTTP/1.1\r\nHost: x\r\n\r\n")
+    lines = await read_raw_head(reader)
+    assert [line for line in lines if line.startswith("Set-Cookie")] == [
+        "Set-Cookie: a=1",
+        "Set-Cookie: b=2",
+    ]
+    assert await reader.readexactly(1) == b"c"
+    status, headers, body = await read_response(reader)
+    assert (status, headers["x-one"], headers["content-length"], body) == (200, "1", "1", b"d")
+    writer.close()
+
+
+async def test_no_body_headers_on_204_and_304(answering: tuple[Server, Answers]) -> None:
+    """Row 17: neither a body nor its length; the next answer follows at once."""
+    server, _ = answering
+    reader, writer = await connect(server)
+    writer.write(
+        b"".join(f"GET /{p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in ("204", "304", "ok"))
+    )
+    for status in ("204", "304"):
+        lines = await read_raw_head(reader)
+        assert lines[0].startswith(f"HTTP/1.1 {status} ")
+        names = {line.partition(":")[0].lower() for line in lines[1:]}
+        assert not names & {"content-length", "transfer-encoding", "content-type"}, lines
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"ok")
+    writer.close()
+
+
+@pytest.mark.parametrize("path", ["/not-latin-1", "/injection", "/bad-name", "/bad-status"])
+async def test_an_answer_that_cannot_be_written_is_a_logged_500(
+    answering: tuple[Server, Answers], path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Row 4 (the server's half): never a hanging connection, never a header injected."""
+    server, _ = answering
+    reader, writer = await connect(server)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status, headers, body = await read_response(reader)
+    assert (status, headers["connection"]) == (500, "close") and b"internal error" in body
+    assert "set-cookie" not in headers
+    assert await closed(reader)
+    assert f"cannot write the answer to GET {path}" in caplog.text
+    writer.close()
+
+
+async def test_a_client_that_does_not_read_stops_being_served(
+    answering: tuple[Server, Answers],
+) -> None:
+    """Row 2: write flow control. A client pipelines requests for large answers and reads
+    none: the server stops handling (and reading) its requests, and holds one answer."""
+    server, handler = answering
+    before = set(server.connections)
+    reader, writer = await connect(server)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+    conn = await conn_of(server, before)
+    await poll(lambda: conn.write_paused and conn.task is None, "never paused")
+    assert conn.held  # not reading either
+    assert handler.calls < 200
+    assert conn.transport is not None
+    assert conn.transport.get_write_buffer_size() <= 1_000_000 + 70_000  # one answer, about
+    for _ in range(200):  # once it reads, every answer comes, in order
+        status, _, body = await read_response(reader)
+        assert (status, len(body)) == (200, 1_000_000)
+    assert handler.calls == 200
+    writer.close()
+
+
+async def test_a_long_pipeline_is_read_as_it_is_answered(served: tuple[Server, Echo]) -> None:
+    """Requests held for one connection are bounded, however many arrive in one read."""
+    server, echo = served
+    echo.release.clear()
+    before = set(server.connections)
+    reader, writer = await connect(server)
+    request = b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(request * 3000)
+    conn = await conn_of(server, before)
+    await poll(lambda: conn.held, "never stopped reading")
+    assert len(conn.pending) <= httpserver.MAX_PIPELINED + httpserver.FEED_SLICE // len(request)
+    echo.release.set()
+    for _ in range(3000):
+        status, _, _ = await read_response(reader)
+        assert status == 200
+    writer.close()
+
+
+async def test_an_endless_header_is_refused_before_it_ends(served: tuple[Server, Echo]) -> None:
+    """Row 3: httptools holds a header until it ends; the server does not wait for that."""
+    server, _ = served
+    reader, writer = await connect(server)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+    answer = asyncio.ensure_future(read_response(reader))
+    with contextlib.suppress(ConnectionError):
+        for _ in range(1000):  # up to 1 MB, never a line end
+            if answer.done():
+                break
+            writer.write(b"z" * 1024)
+            await writer.drain()
+    status, headers, _ = await answer
+    assert (status, headers["connection"]) == (431, "close")
+    writer.close()
+
+
+@pytest.fixture
+async def strict() -> AsyncIterator[tuple[Server, Echo]]:
+    echo = Echo()
+    limits = Limits(max_body_bytes=LIMIT, head_timeout=0.3, body_timeout=0.3, max_connections=3)
+    server = Server(echo, limits)
+    await server.start("127.0.0.1", 0)
+    yield server, echo
+    await server.close(timeout=1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ",  # a head that never ends
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",  # a body that never ends
+    ],
+)
+async def test_slow_requests_time_out_with_408(strict: tuple[Server, Echo], raw: bytes) -> None:
+    """Row 5: a head or body not complete in time gets 408 and a close."""
+    server, echo = strict
+    reader, writer = await connect(server)
+    writer.write(raw)
+    status, headers, _ = await read_response(reader)
+    assert (status, headers["connection"]) == (408, "close")
+    assert await closed(reader)
+    assert echo.seen == []
+    writer.close()
+
+
+async def test_a_connection_that_asks_nothing_is_closed(strict: tuple[Server, Echo]) -> None:
+    server, _ = strict
+    reader, writer = await connect(server)
+    assert await closed(reader)  # after head_timeout, without an answer
+    writer.close()
+
+
+async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo]) -> None:
+    """Row 5: a cap on connections (max_connections=3 here)."""
+    server, _ = strict
+    held = [await connect(server) for _ in range(3)]
+    await poll(lambda: len(server.connections) == 3, "not connected")
+    reader, writer = await connect(server)
+    writer.write(post("/over"))
+    status, headers, body = await read_response(reader)
+    assert (status, headers["connection"], body) == (503, "close", b"too many connections\n")
+    held_reader, held_writer = held[0]
+    held_writer.write(post("/within"))
+    status, _, _ = await read_response(held_reader)
+    assert status == 200
+    for _, w in [*held, (reader, writer)]:
+        w.close()
+
+
+async def test_draining_ends_each_connection_after_what_it_sent(
+    served: tuple[Server, Echo],
+) -> None:
+    """Row 7: once draining, every request received is answered; the last answer on each
+    connection says close, and nothing is cut between a request and its answer."""
+    server, _ = served
+    reader, writer = await connect(server)
+    writer.write(post("/before"))
+    status, headers, _ = await read_response(reader)
+    assert (status, "connection" in headers) == (200, False)
+    server.drain()
+    writer.write(post("/a") + post("/b"))
+    first, second = await read_response(reader), await read_response(reader)
+    assert (first[0], "connection" in first[1]) == (200, False)  # /b was already received
+    assert (second[0], second[1]["connection"]) == (200, "close")
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_close_answers_the_connections_waiting_in_the_backlog() -> None:
+    """Row 7: connections the kernel accepted but the loop had not yet taken are answered,
+    not reset, when the server stops listening."""
+    echo = Echo()
+    server = Server(echo, Limits(max_body_bytes=LIMIT))
+    await server.start("127.0.0.1", 0)
+    waiting = []
+    for i in range(5):  # connected and sent while the loop runs nothing else
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(post(f"/queued{i}"))
+        waiting.append(sock)
+    assert not server.connections
+    await server.close(timeout=5)  # takes the backlog before the loop could
+    for i, sock in enumerate(waiting):
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(f"POST /queued{i} 0".encode())
+        assert b"Connection: close" in data
+        sock.close()
