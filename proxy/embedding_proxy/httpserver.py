@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import socket
@@ -49,7 +50,6 @@ _OWN_WITH_TYPE = _OWN_HEADERS | {"content-type"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value: all but HTAB
 _ALLOW = {"Allow": "GET, HEAD, POST, OPTIONS"}
-_TYPE_LINES: dict[str, bytes] = {}  # Content-Type lines already checked, by value
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +151,8 @@ def _head(response: Response, keep_alive: bool, date: bytes, head_only: bool = F
     lines = [line, date]
     no_body = status in _NO_BODY
     skip = _OWN_HEADERS
-    content_type = response.content_type
-    if content_type is not None and not no_body:
-        type_line = _TYPE_LINES.get(content_type)
-        if type_line is None:
-            type_line = b"Content-Type: " + _value(content_type) + b"\r\n"
-            if len(_TYPE_LINES) < 64:
-                _TYPE_LINES[content_type] = type_line
-        lines.append(type_line)
+    if response.content_type is not None and not no_body:
+        lines.append(_type_line(response.content_type))
         skip = _OWN_WITH_TYPE
     headers = response.headers
     if headers:
@@ -173,6 +167,11 @@ def _head(response: Response, keep_alive: bool, date: bytes, head_only: bool = F
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+@functools.lru_cache(maxsize=64)  # a handful of types, checked once each
+def _type_line(content_type: str) -> bytes:
+    return b"Content-Type: " + _value(content_type) + b"\r\n"
 
 
 def _value(value: str) -> bytes:
@@ -369,6 +368,9 @@ class Connection(asyncio.Protocol):
             return self._refuse("protocol upgrades are not supported")
         self.phase = _BODY
         self.since = self.loop.time()
+        if self.refused:  # over the connection limit: 503 at once, the body never read
+            self._oversize(False)
+            return
         expect = headers.get("expect")
         continue_wanted = expect is not None and expect.lower() == "100-continue"
         length = headers.get("content-length")
@@ -479,7 +481,8 @@ class Connection(asyncio.Protocol):
         item, keep_alive = self.pending.popleft()
         if item.__class__ is Request:
             self.pending_bytes -= len(item.body)  # type: ignore[union-attr]
-            self._update_reading()
+            if self.held:
+                self._update_reading()
             self.task = self.loop.create_task(self._run(item, keep_alive))  # type: ignore[arg-type]
         else:
             self.task = None

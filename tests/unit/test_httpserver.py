@@ -542,9 +542,10 @@ async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo])
     held = [await connect(server) for _ in range(3)]
     await poll(lambda: len(server.connections) == 3, "not connected")
     reader, writer = await connect(server)
-    writer.write(post("/over"))
-    status, headers, body = await read_response(reader)
+    writer.write(post("/over", b"x" * 500).replace(b"Length: 500", b"Length: 900"))
+    status, headers, body = await read_response(reader)  # at once: its body is not read
     assert (status, headers["connection"], body) == (503, "close", b"too many connections\n")
+    assert await closed(reader)
     held_reader, held_writer = held[0]
     held_writer.write(post("/within"))
     status, _, _ = await read_response(held_reader)
