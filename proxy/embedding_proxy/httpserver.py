@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
 import socket
 import time
@@ -668,9 +669,7 @@ class Server:
         connections between requests, and wait up to `timeout` for the rest to be answered."""
         self.draining = True
         if self._listener is not None:
-            backlog = self._take_backlog()
-            self._listener.close()
-            for sock in backlog:
+            for sock in await self._stop_listening():
                 with contextlib.suppress(OSError):
                     await self.loop.connect_accepted_socket(lambda: Connection(self), sock)
         end = self.loop.time() + timeout
@@ -688,23 +687,20 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
-    def _take_backlog(self) -> list[socket.socket]:
-        """Accept every connection the kernel has completed but the loop has not yet taken:
-        closing the listening socket would reset them."""
+    async def _stop_listening(self) -> list[socket.socket]:
+        """Stop listening, and accept every connection the kernel had completed by then:
+        closing a listening socket resets the connections still in its backlog."""
         assert self._listener is not None
+        # A duplicate keeps each socket listening (and queueing) once the loop lets go of it.
+        held = [socket.socket(fileno=os.dup(s.fileno())) for s in self._listener.sockets]
+        self._listener.close()
+        for _ in range(3):  # uvloop closes its descriptor at the end of a loop iteration
+            await asyncio.sleep(0)
         accepted = []
-        for listening in self._listener.sockets:
-            sock = socket.socket(fileno=listening.fileno())
-            try:
-                sock.setblocking(False)
+        for sock in held:  # all at once, no await: what is queued now is all there will be
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
                 while True:
-                    try:
-                        conn, _ = sock.accept()
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        break
-                    accepted.append(conn)
-            finally:
-                sock.detach()  # the fd stays the listener's to close
+                    accepted.append(sock.accept()[0])
+            sock.close()
         return accepted
