@@ -36,6 +36,7 @@ MAX_PIPELINED = 16  # requests queued behind the one in progress before reading 
 PIPELINED_BYTES = 256 * 1024  # ... or this many bytes of their bodies
 FEED_SLICE = 16 * 1024  # a large read is parsed in slices, so that a full pipeline stops within one
 HEADER_OVERHEAD = 64  # bytes charged per header against max_head_bytes: what a header costs held
+BODY_FRAMING = 8  # a body may come with up to this many times its size in chunk framing
 LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
 
@@ -224,7 +225,7 @@ class Connection(asyncio.Protocol):
         self.url = b""
         self.header_list: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
-        self.head_raw = 0
+        self.raw = 0  # bytes of this head (or body) read, but for the read it began in
         self.body_parts: list[bytes] = []
         self.body_bytes = 0
         self.oversize = False
@@ -300,11 +301,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(400, f"malformed HTTP request: {e}")
             return
-        if self.phase == _HEAD and phase == _HEAD and self.messages == began:
-            # httptools holds a header in parts until it ends; count what it may hold.
-            self.head_raw += len(data)
-            if self.head_raw > self.limits.max_head_bytes:
-                self._fail(431, "request line and headers are too large")
+        if phase != _IDLE and self.phase == phase and self.messages == began:
+            # httptools holds a header (or a chunked body's trailer) in parts until it ends;
+            # count what it may hold, from the bytes read whole within one head or body.
+            self.raw += len(data)
+            limits = self.limits
+            if phase == _HEAD:
+                if self.raw > limits.max_head_bytes:
+                    self._fail(431, "request line and headers are too large")
+            elif self.raw > BODY_FRAMING * limits.max_body_bytes + limits.max_head_bytes:
+                self._fail(None if self.oversize else 413, "request body and framing too large")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -368,6 +374,7 @@ class Connection(asyncio.Protocol):
         ):
             return self._refuse("protocol upgrades are not supported")
         self.phase = _BODY
+        self.raw = 0
         self.since = self.loop.time()
         if self.refused:  # over the connection limit: 503 at once, the body never read
             self._oversize(False)

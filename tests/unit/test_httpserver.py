@@ -500,6 +500,24 @@ async def test_an_endless_header_is_refused_before_it_ends(served: tuple[Server,
     writer.close()
 
 
+async def test_an_endless_trailer_is_cut_off(served: tuple[Server, Echo]) -> None:
+    """httptools holds a chunked body's trailer until it ends, as it does a header."""
+    server, echo = served
+    reader, writer = await connect(server)
+    writer.write(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ")
+    answer = asyncio.ensure_future(read_response(reader))
+    with contextlib.suppress(ConnectionError):
+        for _ in range(1000):  # up to 1 MB (the limit here allows 8 KB and a head)
+            if answer.done():
+                break
+            writer.write(b"z" * 1024)
+            await writer.drain()
+    status, headers, _ = await answer
+    assert (status, headers["connection"]) == (413, "close")
+    assert echo.seen == []
+    writer.close()
+
+
 @pytest.fixture
 async def strict() -> AsyncIterator[tuple[Server, Echo]]:
     echo = Echo()
