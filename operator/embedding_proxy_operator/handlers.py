@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from . import autoscaling, keda, kube, metrics, names, pods, render, scaler, scrape
+from . import hpa, keda, kube, metrics, names, pods, render, scaling_status, scrape
 from .conditions import Fact, merge, now, without_times
 from .kube import ApiError, Kube
 from .reconcile import Plan, config_fact, plan
@@ -521,7 +521,7 @@ async def observe_once(
             "podsOnConfigVersion": current,
             "replicas": int((deployment.get("status") or {}).get("replicas", 0)),
             "readyReplicas": int((deployment.get("status") or {}).get("readyReplicas", 0)),
-            "autoscaling": scaler.replacing(
+            "autoscaling": scaling_status.replacing(
                 (fresh.get("status") or {}).get("autoscaling"), scaling
             ),
             **load,
@@ -561,9 +561,9 @@ async def autoscale(
     if not with_keda and (first or status.get("scaledObjectName")):
         await remove_scaled_object(api, namespace, ours, uid, logger)
     if not auto.enabled or auto.provider == "None":
-        return scaler.disabled_fact(auto.enabled, auto.provider), None
+        return scaling_status.disabled_fact(auto.enabled, auto.provider), None
 
-    conflict = scaler.conflicting_autoscaler(
+    conflict = scaling_status.conflicting_autoscaler(
         await list_if_served(api, kube.hpa_path(namespace)),
         await list_if_served(api, kube.scaledobject_path(namespace)),
         target,
@@ -601,18 +601,18 @@ async def scale_builtin(
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
         return Fact(names.AUTOSCALING, "False", "ScaleTargetNotFound", message), fields
 
-    policy = scaler.policy_of(spec)
+    policy = scaling_status.policy_of(spec)
     clock = time.time()  # wall-clock time: the history outlives this process
-    decision = autoscaling.decide(
+    decision = hpa.decide(
         int((scale.get("spec") or {}).get("replicas") or 0),
-        scaler.samples(live, readings, policy.signal_in_scaled_pods),
+        scaling_status.samples(live, readings, policy.signal_in_scaled_pods),
         policy,
-        scaler.history_from_status(status.get("history")),
+        scaling_status.history_from_status(status.get("history")),
         clock,
     )
-    fact = scaler.decision_fact(decision, policy)
+    fact = scaling_status.decision_fact(decision, policy)
     history, last = decision.history, status.get("lastScaleTime")
-    event = scaler.scale_event(decision, target)
+    event = scaling_status.scale_event(decision, target)
     if event is not None:
         try:
             replicas = {"spec": {"replicas": decision.desired_replicas}}
@@ -624,10 +624,10 @@ async def scale_builtin(
             fact = Fact(names.AUTOSCALING, "False", "ScaleFailed", message)
             post(memo, proxy, "Warning", "FailedScale", message, once=True)
         else:
-            last = scaler.timestamp(clock)
+            last = scaling_status.timestamp(clock)
             post(memo, proxy, "Normal", *event)
             logger.info(event[1])
-    return fact, scaler.decision_status(decision, target, history, last)
+    return fact, scaling_status.decision_status(decision, target, history, last)
 
 
 async def write_scaled_object(
@@ -673,7 +673,7 @@ async def write_scaled_object(
             "scaleTargetName": target
         }
     server = spec.autoscaling.keda.server_address
-    return scaler.keda_fact(ours, target, server), fields
+    return scaling_status.keda_fact(ours, target, server), fields
 
 
 async def remove_scaled_object(

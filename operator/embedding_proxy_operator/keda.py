@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import names
-from .autoscaling import ScalingRules
+from .hpa import ScalingRules
 from .render import owned_metadata
-from .scaler import policy_of
+from .scaling_status import policy_of
 from .scrape import QUEUE_DEPTH_AVG
 from .spec import ProxySpec
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from embedding_proxy_operator.autoscaling import (
+from embedding_proxy_operator.hpa import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
     Decision,

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from tests.helpers.external_schemas import SCALED_OBJECT
 
-from embedding_proxy_operator import keda, names, pods, scaler
-from embedding_proxy_operator.autoscaling import (
+from embedding_proxy_operator import keda, names, pods, scaling_status
+from embedding_proxy_operator.hpa import (
     DEFAULT_SCALE_DOWN,
     History,
     Policy,
@@ -243,12 +243,12 @@ def test_live_pods_are_the_replicas_ready_or_not() -> None:
 def test_samples_in_the_scaled_pods_count_every_live_pod() -> None:
     live = [pod("a"), pod("b", ready=False), pod("c")]
     readings = {"a": 10.0, "c": None}
-    assert scaler.samples(live, readings, True) == {"a": 10.0, "b": None, "c": None}
+    assert scaling_status.samples(live, readings, True) == {"a": 10.0, "b": None, "c": None}
 
 
 def test_samples_beside_clients_are_the_reporting_proxies() -> None:
     readings = {"a": 10.0, "c": None}
-    assert scaler.samples([pod("a"), pod("b")], readings, False) == readings
+    assert scaling_status.samples([pod("a"), pod("b")], readings, False) == readings
 
 
 # ---- another autoscaler ----------------------------------------------------------------------
@@ -301,12 +301,12 @@ OURS = names.scaled_object_name("p")
 def test_another_autoscaler_on_the_target_is_found(
     hpas: list[Obj], scaled_objects: list[Obj], expected: tuple[str, str] | None
 ) -> None:
-    conflict = scaler.conflicting_autoscaler(hpas, scaled_objects, "tei", OURS, "uid")
+    conflict = scaling_status.conflicting_autoscaler(hpas, scaled_objects, "tei", OURS, "uid")
     assert (None if conflict is None else (conflict.kind, conflict.name)) == expected
 
 
 def test_the_conflict_is_explained() -> None:
-    message = scaler.Conflict("HorizontalPodAutoscaler", "tei-hpa").message("tei")
+    message = scaling_status.Conflict("HorizontalPodAutoscaler", "tei-hpa").message("tei")
     assert "HorizontalPodAutoscaler 'tei-hpa'" in message and "'tei'" in message
     assert "stands back" in message
 
@@ -320,7 +320,7 @@ def test_history_in_status_is_integers_and_round_trips() -> None:
         scale_ups=(ScaleEvent(T0 + 5.5, 1),),
         scale_downs=(ScaleEvent(T0 + 9.25, 2),),
     )
-    data = scaler.history_to_status(history)
+    data = scaling_status.history_to_status(history)
     assert data["recommendations"][0] == {"atUnixMilliseconds": 1_700_000_000_123, "replicas": 3}
 
     def ints_only(value: Any) -> None:
@@ -334,7 +334,7 @@ def test_history_in_status_is_integers_and_round_trips() -> None:
             assert isinstance(value, int) and not isinstance(value, bool)
 
     ints_only(data)
-    assert scaler.history_from_status(data) == history
+    assert scaling_status.history_from_status(data) == history
 
 
 @pytest.mark.parametrize(
@@ -349,7 +349,7 @@ def test_history_in_status_is_integers_and_round_trips() -> None:
     ],
 )
 def test_unreadable_history_starts_afresh(data: Any) -> None:
-    assert scaler.history_from_status(data) is None
+    assert scaling_status.history_from_status(data) is None
 
 
 def test_a_restarted_operator_continues_from_the_history_in_status() -> None:
@@ -357,9 +357,9 @@ def test_a_restarted_operator_continues_from_the_history_in_status() -> None:
     policy = Policy(max_replicas=10)
     busy = decide(1, {"a": 400.0}, policy, None, T0)
     assert busy.desired_replicas == 5  # proposes 7; the rate policies allow 1 + 4
-    stored = scaler.history_to_status(busy.history)
+    stored = scaling_status.history_to_status(busy.history)
     idle_pods = {f"p{i}": 0.0 for i in range(5)}
-    idle = decide(5, idle_pods, policy, scaler.history_from_status(stored), T0 + 60)
+    idle = decide(5, idle_pods, policy, scaling_status.history_from_status(stored), T0 + 60)
     assert idle.desired_replicas == 5 and idle.code == "ScaleDownStabilized"  # 7 in the window
     afresh = decide(5, idle_pods, policy, History(), T0 + 60)
     assert afresh.desired_replicas == 1  # what forgetting would have done
@@ -395,25 +395,27 @@ def test_the_condition_says_what_the_autoscaler_did(
     policy: Policy, current: int, samples: dict[str, float | None], status: str, reason: str
 ) -> None:
     decision = decide(current, samples, policy, History(), T0)
-    fact = scaler.decision_fact(decision, policy)
+    fact = scaling_status.decision_fact(decision, policy)
     assert (fact.type, fact.status, fact.reason) == (names.AUTOSCALING, status, reason)
     assert fact.message == decision.reason
 
 
 def test_an_event_for_each_change_and_none_without() -> None:
     up = decide(1, {"a": 15.0}, POLICY, History(), T0)
-    reason, message = scaler.scale_event(up, "tei") or ("", "")
+    reason, message = scaling_status.scale_event(up, "tei") or ("", "")
     assert reason == "ScaledUp"
     assert message.startswith("scaled tei from 1 to 2: queue depth 15.0 per pod over 1 pod(s)")
     down = decide(3, {"a": 0.0, "b": 0.0, "c": 0.0}, EAGER, History(), T0)
-    assert (scaler.scale_event(down, "tei") or ("",))[0] == "ScaledDown"
+    assert (scaling_status.scale_event(down, "tei") or ("",))[0] == "ScaledDown"
     steady = decide(2, {"a": 10.0, "b": 10.0}, POLICY, History(), T0)
-    assert scaler.scale_event(steady, "tei") is None
+    assert scaling_status.scale_event(steady, "tei") is None
 
 
 def test_status_after_a_decision_fits_the_crd() -> None:
     decision = decide(1, {"a": 410.4}, POLICY, None, T0)
-    status = scaler.decision_status(decision, "tei", decision.history, scaler.timestamp(T0))
+    status = scaling_status.decision_status(
+        decision, "tei", decision.history, scaling_status.timestamp(T0)
+    )
     assert status["observedQueueDepth"] == 410
     assert (status["currentReplicas"], status["desiredReplicas"]) == (1, 4)
     assert status["podsMeasured"] == 1
@@ -425,19 +427,19 @@ def test_status_after_a_decision_fits_the_crd() -> None:
 
 
 def test_other_facts() -> None:
-    assert scaler.disabled_fact(False, "Builtin").reason == "Disabled"
-    assert "provider is None" in scaler.disabled_fact(True, "None").message
-    fact = scaler.keda_fact("tei-embedding-proxy", "tei", DEFAULT_PROMETHEUS)
+    assert scaling_status.disabled_fact(False, "Builtin").reason == "Disabled"
+    assert "provider is None" in scaling_status.disabled_fact(True, "None").message
+    fact = scaling_status.keda_fact("tei-embedding-proxy", "tei", DEFAULT_PROMETHEUS)
     assert (fact.status, fact.reason) == ("True", "KEDA")
     assert DEFAULT_PROMETHEUS in fact.message
 
 
 def test_replacing_status_nulls_what_is_no_longer_wanted() -> None:
     current = {"scaleTargetName": "tei", "history": {"recommendations": []}, "desiredReplicas": 2}
-    assert scaler.replacing(current, {"scaleTargetName": "tei"}) == {
+    assert scaling_status.replacing(current, {"scaleTargetName": "tei"}) == {
         "scaleTargetName": "tei",
         "history": None,
         "desiredReplicas": None,
     }
-    assert scaler.replacing(None, {"a": 1}) == {"a": 1}
-    assert scaler.replacing(current, None) is None
+    assert scaling_status.replacing(None, {"a": 1}) == {"a": 1}
+    assert scaling_status.replacing(current, None) is None

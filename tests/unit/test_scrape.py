@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from embedding_proxy import metrics as proxy_metrics
 from embedding_proxy.metrics import Metrics
 from embedding_proxy_operator import scrape
-from embedding_proxy_operator.autoscaling import History, Policy, decide
+from embedding_proxy_operator.hpa import History, Policy, decide
 from embedding_proxy_operator.scrape import ProxyReading, config_version, parse_metrics
 
 

@@ -1,4 +1,4 @@
-"""Pure parts of an autoscaling poll, around `autoscaling.decide`: which pods count, whether
+"""Pure parts of an autoscaling poll, around `hpa.decide`: which pods count, whether
 another autoscaler already scales the target, and what to write and say afterwards (status,
 the `Autoscaling` condition, Events). The handlers read, call these, and write."""
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import names
-from .autoscaling import Decision, History, Policy, Recommendation, ScaleEvent, policy_from_spec
 from .conditions import Fact
+from .hpa import Decision, History, Policy, Recommendation, ScaleEvent, policy_from_spec
 from .spec import ProxySpec
 
 Obj = dict[str, Any]
