@@ -601,7 +601,7 @@ async def scale_builtin(
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
         return Fact(names.AUTOSCALING, "False", "ScaleTargetNotFound", message), fields
 
-    policy = scaling_status.policy_of(spec)
+    policy = hpa.policy_of(spec)
     clock = time.time()  # wall-clock time: the history outlives this process
     decision = hpa.decide(
         int((scale.get("spec") or {}).get("replicas") or 0),

@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
+from . import spec
+
 PolicyType = Literal["Pods", "Percent"]
 SelectPolicy = Literal["Max", "Min", "Disabled"]
 
@@ -80,28 +82,31 @@ class ScalingRules:
         return max((p.period_seconds for p in self.policies), default=0)
 
 
-# HPA's defaults: scale up at once, by doubling or by 4 pods per 15 s, whichever is more.
-DEFAULT_SCALE_UP = ScalingRules(
-    stabilization_window_seconds=0,
-    select_policy="Max",
-    policies=(RatePolicy("Percent", 100, 15), RatePolicy("Pods", 4, 15)),
-)
-# HPA's defaults: scale down to the highest recommendation of the last 5 minutes, all at once.
-DEFAULT_SCALE_DOWN = ScalingRules(
-    stabilization_window_seconds=300,
-    select_policy="Max",
-    policies=(RatePolicy("Percent", 100, 15),),
-)
+def rules_of(rules: spec.ScalingRules, default: tuple[RatePolicy, ...] = ()) -> ScalingRules:
+    """One direction of the parsed `behavior`; without policies it takes that direction's
+    default ones (`default`), as HPA's defaulting does."""
+    policies = tuple(RatePolicy(p.type, p.value, p.period_seconds) for p in rules.policies)
+    return ScalingRules(
+        stabilization_window_seconds=rules.stabilization_window_seconds,
+        select_policy=rules.select_policy,
+        policies=policies or default,
+    )
+
+
+# The spec's defaults (HPA's), the one place they are written: see `spec.Autoscaling`.
+_DEFAULTS = spec.Autoscaling()
+DEFAULT_SCALE_UP = rules_of(_DEFAULTS.behavior.scale_up)
+DEFAULT_SCALE_DOWN = rules_of(_DEFAULTS.behavior.scale_down)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """`spec.autoscaling` as the algorithm needs it (see `policy_from_spec`)."""
+    """`spec.autoscaling` as the algorithm needs it (see `policy_of`)."""
 
-    min_replicas: int = 1
-    max_replicas: int = 10
-    target_queue_depth_per_pod: int = 64
-    tolerance: float = 0.1
+    min_replicas: int = _DEFAULTS.min_replicas
+    max_replicas: int = _DEFAULTS.max_replicas
+    target_queue_depth_per_pod: int = _DEFAULTS.target_queue_depth_per_pod
+    tolerance: float = _DEFAULTS.tolerance_percent / 100
     scale_up: ScalingRules = DEFAULT_SCALE_UP
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
     # True: the proxies run in the pods being scaled, one sample per pod (HPA's Pods metric).
@@ -482,71 +487,21 @@ def _prune(history: History, policy: Policy, now: float) -> History:
     )
 
 
-# --- spec.autoscaling (camelCase, as in the CR) -> Policy ---------------------------------------
+# --- the parsed spec.autoscaling -> Policy ------------------------------------------------------
 
 
-def policy_from_spec(spec: Mapping[str, Any] | None, *, target_name: str | None = None) -> Policy:
-    """`spec.autoscaling` of an EmbeddingProxy, with the CRD's defaults for anything absent.
-
-    `target_name` is `spec.targetRef.name` (the Deployment running the proxies): when
-    `scaleTargetRef` names another Deployment, the proxies' sum is the signal (see `Policy`).
-    Raises ValueError, naming the field, for a value the CRD would refuse."""
-    spec = spec or {}
-    behavior = _mapping(spec, "behavior")
-    ref_name = _mapping(spec, "scaleTargetRef").get("name")
+def policy_of(proxy: spec.ProxySpec) -> Policy:
+    """The algorithm's policy from the parsed spec, which already applied the CRD's rules and
+    defaults. When `scaleTargetRef` names another Deployment than `targetRef` (the one running
+    the proxies), the proxies' sum is the signal (see `Policy`)."""
+    auto = proxy.autoscaling
+    ref = auto.scale_target_ref
     return Policy(
-        min_replicas=_int(spec, "minReplicas", 1),
-        max_replicas=_int(spec, "maxReplicas", 10),
-        target_queue_depth_per_pod=_int(spec, "targetQueueDepthPerPod", 64),
-        tolerance=_int(spec, "tolerancePercent", 10) / 100,
-        scale_up=_rules(behavior, "scaleUp", DEFAULT_SCALE_UP),
-        scale_down=_rules(behavior, "scaleDown", DEFAULT_SCALE_DOWN),
-        signal_in_scaled_pods=not ref_name or target_name is None or ref_name == target_name,
+        min_replicas=auto.min_replicas,
+        max_replicas=auto.max_replicas,
+        target_queue_depth_per_pod=auto.target_queue_depth_per_pod,
+        tolerance=auto.tolerance_percent / 100,
+        scale_up=rules_of(auto.behavior.scale_up, DEFAULT_SCALE_UP.policies),
+        scale_down=rules_of(auto.behavior.scale_down, DEFAULT_SCALE_DOWN.policies),
+        signal_in_scaled_pods=ref is None or ref.name == proxy.target_ref.name,
     )
-
-
-def _mapping(spec: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = spec.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"autoscaling.{key} must be an object")
-    return value
-
-
-def _int(spec: Mapping[str, Any], key: str, default: int, where: str = "autoscaling") -> int:
-    value = spec.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where}.{key} must be an integer, got {value!r}")
-    return value
-
-
-def _rules(behavior: Mapping[str, Any], key: str, default: ScalingRules) -> ScalingRules:
-    raw = behavior.get(key)
-    if raw is None:
-        return default
-    where = f"autoscaling.behavior.{key}"
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{where} must be an object")
-    policies: list[RatePolicy] = []
-    for i, p in enumerate(raw.get("policies") or ()):
-        at = f"{where}.policies[{i}]"
-        if not isinstance(p, Mapping):
-            raise ValueError(f"{at} must be an object")
-        value, period = _int(p, "value", 0, at), _int(p, "periodSeconds", 0, at)
-        try:
-            policies.append(RatePolicy(type=p.get("type"), value=value, period_seconds=period))
-        except ValueError as e:
-            raise ValueError(f"{at}: {e}") from None
-    window = _int(raw, "stabilizationWindowSeconds", default.stabilization_window_seconds, where)
-    try:
-        # As HPA's defaulting: each field left out takes that direction's default.
-        return ScalingRules(
-            stabilization_window_seconds=window,
-            select_policy=raw.get("selectPolicy") or "Max",
-            policies=tuple(policies) or default.policies,
-        )
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None

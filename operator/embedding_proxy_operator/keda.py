@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import names
-from .hpa import ScalingRules
+from .hpa import ScalingRules, policy_of
 from .render import owned_metadata
-from .scaling_status import policy_of
 from .scrape import QUEUE_DEPTH_AVG
 from .spec import ProxySpec
 

@@ -11,17 +11,9 @@ from typing import Any
 
 from . import names
 from .conditions import Fact
-from .hpa import Decision, History, Policy, Recommendation, ScaleEvent, policy_from_spec
-from .spec import ProxySpec
+from .hpa import Decision, History, Policy, Recommendation, ScaleEvent
 
 Obj = dict[str, Any]
-
-
-def policy_of(spec: ProxySpec) -> Policy:
-    """The algorithm's policy from the parsed spec (which already applied the CRD's rules)."""
-    return policy_from_spec(
-        spec.autoscaling.model_dump(mode="json", by_alias=True), target_name=spec.target_ref.name
-    )
 
 
 # ---- which pods count ------------------------------------------------------------------------
