@@ -23,7 +23,19 @@ from typing import Any
 import aiohttp
 import kopf
 
-from . import hpa, keda, kube, metrics, names, pods, render, scaling_status, scrape
+from . import (
+    hpa,
+    hpa_policy,
+    keda,
+    kube,
+    metrics,
+    names,
+    patches,
+    pods,
+    render,
+    scaling_status,
+    scrape,
+)
 from .conditions import Fact, merge, now, without_times
 from .kube import ApiError, Kube
 from .reconcile import Plan, config_fact, plan
@@ -228,7 +240,7 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, logger: logging.
             current = deployment if rounds == 1 else await api.get(path)
             planned = result if rounds == 1 else plan(proxy, current, native, sleep_action)
             if planned.ops and current is not None:
-                before = render.find_sidecar(current)
+                before = patches.find_sidecar(current)
                 await api.request("PATCH", path, planned.ops, kube.JSON_PATCH)
                 post(memo, proxy, "Normal", *_injection_event(before, proxy, planned, target))
             return current, planned
@@ -316,7 +328,7 @@ async def write_configmap(api: Kube, wanted: Obj) -> str | None:
             if e.status != 409:
                 raise
             current = await api.get(path) or {}
-    if render.covers(current, {"data": wanted["data"], "metadata": {"labels": meta["labels"]}}):
+    if patches.covers(current, {"data": wanted["data"], "metadata": {"labels": meta["labels"]}}):
         return None
     patch = {"data": wanted["data"], "metadata": {"labels": meta["labels"]}}
     if "ownerReferences" in meta:
@@ -415,12 +427,12 @@ async def release_target(
         deployment = await api.get(path)
         if deployment is None:
             return
-        owner = render.owner_of(deployment)
+        owner = patches.owner_of(deployment)
         if owner is not None and owner != name:
             return
-        if owner is None and render.find_sidecar(deployment) is None:
+        if owner is None and patches.find_sidecar(deployment) is None:
             return
-        ops = render.remove_ops(deployment)
+        ops = patches.remove_ops(deployment)
         if ops:
             await api.request("PATCH", path, ops, kube.JSON_PATCH)
             logger.info("removed the sidecar from Deployment %s/%s", namespace, target)
@@ -601,7 +613,7 @@ async def scale_builtin(
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
         return Fact(names.AUTOSCALING, "False", "ScaleTargetNotFound", message), fields
 
-    policy = hpa.policy_of(spec)
+    policy = hpa_policy.policy_of(spec)
     clock = time.time()  # wall-clock time: the history outlives this process
     decision = hpa.decide(
         int((scale.get("spec") or {}).get("replicas") or 0),
@@ -652,7 +664,7 @@ async def write_scaled_object(
             return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
         else:
             patch = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": wanted["spec"]}
-            if not render.covers(current, patch):
+            if not patches.covers(current, patch):
                 patch["metadata"]["ownerReferences"] = wanted["metadata"]["ownerReferences"]
                 await api.request(
                     "PATCH", kube.scaledobject_path(namespace, ours), patch, kube.MERGE_PATCH

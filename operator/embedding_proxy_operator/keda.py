@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import names
-from .hpa import ScalingRules, policy_of
+from .hpa_policy import ScalingRules, policy_of
 from .render import owned_metadata
 from .scrape import QUEUE_DEPTH_AVG
 from .spec import ProxySpec

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import names, render
+from . import names, patches, render
 from .conditions import Fact
 from .spec import ProxySpec, SpecError, parse
 
@@ -90,7 +90,7 @@ def plan(
             )
         )
     container = render.sidecar_container(spec, native)
-    out.ops = render.inject_ops(
+    out.ops = patches.inject_ops(
         deployment,
         name,
         container,
@@ -109,7 +109,7 @@ def plan(
         ),
     ]
     out.warnings += _advice(deployment, spec)
-    if native and render.pod_spec(deployment).get("shareProcessNamespace"):
+    if native and patches.pod_spec(deployment).get("shareProcessNamespace"):
         out.warnings.append(
             Notice(
                 "SharedProcessNamespace",
@@ -124,7 +124,7 @@ def plan(
 def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact | None:
     """Why the sidecar must not go into this Deployment, if there is a reason."""
     target = spec.target_ref.name
-    owner = render.owner_of(deployment)
+    owner = patches.owner_of(deployment)
     if owner and owner != name:
         return Fact(
             names.SIDECAR_INJECTED,
@@ -133,14 +133,14 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
             f"Deployment {target!r} already carries the sidecar of EmbeddingProxy {owner!r}; "
             "one EmbeddingProxy per Deployment",
         )
-    if not render.user_containers(deployment):
+    if not patches.user_containers(deployment):
         return Fact(
             names.SIDECAR_INJECTED,
             "False",
             "TargetHasNoContainers",
             f"Deployment {target!r} has no containers of its own to put the proxy beside",
         )
-    present = render.find_sidecar(deployment)
+    present = patches.find_sidecar(deployment)
     if present and not owner and not _looks_ours(present[1]):
         return Fact(
             names.SIDECAR_INJECTED,
@@ -149,7 +149,7 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
             f"Deployment {target!r} has its own container named {names.SIDECAR_NAME!r}; "
             "rename it so the operator can add the proxy",
         )
-    taken = render.user_ports(deployment)
+    taken = patches.user_ports(deployment)
     ports = spec.sidecar.ports
     for port, role, field_ in (
         (ports.api, "API", "api"),
@@ -177,8 +177,8 @@ def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:
     # needed; a hook of the user's own is kept, and may end before the proxy has drained.
     need = render.termination(spec, True)
     seconds = need.pre_stop["sleep"]["seconds"]
-    ours = set(render.termination_record(deployment).get("preStop") or [])
-    for c in render.user_containers(deployment):
+    ours = set(patches.termination_record(deployment).get("preStop") or [])
+    for c in patches.user_containers(deployment):
         if c.get("name") in ours:
             continue
         handler = (c.get("lifecycle") or {}).get("preStop")
@@ -193,7 +193,7 @@ def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:
                 "proxy has drained and requests still arriving get errors",
             )
         )
-    taken = render.user_ports(deployment)
+    taken = patches.user_ports(deployment)
     up = spec.upstream
     if up.is_local and taken and up.port not in taken:
         listed = ", ".join(str(p) for p in sorted(taken))

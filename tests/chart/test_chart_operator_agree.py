@@ -14,7 +14,7 @@ import jsonpatch
 import kopf.cli
 import pytest
 
-from embedding_proxy_operator import names, render
+from embedding_proxy_operator import names, patches, render
 from embedding_proxy_operator.cli import POD_NAME_ENV, peer_priority, run_args
 from embedding_proxy_operator.spec import parse
 
@@ -155,7 +155,7 @@ def scraped(monitor: Obj, pod_template: Obj) -> list[tuple[str, int]]:
 def with_sidecar(deployment: Obj, spec: Mapping[str, Any], native: bool = True) -> Obj:
     """The Deployment after the operator's patch, as the operator renders it."""
     parsed = parse({"targetRef": {"name": deployment["metadata"]["name"]}, **spec})
-    ops = render.inject_ops(
+    ops = patches.inject_ops(
         deployment,
         "tei",
         render.sidecar_container(parsed, native),

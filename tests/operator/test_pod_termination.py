@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names, render
+from embedding_proxy_operator import names, patches, render
 from embedding_proxy_operator.spec import parse
 
 Obj = dict[str, Any]
@@ -52,7 +52,7 @@ def test_the_server_takes_the_termination_settings_and_removal_restores(
     )
     original = read(control_plane, name)
     spec = parse({"targetRef": {"name": name}, "sidecar": {"drainSeconds": 15}})
-    ops = render.inject_ops(
+    ops = patches.inject_ops(
         original,
         "p",
         render.sidecar_container(spec, native),
@@ -70,7 +70,7 @@ def test_the_server_takes_the_termination_settings_and_removal_restores(
         (sidecar,) = pod["initContainers"]
         assert sidecar["lifecycle"]["preStop"]["exec"]["command"] == names.DRAIN_COMMAND
     # What the server stored is what the operator wants: nothing more to patch.
-    again = render.inject_ops(
+    again = patches.inject_ops(
         injected,
         "p",
         render.sidecar_container(spec, native),
@@ -80,7 +80,7 @@ def test_the_server_takes_the_termination_settings_and_removal_restores(
     )
     assert again == []
 
-    restored = patch(control_plane, name, render.remove_ops(injected))
+    restored = patch(control_plane, name, patches.remove_ops(injected))
     assert restored["spec"]["template"] == original["spec"]["template"]
     assert "annotations" not in restored["metadata"] or not (
         {names.PROXY_ANNOTATION, names.TERMINATION_ANNOTATION}

@@ -17,17 +17,13 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from embedding_proxy_operator.hpa import (
+from embedding_proxy_operator.hpa import Decision, History, Recommendation, ScaleEvent, decide
+from embedding_proxy_operator.hpa_policy import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
-    Decision,
-    History,
     Policy,
     RatePolicy,
-    Recommendation,
-    ScaleEvent,
     ScalingRules,
-    decide,
     policy_of,
 )
 from embedding_proxy_operator.spec import parse

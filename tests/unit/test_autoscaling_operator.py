@@ -15,15 +15,8 @@ import yaml
 from tests.helpers.external_schemas import SCALED_OBJECT
 
 from embedding_proxy_operator import keda, names, pods, scaling_status
-from embedding_proxy_operator.hpa import (
-    DEFAULT_SCALE_DOWN,
-    History,
-    Policy,
-    Recommendation,
-    ScaleEvent,
-    ScalingRules,
-    decide,
-)
+from embedding_proxy_operator.hpa import History, Recommendation, ScaleEvent, decide
+from embedding_proxy_operator.hpa_policy import DEFAULT_SCALE_DOWN, Policy, ScalingRules
 from embedding_proxy_operator.spec import DEFAULT_PROMETHEUS, SpecError, parse
 
 ROOT = Path(__file__).resolve().parents[2]

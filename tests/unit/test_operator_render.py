@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from embedding_proxy.config import Config
-from embedding_proxy_operator import names, render
+from embedding_proxy_operator import names, patches, render
 from embedding_proxy_operator.spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
@@ -45,7 +45,7 @@ def inject(
     dep: Obj, s: ProxySpec, native: bool = True, name: str = "p", sleep_action: bool = True
 ) -> list[Obj]:
     config = render.proxy_config(s)
-    return render.inject_ops(
+    return patches.inject_ops(
         dep,
         name,
         render.sidecar_container(s, native),
@@ -215,10 +215,10 @@ def test_remove_gives_back_exactly_the_original(pod: Obj, fields: Obj) -> None:
     original = deployment(**pod)
     original["spec"]["template"]["metadata"]["annotations"] = {"team": "search"}
     injected = apply(original, inject(original, spec(**fields)))
-    restored = apply(injected, render.remove_ops(injected))
+    restored = apply(injected, patches.remove_ops(injected))
     assert restored["spec"] == original["spec"]
     assert "annotations" not in restored["metadata"]
-    assert render.remove_ops(restored) == []
+    assert patches.remove_ops(restored) == []
 
 
 def test_user_ports_see_running_containers_only() -> None:
@@ -228,7 +228,7 @@ def test_user_ports_see_running_containers_only() -> None:
             {"name": "logger", "restartPolicy": "Always", "ports": [{"containerPort": 9464}]},
         ]
     )
-    assert render.user_ports(dep) == {80: "tei", 9464: "logger"}
+    assert patches.user_ports(dep) == {80: "tei", 9464: "logger"}
 
 
 @pytest.mark.parametrize(
@@ -304,7 +304,7 @@ def test_a_users_own_hook_and_longer_grace_period_are_kept() -> None:
     assert pod_of(after)["terminationGracePeriodSeconds"] == 120
     assert names.TERMINATION_ANNOTATION not in after["metadata"]["annotations"]
     assert (
-        render.remove_ops(after) and apply(after, render.remove_ops(after))["spec"] == dep["spec"]
+        patches.remove_ops(after) and apply(after, patches.remove_ops(after))["spec"] == dep["spec"]
     )
 
 
@@ -319,7 +319,7 @@ def test_a_drain_change_moves_the_hook_and_the_grace_period_both_ways() -> None:
     tiny = apply(longer, inject(longer, spec(sidecar={"drainSeconds": 0, "graceSeconds": 1})))
     assert tei(tiny)["lifecycle"]["preStop"] == {"sleep": {"seconds": 3}}
     assert pod_of(tiny)["terminationGracePeriodSeconds"] == 20
-    assert apply(tiny, render.remove_ops(tiny))["spec"] == dep["spec"]
+    assert apply(tiny, patches.remove_ops(tiny))["spec"] == dep["spec"]
 
 
 def test_what_the_user_changed_after_injection_stays_theirs_on_removal() -> None:
@@ -327,7 +327,7 @@ def test_what_the_user_changed_after_injection_stays_theirs_on_removal() -> None
     after = apply(dep, inject(dep, spec(**DRAIN)))
     pod_of(after)["terminationGracePeriodSeconds"] = 300
     tei(after)["lifecycle"]["preStop"] = {"exec": {"command": ["/bin/quiesce"]}}
-    restored = apply(after, render.remove_ops(after))
+    restored = apply(after, patches.remove_ops(after))
     assert pod_of(restored)["terminationGracePeriodSeconds"] == 300
     assert tei(restored)["lifecycle"] == {"preStop": {"exec": {"command": ["/bin/quiesce"]}}}
     assert names.SIDECAR_NAME not in str(pod_of(restored))

@@ -9,7 +9,8 @@ from prometheus_client import generate_latest
 from embedding_proxy import metrics as proxy_metrics
 from embedding_proxy.metrics import Metrics
 from embedding_proxy_operator import scrape
-from embedding_proxy_operator.hpa import History, Policy, decide
+from embedding_proxy_operator.hpa import History, decide
+from embedding_proxy_operator.hpa_policy import Policy
 from embedding_proxy_operator.scrape import ProxyReading, config_version, parse_metrics
 
 
