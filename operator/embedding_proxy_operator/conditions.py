@@ -4,7 +4,7 @@ lastTransitionTime, observedGeneration), and the `Ready` summary of the others."
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,3 +88,29 @@ def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
 def without_times(conditions: Sequence[Condition]) -> list[Condition]:
     """For comparing states: two condition lists that differ only in timestamps are equal."""
     return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]
+
+
+def status_update(
+    current: Mapping[str, Any],
+    facts: Sequence[Fact],
+    fields: Mapping[str, Any],
+    generation: int | None,
+    timestamp: str,
+) -> dict[str, Any] | None:
+    """The status to write: `current` with the facts merged into its conditions and `fields`
+    over it; None when nothing would change. A None among `fields` (at any depth) removes that
+    field, as in a merge patch."""
+    conditions = merge(current.get("conditions") or [], facts, generation, timestamp)
+    wanted = {**current, **fields, "conditions": conditions}
+    if generation is not None:
+        wanted["observedGeneration"] = generation
+    same = _without_nulls({k: v for k, v in wanted.items() if k != "conditions"}) == {
+        k: v for k, v in current.items() if k != "conditions"
+    } and without_times(conditions) == without_times(current.get("conditions") or [])
+    return None if same else wanted
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value

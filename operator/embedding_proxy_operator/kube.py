@@ -131,6 +131,16 @@ class Kube:
             raise
 
 
+async def list_if_served(api: Kube, path: str) -> list[Obj]:
+    """The items of a list; none when the API is not served (KEDA not installed)."""
+    try:
+        return list((await api.request("GET", path)).get("items") or [])
+    except ApiError as e:
+        if e.status == 404:
+            return []
+        raise
+
+
 def _error(status: int, http_reason: str | None, retry_after: str | None, text: str) -> ApiError:
     """An ApiError from an error response: the Status object's reason and message when it is
     one, and how long the server asked to wait, if it did."""

@@ -24,7 +24,7 @@ from installed import Account
 from tests.helpers.control_plane import ControlPlane
 
 from embedding_proxy_operator import names
-from embedding_proxy_operator.handlers import PATCH_ATTEMPTS
+from embedding_proxy_operator.handlers.reconcile import PATCH_ATTEMPTS
 
 Obj = dict[str, Any]
 LABEL = "test.embeddingproxy.io/refuse-operator-writes"

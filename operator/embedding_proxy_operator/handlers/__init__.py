@@ -1,0 +1,12 @@
+"""kopf handlers, by workflow: read from the API, call the pure functions, write the results,
+say what happened. Importing this package registers them all (`kopf run --module`).
+
+- `lifecycle`: start-up settings, login, clean-up.
+- `reconcile`: the ConfigMap and the sidecar in the target Deployment; drift put back; delete.
+- `observe`: the daemon that reads the pods' proxies into status and autoscales (built-in or KEDA).
+- `state`: what is kept between calls, typed.
+"""
+
+from . import lifecycle, observe, reconcile
+
+__all__ = ["lifecycle", "observe", "reconcile"]

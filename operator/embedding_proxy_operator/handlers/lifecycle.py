@@ -1,0 +1,51 @@
+"""Start-up, login and clean-up: kopf's settings, the credentials, and closing what was opened.
+(Peering is kopf's own; `peering.py` guards it from the command line.)"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from .. import names
+from .state import state_of
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    state = state_of(memo)
+    options = state.options
+    if options.metrics_port:
+        await state.metrics.serve("0.0.0.0", options.metrics_port)
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=names.PERSISTENCE_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.PERSISTENCE_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = options.watch_seconds
+    settings.watching.client_timeout = options.watch_seconds + 30
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = options.api_timeout_seconds * 3
+    settings.posting.reporting_component = names.FIELD_MANAGER
+    # Events are posted for warnings and changes; kopf's own per-handler chatter stays in logs.
+    settings.posting.level = logging.WARNING
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    info: kopf.ConnectionInfo | None = None
+    try:
+        info = kopf.login_via_client(**kwargs)
+    except kopf.LoginError:
+        info = None
+    info = info or kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    state_of(memo).connection = info
+    return info
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await state_of(memo).close()

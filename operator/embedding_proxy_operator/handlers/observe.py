@@ -1,0 +1,281 @@
+"""Observing and scaling: a daemon per EmbeddingProxy asks the ready pods' proxies which config
+they run and how much work they hold, counts that into status, and with autoscaling on scales the
+target through its `scale` subresource (or writes a KEDA ScaledObject that does)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .. import (
+    hpa,
+    hpa_policy,
+    keda,
+    kube,
+    metrics,
+    names,
+    patches,
+    pods,
+    render,
+    scaling_status,
+    scrape,
+)
+from ..conditions import Fact
+from ..kube import ApiError, list_if_served
+from ..reconcile import config_fact
+from ..spec import ProxySpec, SpecError, parse
+from ..writes import remove_scaled_object, write_status
+from .state import State, state_of
+
+Obj = dict[str, Any]
+
+
+@kopf.daemon(names.GROUP, names.VERSION, names.PLURAL, cancellation_timeout=5.0)
+async def observe(
+    stopped: kopf.DaemonStopped,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """Ask the ready pods' proxies which config they run and how much work they hold; count them
+    into status, and autoscale."""
+    state = state_of(memo)
+    first = True
+    wake = state.wakeup(namespace, name)
+    while not stopped:
+        interval = state.options.status_seconds
+        wake.clear()
+        try:
+            interval = await observe_once(state, namespace, name, logger, first) or interval
+            first = False
+        except ApiError as e:
+            state.metrics.failed(namespace, name)
+            logger.warning("observing pods of %s/%s: %s", namespace, name, e)
+        await _pause(stopped, wake, interval)
+
+
+async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until the next poll, the daemon is stopped, or the spec changed."""
+    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def observe_once(
+    state: State, namespace: str, name: str, logger: logging.Logger, first: bool = False
+) -> float | None:
+    api = state.client()
+    proxy = await api.get(kube.proxy_path(namespace, name))
+    if proxy is None or proxy["metadata"].get("deletionTimestamp"):
+        return None
+    target = ((proxy.get("spec") or {}).get("targetRef") or {}).get("name", "")
+    deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
+    if deployment is None:
+        return None
+    try:
+        spec = parse(proxy.get("spec") or {})
+    except SpecError:
+        return None
+    version = render.proxy_config(spec)["version"]
+    selector = (deployment.get("spec") or {}).get("selector") or {}
+    listing = await api.request(
+        "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
+    )
+    items = listing.get("items") or []
+    ready = pods.proxy_pods(items, selector)
+    texts = await state.fetcher().texts(
+        [pods.metrics_url(p, spec.sidecar.ports.metrics) for p in ready]
+    )
+    pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
+    current = sum(1 for page in pages if page.config_version == version)
+    readings = {
+        p["metadata"]["name"]: page.queue_depth_avg for p, page in zip(ready, pages, strict=True)
+    }
+    fact, scaling = await autoscale(
+        state, proxy, spec, pods.live_pods(items, selector), readings, first, logger
+    )
+    load = state.metrics.observe(
+        namespace,
+        name,
+        deployment,
+        spec.autoscaling,
+        fact.reason,
+        scaling,
+        metrics.pod_readings(ready, texts, pages, version),
+    )
+    async with state.lock(namespace, name):
+        fresh = await api.get(kube.proxy_path(namespace, name))
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return None
+        fields = {
+            "podsReady": len(ready),
+            "podsOnConfigVersion": current,
+            "replicas": int((deployment.get("status") or {}).get("replicas", 0)),
+            "readyReplicas": int((deployment.get("status") or {}).get("readyReplicas", 0)),
+            "autoscaling": scaling_status.replacing(
+                (fresh.get("status") or {}).get("autoscaling"), scaling
+            ),
+            **load,
+        }
+        facts = [config_fact(len(ready), current, version), fact]
+        await write_status(api, fresh, facts, fields)
+    if spec.autoscaling.enabled:
+        return float(spec.autoscaling.poll_seconds)
+    return None
+
+
+# ---- autoscaling ----------------------------------------------------------------------------
+
+
+async def autoscale(
+    state: State,
+    proxy: Mapping[str, Any],
+    spec: ProxySpec,
+    live: list[Obj],
+    readings: dict[str, float | None],
+    first: bool,
+    logger: logging.Logger,
+) -> tuple[Fact, Obj | None]:
+    """One poll's autoscaling: the `Autoscaling` condition and `status.autoscaling` (None: none).
+    Builtin scales the target's `scale` subresource (never its spec.replicas), KEDA keeps our
+    ScaledObject as the spec says, and either stands back from another autoscaler."""
+    api = state.client()
+    meta = proxy["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
+    auto = spec.autoscaling
+    status = (proxy.get("status") or {}).get("autoscaling") or {}
+    target = spec.scale_target_name
+    ours = names.scaled_object_name(name)
+    with_keda = auto.enabled and auto.provider == "KEDA"
+    # Only when we may have written one: after a start (a crash could have hidden it from
+    # status) or when status names it.
+    if not with_keda and (first or status.get("scaledObjectName")):
+        await remove_scaled_object(api, namespace, ours, uid, logger)
+    if not auto.enabled or auto.provider == "None":
+        return scaling_status.disabled_fact(auto.enabled, auto.provider), None
+
+    conflict = scaling_status.conflicting_autoscaler(
+        await list_if_served(api, kube.hpa_path(namespace)),
+        await list_if_served(api, kube.scaledobject_path(namespace)),
+        target,
+        ours,
+        uid,
+    )
+    if conflict is not None:
+        message = conflict.message(target)
+        state.post_event(proxy, "Warning", "ConflictingAutoscaler", message, once=True)
+        if with_keda:
+            await remove_scaled_object(api, namespace, ours, uid, logger)
+        fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
+        return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
+    if with_keda:
+        return await write_scaled_object(state, proxy, spec)
+    return await scale_builtin(state, proxy, spec, live, readings, logger)
+
+
+async def scale_builtin(
+    state: State,
+    proxy: Mapping[str, Any],
+    spec: ProxySpec,
+    live: list[Obj],
+    readings: dict[str, float | None],
+    logger: logging.Logger,
+) -> tuple[Fact, Obj]:
+    api = state.client()
+    namespace = proxy["metadata"]["namespace"]
+    status = (proxy.get("status") or {}).get("autoscaling") or {}
+    target = spec.scale_target_name
+    path = kube.scale_path(namespace, target)
+    scale = await api.get(path)
+    if scale is None:
+        message = f"Deployment {target!r} (the scale target) does not exist in {namespace!r}"
+        fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
+        return Fact(names.AUTOSCALING, "False", "ScaleTargetNotFound", message), fields
+
+    policy = hpa_policy.policy_of(spec)
+    clock = time.time()  # wall-clock time: the history outlives this process
+    decision = hpa.decide(
+        int((scale.get("spec") or {}).get("replicas") or 0),
+        scaling_status.samples(live, readings, policy.signal_in_scaled_pods),
+        policy,
+        scaling_status.history_from_status(status.get("history")),
+        clock,
+    )
+    fact = scaling_status.decision_fact(decision, policy)
+    history, last = decision.history, status.get("lastScaleTime")
+    event = scaling_status.scale_event(decision, target)
+    if event is not None:
+        try:
+            replicas = {"spec": {"replicas": decision.desired_replicas}}
+            await api.request("PATCH", path, replicas, kube.MERGE_PATCH)
+        except ApiError as e:
+            # Not counted against the rate policies: nothing changed.
+            history = decision.history_if_not_applied
+            message = f"setting Deployment {target!r} to {decision.desired_replicas} failed: {e}"
+            fact = Fact(names.AUTOSCALING, "False", "ScaleFailed", message)
+            state.post_event(proxy, "Warning", "FailedScale", message, once=True)
+        else:
+            last = scaling_status.timestamp(clock)
+            state.post_event(proxy, "Normal", *event)
+            logger.info(event[1])
+    return fact, scaling_status.decision_status(decision, target, history, last)
+
+
+async def write_scaled_object(
+    state: State, proxy: Mapping[str, Any], spec: ProxySpec
+) -> tuple[Fact, Obj]:
+    """Create our ScaledObject, or bring it back to what the spec says."""
+    api = state.client()
+    meta = proxy["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
+    wanted = keda.scaled_object(name, namespace, uid, spec)
+    ours, target = wanted["metadata"]["name"], spec.scale_target_name
+    fields = {"scaleTargetName": target, "scaledObjectName": ours}
+    current = await api.get(kube.scaledobject_path(namespace, ours))
+    try:
+        if current is None:
+            await api.request("POST", kube.scaledobject_path(namespace), wanted)
+            state.post_event(
+                proxy, "Normal", "ScaledObjectCreated", f"created ScaledObject {ours!r}"
+            )
+        elif not keda.owned_by(current, uid):
+            message = f"ScaledObject {ours!r} exists and is not this EmbeddingProxy's"
+            state.post_event(proxy, "Warning", "ConflictingAutoscaler", message, once=True)
+            fields = {"scaleTargetName": target}
+            return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
+        else:
+            patch = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": wanted["spec"]}
+            if not patches.covers(current, patch):
+                patch["metadata"]["ownerReferences"] = wanted["metadata"]["ownerReferences"]
+                await api.request(
+                    "PATCH", kube.scaledobject_path(namespace, ours), patch, kube.MERGE_PATCH
+                )
+                state.post_event(
+                    proxy, "Normal", "ScaledObjectUpdated", f"updated ScaledObject {ours!r}"
+                )
+    except ApiError as e:
+        if e.status == 404:
+            message = "the keda.sh/v1alpha1 ScaledObject API is not served: install KEDA"
+            return Fact(names.AUTOSCALING, "False", "KEDANotInstalled", message), {
+                "scaleTargetName": target
+            }
+        if e.status in (409, 429) or not 400 <= e.status < 500:
+            raise  # transient: the next poll tries again
+        # Refused as it is (KEDA's admission webhook, say): say why rather than retry blindly.
+        message = f"writing ScaledObject {ours!r} was refused: {e}"
+        state.post_event(proxy, "Warning", "ScaledObjectRefused", message, once=True)
+        return Fact(names.AUTOSCALING, "False", "ScaledObjectRefused", message), {
+            "scaleTargetName": target
+        }
+    server = spec.autoscaling.keda.server_address
+    return scaling_status.keda_fact(ours, target, server), fields

@@ -1,0 +1,255 @@
+"""Reconciliation: the sidecar and its ConfigMap as the EmbeddingProxy says.
+
+- An EmbeddingProxy created, changed or found at start-up is reconciled: its ConfigMap written, the
+  sidecar put into its target Deployment, status updated.
+- Every event of a targeted Deployment reconciles its EmbeddingProxy again: a Deployment created
+  later gets the sidecar, a sidecar removed by hand comes back.
+- Deleting an EmbeddingProxy (or retargeting it) takes out what the operator added, and nothing
+  else.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .. import kube, names, patches
+from ..conditions import Fact
+from ..kube import ApiError
+from ..reconcile import Plan, config_fact, plan
+from ..settings import retry_delay
+from ..writes import write_configmap, write_status
+from .state import State, state_of
+
+Obj = dict[str, Any]
+# Rounds of read, plan and patch within one reconciliation (about 1.5 s of backoff) before it
+# fails and is retried as a whole: by kopf for a change of the EmbeddingProxy, by
+# `target_changed` itself for an event of the Deployment.
+PATCH_ATTEMPTS = 5
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+def proxies_by_target(
+    namespace: str, name: str, spec: Mapping[str, Any], **_: Any
+) -> dict[tuple[str, str], str] | None:
+    """Which EmbeddingProxy targets which Deployment."""
+    target = (spec.get("targetRef") or {}).get("name")
+    return {(namespace, target): name} if target else None
+
+
+@kopf.on.resume(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.create(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.update(names.GROUP, names.VERSION, names.PLURAL)
+async def reconcile_proxy(
+    namespace: str,
+    name: str,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    retry: int,
+    **_: Any,
+) -> None:
+    state = state_of(memo)
+    try:
+        old_target = ((old or {}).get("spec") or {}).get("targetRef", {}).get("name")
+        new_target = ((new or {}).get("spec") or {}).get("targetRef", {}).get("name")
+        if old_target and old_target != new_target:
+            await release_target(state, namespace, name, old_target, logger)
+        await reconcile(state, namespace, name, logger)
+        # A changed spec (autoscaling switched on, say) is acted on now, not at the next poll.
+        state.wakeup(namespace, name).set()
+    except ApiError as e:
+        state.metrics.failed(namespace, name)
+        delay = retry_delay(retry, state.options.max_retry_seconds)
+        raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def target_changed(
+    namespace: str,
+    name: str,
+    proxies_by_target: kopf.Index[tuple[str, str], str],
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    state = state_of(memo)
+    for proxy_name in list(proxies_by_target.get((namespace, name), [])):
+        try:
+            # kopf never retries an event handler, and no other event may come: keep at it
+            # until the Deployment is as planned (or the EmbeddingProxy is gone).
+            await kube.retrying(
+                functools.partial(reconcile, state, namespace, proxy_name, logger),
+                what=f"reconciling {namespace}/{proxy_name} after a Deployment event",
+                logger=logger,
+                max_delay=state.options.max_retry_seconds,
+            )
+        except ApiError as e:
+            # Refused as it is (403, 400): status says why; a change of either object retries.
+            state.metrics.failed(namespace, proxy_name)
+            logger.warning("reconciling %s/%s after a Deployment event: %s", namespace, name, e)
+
+
+async def reconcile(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
+    api = state.client()
+    async with state.lock(namespace, name):
+        proxy = await api.get(kube.proxy_path(namespace, name))
+        if proxy is None or proxy["metadata"].get("deletionTimestamp"):
+            return
+        target = ((proxy.get("spec") or {}).get("targetRef") or {}).get("name", "")
+        native = await state.native_supported()
+        sleep_action = await state.sleep_action_supported()
+        deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
+        result = plan(proxy, deployment, native, sleep_action)
+        facts = list(result.facts)
+
+        if result.configmap is not None:
+            change = await write_configmap(api, result.configmap)
+            if change:
+                state.post_event(proxy, "Normal", "ConfigWritten", _config_message(change, result))
+
+        path = kube.deployment_path(namespace, target)
+        rounds = 0
+
+        async def inject() -> tuple[Obj | None, Plan]:
+            """Patch the Deployment as planned; after a failed round, read it and plan again
+            (a conflict means it changed since it was read)."""
+            nonlocal rounds
+            rounds += 1
+            current = deployment if rounds == 1 else await api.get(path)
+            planned = result if rounds == 1 else plan(proxy, current, native, sleep_action)
+            if planned.ops and current is not None:
+                before = patches.find_sidecar(current)
+                await api.request("PATCH", path, planned.ops, kube.JSON_PATCH)
+                state.post_event(proxy, "Normal", *_injection_event(before, proxy, planned, target))
+            return current, planned
+
+        failure: ApiError | None = None
+        if result.ops and deployment is not None:
+            try:
+                deployment, result = await kube.retrying(
+                    inject,
+                    what=f"patching Deployment {namespace}/{target}",
+                    logger=logger,
+                    max_delay=state.options.max_retry_seconds,
+                    attempts=PATCH_ATTEMPTS,
+                )
+            except ApiError as e:
+                failure = e
+            facts = list(result.facts)
+        if failure is not None:
+            message = f"patching Deployment {target!r} failed: {failure}"
+            facts = [f for f in facts if f.type != names.SIDECAR_INJECTED]
+            facts.append(Fact(names.SIDECAR_INJECTED, "False", "PatchFailed", message))
+
+        for notice in result.warnings:
+            state.post_event(proxy, "Warning", notice.reason, notice.message, once=True)
+
+        status = dict(proxy.get("status") or {})
+        if result.version and status.get("configVersion") != result.version:
+            # Until the pods report the new version, it is not applied.
+            facts.append(config_fact(status.get("podsReady", 0), 0, result.version))
+        await write_status(api, proxy, facts, _summary(result, deployment))
+        if failure is not None:
+            raise failure
+
+
+def _summary(result: Plan, deployment: Mapping[str, Any] | None) -> Obj:
+    out: Obj = {}
+    if result.configmap is not None:
+        out["configMapName"] = result.configmap["metadata"]["name"]
+        out["configVersion"] = result.version
+    if result.mode:
+        out["sidecarMode"] = result.mode
+    dep_status = (deployment or {}).get("status") or {}
+    out["replicas"] = int(dep_status.get("replicas", 0)) if deployment else 0
+    out["readyReplicas"] = int(dep_status.get("readyReplicas", 0)) if deployment else 0
+    return out
+
+
+def _config_message(change: str, result: Plan) -> str:
+    if change == "created":
+        return f"wrote config {result.version} to ConfigMap {result.configmap['metadata']['name']}"
+    return (
+        f"config {result.version} written; batching and limits apply live, "
+        "other settings roll the pods"
+    )
+
+
+def _injection_event(
+    before: tuple[str, Obj] | None, proxy: Mapping[str, Any], result: Plan, target: str
+) -> tuple[str, str]:
+    if before is None:
+        injected = _condition_status(proxy, names.SIDECAR_INJECTED) == "True"
+        if injected:
+            return "SidecarRestored", f"the sidecar was gone from Deployment {target!r}: put back"
+        return "SidecarInjected", f"added the sidecar ({result.mode}) to Deployment {target!r}"
+    return "SidecarUpdated", f"updated the sidecar in Deployment {target!r}; its pods roll"
+
+
+def _condition_status(proxy: Mapping[str, Any], type_: str) -> str | None:
+    for c in (proxy.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("status"))
+    return None
+
+
+# ---- deletion and retargeting ---------------------------------------------------------------
+
+
+@kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL)
+async def release(
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    retry: int,
+    **_: Any,
+) -> None:
+    state = state_of(memo)
+    target = (spec.get("targetRef") or {}).get("name")
+    try:
+        async with state.lock(namespace, name):
+            if target:
+                await release_target(state, namespace, name, target, logger)
+            await state.client().delete(kube.configmap_path(namespace, names.configmap_name(name)))
+    except ApiError as e:
+        delay = retry_delay(retry, state.options.max_retry_seconds)
+        raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e
+    state.forget(namespace, name)
+
+
+async def release_target(
+    state: State, namespace: str, name: str, target: str, logger: logging.Logger
+) -> None:
+    """Take the sidecar out of a Deployment this EmbeddingProxy injected (only that one)."""
+    api = state.client()
+    path = kube.deployment_path(namespace, target)
+
+    async def remove() -> None:
+        deployment = await api.get(path)
+        if deployment is None:
+            return
+        owner = patches.owner_of(deployment)
+        if owner is not None and owner != name:
+            return
+        if owner is None and patches.find_sidecar(deployment) is None:
+            return
+        ops = patches.remove_ops(deployment)
+        if ops:
+            await api.request("PATCH", path, ops, kube.JSON_PATCH)
+            logger.info("removed the sidecar from Deployment %s/%s", namespace, target)
+
+    await kube.retrying(
+        remove,
+        what=f"removing the sidecar from Deployment {namespace}/{target}",
+        logger=logger,
+        max_delay=state.options.max_retry_seconds,
+        attempts=PATCH_ATTEMPTS,
+    )
