@@ -5,6 +5,7 @@ accepts them, and taking the sidecar out gives back the Deployment's pod templat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,9 +21,18 @@ def read(plane: ControlPlane, name: str) -> Obj:
     return json.loads(plane.kubectl("get", "deployment", name, "-o", "json").stdout)
 
 
-def patch(plane: ControlPlane, name: str, ops: list[Obj]) -> Obj:
-    plane.kubectl("patch", "deployment", name, "--type", "json", "-p", json.dumps(ops))
-    return read(plane, name)
+def patch(plane: ControlPlane, name: str, plan: Callable[[Obj], list[Obj]]) -> Obj:
+    """Read, plan and send, as the operator does: the patch is guarded by a `test` of the
+    resourceVersion, which the controller-manager's status writes can move in between."""
+    for _ in range(10):
+        ops = plan(read(plane, name))
+        done = plane.kubectl(
+            "patch", "deployment", name, "--type", "json", "-p", json.dumps(ops), check=False
+        )
+        if done.returncode == 0:
+            return read(plane, name)
+        assert "test" in done.stderr or "resourceVersion" in done.stderr, done.stderr
+    raise AssertionError(f"deployment {name} kept changing under the patch")
 
 
 @pytest.mark.parametrize(
@@ -52,15 +62,18 @@ def test_the_server_takes_the_termination_settings_and_removal_restores(
     )
     original = read(control_plane, name)
     spec = parse({"targetRef": {"name": name}, "sidecar": {"drainSeconds": 15}})
-    ops = patches.inject_ops(
-        original,
-        "p",
-        render.sidecar_container(spec, native),
-        render.volumes(spec, "p"),
-        render.restart_hash(render.proxy_config(spec)),
-        render.termination(spec, sleep_action),
-    )
-    injected = patch(control_plane, name, ops)
+
+    def inject(deployment: Obj) -> list[Obj]:
+        return patches.inject_ops(
+            deployment,
+            "p",
+            render.sidecar_container(spec, native),
+            render.volumes(spec, "p"),
+            render.restart_hash(render.proxy_config(spec)),
+            render.termination(spec, sleep_action),
+        )
+
+    injected = patch(control_plane, name, inject)
     pod = injected["spec"]["template"]["spec"]
     tei = next(c for c in pod["containers"] if c["name"] == "tei")
     seconds = 15 + 20 + render.PRE_STOP_MARGIN_SECONDS
@@ -70,17 +83,9 @@ def test_the_server_takes_the_termination_settings_and_removal_restores(
         (sidecar,) = pod["initContainers"]
         assert sidecar["lifecycle"]["preStop"]["exec"]["command"] == names.DRAIN_COMMAND
     # What the server stored is what the operator wants: nothing more to patch.
-    again = patches.inject_ops(
-        injected,
-        "p",
-        render.sidecar_container(spec, native),
-        render.volumes(spec, "p"),
-        render.restart_hash(render.proxy_config(spec)),
-        render.termination(spec, sleep_action),
-    )
-    assert again == []
+    assert inject(injected) == []
 
-    restored = patch(control_plane, name, patches.remove_ops(injected))
+    restored = patch(control_plane, name, patches.remove_ops)
     assert restored["spec"]["template"] == original["spec"]["template"]
     assert "annotations" not in restored["metadata"] or not (
         {names.PROXY_ANNOTATION, names.TERMINATION_ANNOTATION}
