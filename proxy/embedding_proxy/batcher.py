@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .batch_policy import Caps, Flush, Limits, admits, next_batch
 from .config import BatchingConfig
 from .errors import TIMEOUT, ProxyError, overloaded
 
@@ -26,15 +26,6 @@ log = logging.getLogger(__name__)
 
 # dispatch(key, items, deadline) -> one result (or exception) per item, in order.
 Dispatch = Callable[[K, list[I], float], Awaitable[Sequence[Any]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Caps:
-    """Limits imposed by the upstream (TEI's /info); the proxy never exceeds them."""
-
-    max_batch_size: int = 1 << 30
-    max_batch_tokens: int = 1 << 30
-    max_inflight_inputs: int = 1 << 30
 
 
 class Entry(Generic[I, R]):
@@ -73,10 +64,13 @@ class Group:
         self.cost = 0
         self.idle_since = now
 
-    def head(self) -> Entry[Any, Any] | None:
-        while self.entries and not self.entries[0].queued:
-            self.entries.popleft()
-        return self.entries[0] if self.entries else None
+    @property
+    def oldest(self) -> float:
+        """When its longest-waiting queued entry was queued (only asked while `count` > 0)."""
+        entries = self.entries
+        while not entries[0].queued:
+            entries.popleft()  # cancelled ones
+        return entries[0].enqueued
 
 
 class Batcher(Generic[K, I, R]):
@@ -200,7 +194,7 @@ class Batcher(Generic[K, I, R]):
                 )
         return Group(key, now)
 
-    # Flush policy.
+    # The driver of the flush policy (batch_policy.next_batch).
     def _schedule(self) -> None:
         # Pump on the next loop turn, so callers arriving in the same turn share a batch.
         if not self._pump_scheduled:
@@ -210,50 +204,37 @@ class Batcher(Generic[K, I, R]):
     @property
     def batch_size_limit(self) -> int:
         """Most inputs one upstream call may hold now (what batch fill is measured against)."""
-        return self._limits()[0]
+        return min(self.settings.max_batch_size, self.caps.max_batch_size)
 
-    def _limits(self) -> tuple[int, int]:
+    def limits(self) -> Limits:
         s, c = self.settings, self.caps
-        return min(s.max_batch_size, c.max_batch_size), min(s.max_batch_tokens, c.max_batch_tokens)
+        return Limits(
+            batch_inputs=min(s.max_batch_size, c.max_batch_size),
+            batch_tokens=min(s.max_batch_tokens, c.max_batch_tokens),
+            max_wait=s.max_wait_ms / 1000,
+            adaptive=s.flush_mode == "adaptive",
+            calls_free=s.max_concurrency - self._calls,
+            inputs_free=c.max_inflight_inputs - self._inflight_inputs,
+            flush_all=self._flush_all,
+        )
 
     def _pump(self) -> None:
         self._pump_scheduled = False
         loop = asyncio.get_running_loop()
         now = loop.time()
-        size_cap, token_cap = self._limits()
-        wait = self.settings.max_wait_ms / 1000
-        adaptive = self.settings.flush_mode == "adaptive"
-        while self._calls < self.settings.max_concurrency:
-            room = min(size_cap, self.caps.max_inflight_inputs - self._inflight_inputs)
-            if room <= 0:
+        while True:
+            decision = next_batch(self._groups.values(), self.limits(), now)
+            if not isinstance(decision, Flush):
                 break
-            best: Group | None = None
-            best_at = 0.0
-            for group in self._groups.values():
-                head = group.head() if group.count else None
-                if head is None:
-                    continue
-                full = group.count >= size_cap or group.cost >= token_cap
-                if not (adaptive or full or self._flush_all or head.enqueued + wait <= now):
-                    continue
-                if best is None or head.enqueued < best_at:
-                    best, best_at = group, head.enqueued
-            if best is None:
-                break
-            batch = self._take(best, room, token_cap, now)
+            batch = self._take(decision, now)
             if batch:
-                self._start(best.key, batch, now)
-        self._arm_timer(loop, now, wait, adaptive)
+                self._start(decision.group.key, batch, now)
+        if decision is not None:
+            self._arm_timer(loop, now, decision)
         self._check_idle()
 
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, now: float, wait: float, adaptive: bool):
-        """In deadline mode, wake up when the oldest waiting input has waited max_wait_ms."""
-        if adaptive or self._calls >= self.settings.max_concurrency:
-            return  # a finishing call pumps again
-        heads = [g.head() for g in self._groups.values() if g.count]
-        due = min((h.enqueued + wait for h in heads if h is not None), default=None)
-        if due is None:
-            return
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, now: float, due: float) -> None:
+        """Wake up when the oldest waiting input has waited max_wait_ms (deadline mode)."""
         if self._timer is not None and self._timer_at <= due:
             return
         if self._timer is not None:
@@ -265,15 +246,16 @@ class Batcher(Generic[K, I, R]):
         self._timer = None
         self._schedule()
 
-    def _take(self, group: Group, room: int, token_cap: int, now: float) -> list[Entry[I, R]]:
+    def _take(self, flush: Flush[Group], now: float) -> list[Entry[I, R]]:
+        group = flush.group
         batch: list[Entry[I, R]] = []
         cost = 0
-        while group.entries and len(batch) < room:
+        while group.entries:
             entry = group.entries[0]
             if not entry.queued:
                 group.entries.popleft()
                 continue
-            if batch and cost + entry.cost > token_cap:
+            if not admits(flush, len(batch), cost, entry.cost):
                 break
             group.entries.popleft()
             self._unqueue(group, entry)
