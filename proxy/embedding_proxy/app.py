@@ -17,15 +17,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import logs, openai_api, tei_api
 from .auth import KeyStore
-from .batcher import Batcher
+from .batch_policy import Caps
+from .batcher import Batcher, Refused
 from .config import Config, redact
 from .errors import TIMEOUT, UNHEALTHY, UPSTREAM, VALIDATION, ProxyError
 from .httpserver import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
+from .respond import refusal
 from .smoothing import MovingAverage
-from .upstream import Piece, Upstream
+from .upstream import Piece, Upstream, UpstreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Proxy:
         self.metrics.set_config_version(config.version)
         self.upstream = Upstream(config.upstream, self.metrics)
         self.batcher: Batcher[tuple[str, bytes], Any, Piece] = Batcher(
-            self._dispatch, config.batching, on_batch=self._on_batch
+            self._dispatch, config.batching, on_batch=self._on_batch, answers=(ProxyError,)
         )
         self.load_average = MovingAverage(AVERAGE_SAMPLES)
         self.keys = KeyStore(config.auth)
@@ -137,7 +139,7 @@ class Proxy:
             try:
                 if up.info is None or now >= next_info:
                     info = await up.fetch_info()
-                    self.batcher.update(caps=info.caps())
+                    self.batcher.update(caps=caps_of(info))
                     next_info = now + refresh
                 ok = await up.healthy()
                 reason = "/health did not answer 200"
@@ -197,14 +199,20 @@ class Proxy:
 
     async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
         """Queue a request's inputs and wait for all of them; the first error fails it."""
-        entries = self.batcher.submit(req.key, req.items, req.costs, deadline)
+        try:
+            entries = self.batcher.submit(req.key, req.items, req.costs, deadline)
+        except Refused as e:
+            raise refusal(e) from None
         futures = [e.future for e in entries]
         # One timer per request (cheaper than a timeout context on the hot path): at the deadline
         # every unanswered input fails with 504.
         timer = asyncio.get_running_loop().call_at(deadline, _expire, futures)
         try:
             if len(futures) == 1:
-                return [await futures[0]]
+                try:
+                    return [await futures[0]]
+                except Refused as e:
+                    raise refusal(e) from None
             await asyncio.wait(futures)
         finally:
             timer.cancel()
@@ -212,10 +220,10 @@ class Proxy:
             access = logs.current()
             if access is not None:
                 _time_batch(access, entries, asyncio.get_running_loop().time())
-        errors = [f.exception() for f in futures]
-        for error in errors:
+        for future in futures:
+            error = future.exception()
             if error is not None:
-                raise error
+                raise refusal(error) if isinstance(error, Refused) else error
         return [f.result() for f in futures]
 
     def admit(self, request: Request) -> None:
@@ -379,6 +387,15 @@ class Proxy:
     def _count_rejection(self, error: ProxyError) -> None:
         if error.reason is not None:
             self.metrics.rejections.labels(reason=error.reason).inc()
+
+
+def caps_of(info: UpstreamInfo) -> Caps:
+    """What TEI's /info says, as the limits the batcher keeps to."""
+    return Caps(
+        max_batch_size=info.max_client_batch_size,
+        max_batch_tokens=info.max_batch_tokens,
+        max_inflight_inputs=info.max_concurrent_requests,
+    )
 
 
 def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None:

@@ -2,8 +2,9 @@
 
 Generic: it knows nothing of HTTP or TEI. A caller submits items under a group key and gets one
 future per item; a dispatch function turns a batch of items into results in the same order.
-The batcher owns the queues, the flush policy, the concurrency limit, admission, deadlines,
-cancellation, and the live figures that metrics and the autoscaler read.
+The batcher owns the queues, the flush policy's driver (the policy itself: batch_policy), the
+concurrency limit, admission, deadlines, cancellation, and the live figures that metrics and the
+autoscaler read. It says no in its own words (`Refused`); respond.py turns them into answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any, Generic, TypeVar
 
 from .batch_policy import Caps, Flush, Limits, admits, next_batch
 from .config import BatchingConfig
-from .errors import TIMEOUT, ProxyError, overloaded
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
@@ -26,6 +26,35 @@ log = logging.getLogger(__name__)
 
 # dispatch(key, items, deadline) -> one result (or exception) per item, in order.
 Dispatch = Callable[[K, list[I], float], Awaitable[Sequence[Any]]]
+
+
+class Refused(Exception):
+    """The batcher will not (or can no longer) compute an item."""
+
+
+class Full(Refused):
+    """Admission: the queue holds `capacity` inputs at most."""
+
+    def __init__(self, queued: int, capacity: int) -> None:
+        super().__init__(f"queue full: {queued} of {capacity} inputs waiting")
+        self.queued = queued
+        self.capacity = capacity
+
+
+class TooManyGroups(Refused):
+    """Admission: a new group key while `limit` groups are busy."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} groups busy")
+        self.limit = limit
+
+
+class Expired(Refused):
+    """The item's deadline passed while it was queued; it was never sent."""
+
+
+class ShuttingDown(Refused):
+    """The batcher closed while the item's batch was in flight."""
 
 
 class Entry(Generic[I, R]):
@@ -80,8 +109,11 @@ class Batcher(Generic[K, I, R]):
         settings: BatchingConfig,
         caps: Caps | None = None,
         on_batch: Callable[[int, list[float]], None] | None = None,
+        answers: tuple[type[Exception], ...] = (),
     ) -> None:
         self._dispatch = dispatch
+        # Exceptions a dispatch raises as an answer (passed on quietly), not as a fault (logged).
+        self._answers = answers
         self.settings = settings
         self.caps = caps or Caps()
         self._on_batch = on_batch  # (batch size, queue waits) for metrics
@@ -117,12 +149,9 @@ class Batcher(Generic[K, I, R]):
     def submit(
         self, key: K, items: Sequence[I], costs: Sequence[int], deadline: float
     ) -> list[Entry[I, R]]:
-        """Queue items; one entry (with its future) per item. ProxyError(429) when full."""
+        """Queue items; one entry (with its future) per item. Full or TooManyGroups: none is."""
         if self._queued + len(items) > self.settings.queue_capacity:
-            raise overloaded(
-                f"proxy queue is full ({self._queued} of {self.settings.queue_capacity} inputs "
-                "waiting); retry later"
-            )
+            raise Full(self._queued, self.settings.queue_capacity)
         loop = asyncio.get_running_loop()
         now = loop.time()
         group = self._groups.get(key)
@@ -188,10 +217,7 @@ class Batcher(Generic[K, I, R]):
         if len(self._groups) >= limit:
             self.drop_idle_groups(ttl=0)
             if len(self._groups) >= limit:
-                raise overloaded(
-                    f"too many parameter groups waiting at once ({limit}); retry later",
-                    reason="too_many_groups",
-                )
+                raise TooManyGroups(limit)
         return Group(key, now)
 
     # The driver of the flush policy (batch_policy.next_batch).
@@ -263,9 +289,7 @@ class Batcher(Generic[K, I, R]):
                 continue
             if entry.deadline <= now:
                 # Its caller has given up (or is about to): never compute it.
-                entry.future.set_exception(
-                    ProxyError(504, "request deadline passed while queued", TIMEOUT)
-                )
+                entry.future.set_exception(Expired())
                 continue
             batch.append(entry)
             cost += entry.cost
@@ -299,12 +323,10 @@ class Batcher(Generic[K, I, R]):
         except asyncio.CancelledError:
             for entry in batch:
                 if not entry.future.done():
-                    entry.future.set_exception(
-                        ProxyError(503, "proxy is shutting down", "Unhealthy")
-                    )
+                    entry.future.set_exception(ShuttingDown())
             raise
         except Exception as exc:
-            if not isinstance(exc, ProxyError):
+            if not isinstance(exc, self._answers):
                 log.exception("batch for %s failed", key)
             for entry in batch:
                 if not entry.future.done():

@@ -18,7 +18,6 @@ import orjson
 from yarl import URL
 
 from . import errors, httpclient, logs
-from .batcher import Caps
 from .config import UpstreamConfig, redact
 from .errors import TIMEOUT, UPSTREAM, VALIDATION, ProxyError
 from .metrics import Metrics
@@ -83,13 +82,6 @@ class UpstreamInfo:
             max_batch_tokens=positive("max_batch_tokens", 16384),
             max_concurrent_requests=positive("max_concurrent_requests", 512),
             max_input_length=positive("max_input_length", 512),
-        )
-
-    def caps(self) -> Caps:
-        return Caps(
-            max_batch_size=self.max_client_batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            max_inflight_inputs=self.max_concurrent_requests,
         )
 
 

@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
-from embedding_proxy.batcher import Batcher, Caps
+from embedding_proxy.batch_policy import Caps
+from embedding_proxy.batcher import Batcher, Expired, Full, TooManyGroups
 from embedding_proxy.config import BatchingConfig
 from embedding_proxy.errors import ProxyError
+from embedding_proxy.respond import refusal
 
 
 class Recorder:
@@ -116,10 +118,10 @@ async def test_full_queue_is_refused_with_429() -> None:
     rec = Recorder(delay=0.05)
     b: Batcher = Batcher(rec, settings(queue_capacity=4, max_concurrency=1, max_batch_size=1))
     b.submit("k", ["a", "b", "c", "d"], [1] * 4, far())
-    with pytest.raises(ProxyError) as info:
+    with pytest.raises(Full) as info:
         b.submit("k", ["e"], [1], far())
-    assert info.value.status == 429
-    assert info.value.headers["Retry-After"]
+    assert refusal(info.value).status == 429
+    assert refusal(info.value).headers["Retry-After"]
 
 
 async def test_cancelled_inputs_are_never_dispatched() -> None:
@@ -141,9 +143,9 @@ async def test_expired_inputs_fail_without_being_sent() -> None:
     loop = asyncio.get_running_loop()
     first = b.submit("k", ["first"], [1], far())
     late = b.submit("k", ["late"], [1], loop.time() + 0.01)
-    with pytest.raises(ProxyError) as info:
+    with pytest.raises(Expired) as info:
         await late[0].future
-    assert info.value.status == 504
+    assert refusal(info.value).status == 504
     await results(first)
     assert [items for _, items in rec.batches] == [["first"]]
 
@@ -202,9 +204,10 @@ async def test_groups_are_bounded_idle_ones_make_room_busy_ones_do_not() -> None
     b: Batcher = Batcher(rec, settings(max_concurrency=1, max_groups=2))
     first = b.submit("k1", ["a", "b"], [1, 1], far())  # nothing has left yet: both busy
     second = b.submit("k2", ["c"], [1], far())
-    with pytest.raises(ProxyError) as refused:
+    with pytest.raises(TooManyGroups) as refused:
         b.submit("k3", ["d"], [1], far())
-    assert refused.value.status == 429 and refused.value.reason == "too_many_groups"
+    answer = refusal(refused.value)
+    assert answer.status == 429 and answer.reason == "too_many_groups"
     assert b.queue_depth == 3  # the refused request left nothing behind
     await results(first)
     await results(second)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from embedding_proxy.app import caps_of
 from embedding_proxy.errors import from_upstream
 from embedding_proxy.retry import RetryBudget, backoff_seconds, retry_after_seconds
 from embedding_proxy.smoothing import MovingAverage
@@ -56,5 +57,5 @@ def test_upstream_errors_keep_their_shape() -> None:
 
 def test_info_parse_defaults() -> None:
     info = UpstreamInfo.parse({"model_id": "m", "max_client_batch_size": 8})
-    assert info.caps().max_batch_size == 8
+    assert caps_of(info).max_batch_size == 8
     assert info.max_concurrent_requests == 512
