@@ -48,8 +48,11 @@ class Proxy:
         self.metrics = Metrics()
         self.metrics.set_config_version(config.version)
         self.upstream = Upstream(config.upstream, self.metrics)
-        self.batcher: Batcher[tuple[str, bytes], Any, Piece] = Batcher(
-            self._dispatch, config.batching, on_batch=self._on_batch, answers=(ProxyError,)
+        self.batcher: Batcher[tei_api.Group, Any, Piece] = Batcher(
+            self.upstream.call_batch,
+            config.batching,
+            on_batch=self._on_batch,
+            answers=(ProxyError,),
         )
         self.load_average = MovingAverage(AVERAGE_SAMPLES)
         self.keys = KeyStore(config.auth)
@@ -170,14 +173,6 @@ class Proxy:
                 self.limiter.forget_idle(asyncio.get_running_loop().time())
 
     # The batch path.
-    async def _dispatch(
-        self, key: tuple[str, bytes], items: list[Any], deadline: float
-    ) -> Sequence[Piece | ProxyError]:
-        route, params = key
-        return await self.upstream.call_batch(
-            route, orjson.loads(params) if params else {}, items, deadline
-        )
-
     def _on_batch(self, size: int, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
         for wait in waits:

@@ -13,10 +13,10 @@ from .config import LimitsConfig
 from .errors import VALIDATION, ProxyError
 from .tei_api import (
     BatchRequest,
+    Group,
     check_inputs,
     cost,
     decode_object,
-    group_key,
     parse_embed_inputs,
     quoted,
     refuse_repeats,
@@ -65,9 +65,7 @@ def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:
         if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions <= 0:
             raise ProxyError(422, "dimensions: expected a positive integer", VALIDATION)
         params["dimensions"] = dimensions
-    request = BatchRequest(
-        "/embed", params, group_key("/embed", params), items, [cost(i) for i in items]
-    )
+    request = BatchRequest(Group("/embed", params), items, [cost(i) for i in items])
     return request, encoding
 
 

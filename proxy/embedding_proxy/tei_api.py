@@ -19,16 +19,65 @@ Item = str | list[int] | list[str]
 MAX_PARAMS_BYTES = 4096
 
 
+class Group:
+    """What makes requests share a queue, and what goes upstream beside their inputs: the route
+    and every parameter but the inputs, held both parsed and as JSON (sorted keys). Two groups
+    are equal when their routes and JSON are; the JSON is encoded once, when a request is parsed."""
+
+    __slots__ = ("_hash", "_head", "encoded", "params", "route")
+
+    def __init__(self, route: str, params: dict[str, Any]) -> None:
+        encoded = orjson.dumps(params, option=orjson.OPT_SORT_KEYS) if params else b""
+        if len(encoded) > MAX_PARAMS_BYTES:
+            # A group holds its key while it lives: huge parameter values must not make groups.
+            raise ProxyError(
+                413,
+                f"parameters other than the inputs exceed {MAX_PARAMS_BYTES} bytes",
+                VALIDATION,
+            )
+        self.route = route
+        self.params = params
+        self.encoded = encoded
+        self._hash = hash((route, encoded))
+        # A batch's body is this, the inputs' JSON and "}".
+        self._head = encoded[:-1] + b',"inputs":' if params else b'{"inputs":'
+
+    def payload(self, items: Sequence[Item]) -> bytes:
+        """The body of one upstream call for `items` of this group."""
+        return self._head + orjson.dumps(items) + b"}"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Group) and self.route == other.route and self.encoded == other.encoded
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Group({self.route!r}, {self.encoded!r})"
+
+
 @dataclass(slots=True)
 class BatchRequest:
     """A request that can be batched: inputs plus the parameters they share."""
 
-    route: str  # upstream route the batch goes to
-    params: dict[str, Any]  # sent upstream beside the inputs
-    key: tuple[str, bytes]  # group key: route + every parameter but the inputs
+    group: Group  # its queue, and the parameters sent upstream beside the inputs
     items: list[Item]
     costs: list[int]
     form: str = "list"  # "list"; "single": one input not in a list; "simple": {"input": ...}
+
+    @property
+    def route(self) -> str:  # upstream route the batch goes to
+        return self.group.route
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.group.params
+
+    @property
+    def key(self) -> Group:
+        return self.group
 
 
 # Each route's parameters (its fields in TEI's router, inputs aside) and their defaults. Fields TEI
@@ -126,20 +175,6 @@ def cost(item: Item) -> int:
     return len(item)
 
 
-def group_key(route: str, params: dict[str, Any]) -> tuple[str, bytes]:
-    if not params:
-        return (route, b"")
-    key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
-    if len(key) > MAX_PARAMS_BYTES:
-        # A group holds its key while it lives: huge parameter values must not make groups.
-        raise ProxyError(
-            413,
-            f"parameters other than the inputs exceed {MAX_PARAMS_BYTES} bytes",
-            VALIDATION,
-        )
-    return (route, key)
-
-
 def shared_params(route: str, data: dict[str, Any]) -> dict[str, Any]:
     """The route's parameters that differ from TEI's defaults; unknown fields are left out."""
     defaults = _DEFAULTS[route]
@@ -235,11 +270,8 @@ def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
     else:
         items, single = parse_embed_inputs(data["inputs"], allow_ids=route != "/tokenize")
     check_inputs(items, limits)
-    params = shared_params(route, data)
     return BatchRequest(
-        route,
-        params,
-        group_key(route, params),
+        Group(route, shared_params(route, data)),
         items,
         [cost(i) for i in items],
         "single" if single else "list",
@@ -256,10 +288,8 @@ def _parse_simple(data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
             VALIDATION,
         )
     check_inputs([value], limits)
-    params = shared_params("/embed", data)
-    return BatchRequest(
-        "/embed", params, group_key("/embed", params), [value], [cost(value)], "simple"
-    )
+    group = Group("/embed", shared_params("/embed", data))
+    return BatchRequest(group, [value], [cost(value)], "simple")
 
 
 def render(request: BatchRequest, fragments: Sequence[bytes]) -> bytes:

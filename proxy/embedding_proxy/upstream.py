@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
 from .splitting import split
+from .tei_api import Group
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +216,10 @@ class Upstream:
             return False
 
     async def call_batch(
-        self, route: str, params: Mapping[str, Any], items: Sequence[Any], deadline: float
+        self, group: Group, items: Sequence[Any], deadline: float
     ) -> list[Piece | ProxyError]:
         """One answer per item. A whole-batch failure raises ProxyError."""
-        payload = orjson.dumps({**params, "inputs": list(items)})
-        status, body, tokens = await self._post(route, payload, deadline)
+        status, body, tokens = await self._post(group.route, group.payload(items), deadline)
         if status == 200:
             fragments = split(body, len(items))
             return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
@@ -228,8 +228,8 @@ class Upstream:
             # Find the offending inputs: halve until each failing part holds only them.
             mid = len(items) // 2
             left, right = await asyncio.gather(
-                self.call_batch(route, params, items[:mid], deadline),
-                self.call_batch(route, params, items[mid:], deadline),
+                self.call_batch(group, items[:mid], deadline),
+                self.call_batch(group, items[mid:], deadline),
             )
             return left + right
         if status in INPUT_ERRORS:
