@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -20,14 +19,14 @@ from .auth import KeyStore
 from .batch_policy import Caps
 from .batcher import Batcher, Refused
 from .config import Config, redact
-from .errors import TIMEOUT, UNHEALTHY, UPSTREAM, VALIDATION, ProxyError
+from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .httpserver import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
 from .respond import refusal
 from .smoothing import MovingAverage
-from .upstream import Piece, Upstream, UpstreamInfo
+from .upstream import Piece, Upstream, UpstreamError, UpstreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +145,9 @@ class Proxy:
                     next_info = now + refresh
                 ok = await up.healthy()
                 reason = "/health did not answer 200"
-            except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+            except UpstreamError as e:
                 ok = False
-                reason = logs.describe(e)
+                reason = e.cause
             # A call that lost TEI while the probe ran has the last word; the probe is redone.
             if up.losses == losses:
                 up.answering = ok
@@ -347,14 +346,7 @@ class Proxy:
             self.admit(request)
             info = self.upstream.info
             if info is None:
-                try:
-                    info = await self.upstream.fetch_info()
-                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                    raise ProxyError(
-                        502,
-                        f"upstream {self.upstream.shown} unreachable: {redact(logs.describe(e))}",
-                        UPSTREAM,
-                    ) from None
+                info = await self.upstream.fetch_info()
             body = openai_api.render_models(info.model_id, self.started_at)
             return Response(body=body, content_type=JSON)
         except ProxyError as e:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,14 @@ from yarl import URL
 
 from . import errors, httpclient, logs
 from .config import UpstreamConfig, redact
-from .errors import TIMEOUT, UPSTREAM, VALIDATION, ProxyError
+from .errors import TIMEOUT, UPSTREAM, ProxyError
+from .forwarding import (
+    HOP_BY_HOP,
+    REPLACED_IN_REQUESTS,
+    answer_headers,
+    named_by_connection,
+    target_url,
+)
 from .metrics import Metrics
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
@@ -32,33 +38,15 @@ log = logging.getLogger(__name__)
 INPUT_ERRORS = frozenset({400, 413, 422})
 # Statuses that say "not now": safe to retry, embeddings being pure functions.
 RETRY_STATUSES = frozenset({429, 503})
-# Headers that belong to one connection (RFC 9110 7.6.1), never passed on in either direction;
-# nor is any header that a `Connection` header names.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# A caller's headers that the proxy replaces on a forwarded request: the client for TEI writes
-# Host and Content-Length, the body is already read (Expect), and the caller's key stays here.
-REPLACED_IN_REQUESTS = frozenset({"host", "content-length", "expect", "authorization"})
-# An upstream answer's headers that the proxy replaces: it writes its own framing, and the body
-# it passes on is decompressed.
-REPLACED_IN_ANSWERS = frozenset({"content-length", "content-encoding"})
-# A forwarded request-target: origin-form only (a path and a query of RFC 3986 characters).
-_PATH = re.compile(r"/[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*")
-_QUERY = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*")
-# A header as it may be passed on: a token for a name, no control character in the value.
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class UpstreamError(ProxyError):
+    """What every call to the upstream raises when it fails, whichever client made it; `cause`
+    says why in a few words (for logs and readiness)."""
+
+    def __init__(self, status: int, message: str, error_type: str, cause: str) -> None:
+        super().__init__(status, message, error_type)
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +95,8 @@ class Upstream:
         self.info: UpstreamInfo | None = None
         self.api_key: str | None = None
         self._key_seen: Fingerprint = None
-        self._session: aiohttp.ClientSession | None = None
-        self._batches: httpclient.Client | None = None
+        self._general_client: aiohttp.ClientSession | None = None
+        self._batch_client: httpclient.Client | None = None
         # Whether TEI answers: set by the health probes, cleared at once by a call that finds
         # the connection refused, reset or closed (the readiness endpoint reads it).
         self.answering = False
@@ -120,32 +108,35 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
         )
-        self._session = aiohttp.ClientSession(
+        self._general_client = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=True,
             max_headers=httpclient.MAX_HEADERS,
             middlewares=(self._only_upstream,),
         )
-        self._batches = httpclient.Client(
+        self._batch_client = httpclient.Client(
             self.base, self.config.max_connections, self.config.max_answer_bytes
         )
         self.refresh_key()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._batches is not None:
-            self._batches.close()
+        if self._general_client is not None:
+            await self._general_client.close()
+        if self._batch_client is not None:
+            self._batch_client.close()
 
     @property
-    def batches(self) -> httpclient.Client:
-        assert self._batches is not None, "Upstream.start() not called"
-        return self._batches
+    def batch_client(self) -> httpclient.Client:
+        """The lean client: batch POSTs, the hot path."""
+        assert self._batch_client is not None, "Upstream.start() not called"
+        return self._batch_client
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "Upstream.start() not called"
-        return self._session
+    def general_client(self) -> aiohttp.ClientSession:
+        """aiohttp: /info, /health and forwarded routes (any method, compressed answers, repeated
+        headers), never anything but the upstream."""
+        assert self._general_client is not None, "Upstream.start() not called"
+        return self._general_client
 
     async def _only_upstream(
         self,
@@ -195,19 +186,27 @@ class Upstream:
         self._lost.clear()
 
     async def fetch_info(self) -> UpstreamInfo:
+        """TEI's /info, read now (and kept in `info`)."""
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000 + 3)
-        async with self.session.get(
-            self.base + "/info", headers=self._headers(), timeout=timeout, allow_redirects=False
-        ) as resp:
-            if resp.status != 200:
-                raise ProxyError(502, f"upstream /info answered {resp.status}", UPSTREAM)
-            self.info = UpstreamInfo.parse(orjson.loads(await resp.read()))
+        try:
+            async with self.general_client.get(
+                self.base + "/info", headers=self._headers(), timeout=timeout, allow_redirects=False
+            ) as resp:
+                if resp.status != 200:
+                    message = f"upstream /info answered {resp.status}"
+                    raise UpstreamError(502, message, UPSTREAM, logs.describe(message))
+                self.info = UpstreamInfo.parse(orjson.loads(await resp.read()))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            cause = logs.describe(e)
+            raise UpstreamError(
+                502, f"upstream {self.shown} unreachable: {redact(cause)}", UPSTREAM, cause
+            ) from None
         return self.info
 
     async def healthy(self) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.config.connect_timeout_ms / 1000)
         try:
-            async with self.session.get(
+            async with self.general_client.get(
                 self.base + "/health", headers=self._headers(), timeout=timeout
             ) as resp:
                 await resp.read()
@@ -253,7 +252,7 @@ class Upstream:
             delay: float | None = None
             try:
                 async with asyncio.timeout(min(self.config.timeout_ms / 1000, remaining)):
-                    answer = await self.batches.post(
+                    answer = await self.batch_client.post(
                         route, payload, self._headers(), self.config.connect_timeout_ms / 1000
                     )
                 body, status = answer.body, answer.status
@@ -266,16 +265,19 @@ class Upstream:
                     if remaining * 1000 < self.config.timeout_ms
                     else (f"upstream.timeout_ms ({self.config.timeout_ms} ms)")
                 )
-                raise ProxyError(504, f"upstream did not answer within {limit}", TIMEOUT) from None
+                message = f"upstream did not answer within {limit}"
+                raise UpstreamError(504, message, TIMEOUT, "no answer in time") from None
             except httpclient.AnswerError as e:
                 self._observe(route, "error", started)
-                raise ProxyError(502, f"upstream answer refused: {e}", UPSTREAM) from None
+                raise UpstreamError(
+                    502, f"upstream answer refused: {e}", UPSTREAM, f"answer refused: {e}"
+                ) from None
             except httpclient.ClientError as e:
                 self._observe(route, "error", started)
                 self.lost(e)
                 reason, status, body, tokens = "connection", 0, b"", 0
-                error = ProxyError(
-                    502, f"upstream {self.shown} unreachable: {redact(str(e))}", UPSTREAM
+                error = UpstreamError(
+                    502, f"upstream {self.shown} unreachable: {redact(str(e))}", UPSTREAM, str(e)
                 )
             else:
                 self._observe(route, str(status), started)
@@ -304,25 +306,7 @@ class Upstream:
         self.metrics.upstream_duration.labels(route=route).observe(time.perf_counter() - started)
 
     def target(self, path: str, query: str) -> URL:
-        """The URL a forwarded request goes to: the upstream's origin and path prefix plus the
-        request's path and query, never anything parsed from the request-target as a whole."""
-        if not _PATH.fullmatch(path) or not _QUERY.fullmatch(query):
-            raise ProxyError(
-                400,
-                "request-target must be a path with an optional query (origin-form)",
-                VALIDATION,
-            )
-        o = self.origin
-        url = URL.build(
-            scheme=o.scheme,
-            authority=o.raw_authority,
-            path=o.raw_path.rstrip("/") + path,
-            query_string=query,
-            encoded=True,
-        )
-        if (url.scheme, url.raw_authority) != (o.scheme, o.raw_authority):
-            raise ProxyError(400, "request-target would leave the upstream", VALIDATION)
-        return url
+        return target_url(self.origin, path, query)
 
     async def forward(
         self,
@@ -347,7 +331,7 @@ class Upstream:
         )
         limit = self.config.max_answer_bytes
         try:
-            async with self.session.request(
+            async with self.general_client.request(
                 method,
                 url,
                 data=body or None,
@@ -356,7 +340,8 @@ class Upstream:
                 allow_redirects=False,
             ) as resp:
                 if not 200 <= resp.status <= 599:
-                    raise ProxyError(502, f"upstream answered status {resp.status}", UPSTREAM)
+                    message = f"upstream answered status {resp.status}"
+                    raise UpstreamError(502, message, UPSTREAM, message)
                 if resp.content_length is not None and resp.content_length > limit:
                     raise _too_big(limit)
                 parts: list[bytes] = []
@@ -368,48 +353,28 @@ class Upstream:
                     parts.append(chunk)
                 return resp.status, answer_headers(resp.raw_headers), b"".join(parts)
         except TimeoutError:
-            raise ProxyError(504, "upstream did not answer in time", TIMEOUT) from None
+            raise UpstreamError(
+                504, "upstream did not answer in time", TIMEOUT, "no answer in time"
+            ) from None
         except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as e:
             # The answer broke the parser or a limit. aiohttp's message, without the bytes it may
             # quote after a colon.
             what = str(e.message if isinstance(e, aiohttp.ClientResponseError) else e)
-            raise ProxyError(
-                502, f"upstream answer refused: {what.partition(':')[0]}", UPSTREAM
+            what = what.partition(":")[0]
+            raise UpstreamError(
+                502, f"upstream answer refused: {what}", UPSTREAM, f"answer refused: {what}"
             ) from None
         except aiohttp.ClientError as e:
             if isinstance(e, aiohttp.ClientConnectionError):
                 self.lost(_describe(e))
-            raise ProxyError(
-                502, f"upstream {self.shown} unreachable: {_describe(e)}", UPSTREAM
+            raise UpstreamError(
+                502, f"upstream {self.shown} unreachable: {_describe(e)}", UPSTREAM, _describe(e)
             ) from None
 
 
-def named_by_connection(values: Iterable[str | None]) -> frozenset[str]:
-    """The header names (lower case) that `Connection` header values list as hop-by-hop."""
-    return frozenset(
-        token.strip().lower() for value in values if value for token in value.split(",")
-    )
-
-
-def answer_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """An upstream answer's headers as they may be passed on, in order and repeats kept
-    (`Set-Cookie`): the bytes as received, but without hop-by-hop headers, the framing the proxy
-    writes itself, or any header that could not be written back as it came (a name that is not
-    a token, a control character in the value)."""
-    pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
-    connection = named_by_connection(v for n, v in pairs if n.lower() == "connection")
-    drop = HOP_BY_HOP | REPLACED_IN_ANSWERS | connection
-    return [
-        (n, v)
-        for n, v in pairs
-        if n.lower() not in drop and _NAME.fullmatch(n) and not _BAD_VALUE.search(v)
-    ]
-
-
-def _too_big(limit: int) -> ProxyError:
-    return ProxyError(
-        502, f"upstream answer exceeds upstream.max_answer_bytes ({limit} bytes)", UPSTREAM
-    )
+def _too_big(limit: int) -> UpstreamError:
+    message = f"upstream answer exceeds upstream.max_answer_bytes ({limit} bytes)"
+    return UpstreamError(502, message, UPSTREAM, message)
 
 
 def share(tokens: int, items: Sequence[Any]) -> list[int]:

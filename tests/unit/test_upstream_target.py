@@ -11,8 +11,9 @@ from tests.helpers.scripted import answer, scripted, tei_like
 
 from embedding_proxy.config import UpstreamConfig
 from embedding_proxy.errors import ProxyError
+from embedding_proxy.forwarding import answer_headers, named_by_connection
 from embedding_proxy.metrics import Metrics
-from embedding_proxy.upstream import Upstream, answer_headers, named_by_connection
+from embedding_proxy.upstream import Upstream
 
 
 async def forward(upstream: Upstream, path: str, query: str = "") -> tuple[int, bytes]:
@@ -49,13 +50,13 @@ async def test_only_origin_form_targets_are_forwarded_and_only_upstream() -> Non
             ]
             # Whatever asks it, the session goes nowhere else, redirects included.
             with pytest.raises(aiohttp.InvalidUrlClientError):
-                await upstream.session.get(victim.url + "/steal")
+                await upstream.general_client.get(victim.url + "/steal")
             tei.script = lambda r: (answer(302, b"", [("Location", victim.url + "/")]), False)
             with pytest.raises(ProxyError) as info:
                 await upstream.fetch_info()
             assert info.value.status == 502
             with pytest.raises(aiohttp.InvalidUrlClientError):
-                await upstream.session.get(tei.url + "/health")  # a redirect it would follow
+                await upstream.general_client.get(tei.url + "/health")  # a redirect it would follow
             assert victim.connections == 0
         finally:
             await upstream.close()
