@@ -16,27 +16,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import logs, openai_api, tei_api
 from .auth import KeyStore
-from .batch_policy import Caps
 from .batcher import Batcher, Refused
-from .config import Config, redact
+from .config import Config
 from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .housekeeping import Housekeeping
 from .httpserver import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
-from .respond import refusal
-from .smoothing import MovingAverage
-from .upstream import Piece, Upstream, UpstreamError, UpstreamInfo
+from .respond import Outcome, refusal, responder
+from .upstream import Piece, Upstream
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 TIMEOUT_HEADER = "x-request-timeout-ms"
 _MILLISECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
-SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
-AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)
-PROBE_SECONDS = 2.0  # TEI's /health is asked this often while it answers ...
-REPROBE_SECONDS = 0.25  # ... and this often while it does not, so that /ready recovers quickly
 
 
 class Proxy:
@@ -53,9 +48,9 @@ class Proxy:
             on_batch=self._on_batch,
             answers=(ProxyError,),
         )
-        self.load_average = MovingAverage(AVERAGE_SAMPLES)
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
+        self.housekeeping = Housekeeping(self, config.upstream)
         self.draining = False  # the pod terminates (SIGTERM or SIGUSR1): not ready, still serving
         self.stopping = False  # drain delay over: new work refused
         self.started_at = int(time.time())
@@ -64,12 +59,19 @@ class Proxy:
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
+        self.handle_tei = responder(self._tei, ProxyError.tei_body, *self._tally)
+        self.handle_openai = responder(
+            self._openai, ProxyError.openai_body, *self._tally, route="/v1/embeddings"
+        )
+        self.handle_forward = responder(
+            self._forward, ProxyError.tei_body, *self._tally, route="other"
+        )
 
     # Lifecycle.
     async def start(self, config_path: Path | None = None) -> None:
         await self.upstream.start()
-        self._tasks.append(asyncio.create_task(self._watch_upstream()))
-        self._tasks.append(asyncio.create_task(self._sample()))
+        self._tasks.append(asyncio.create_task(self.housekeeping.watch_upstream()))
+        self._tasks.append(asyncio.create_task(self.housekeeping.sample_and_tidy()))
         if config_path is not None and self._reload is not None:
             self.watcher = ConfigWatcher(config_path, self._reload, self.apply, self._count_reload)
             self._tasks.append(asyncio.create_task(self.watcher.run()))
@@ -128,48 +130,6 @@ class Proxy:
 
     def _count_reload(self, ok: bool) -> None:
         self.metrics.config_reloads.labels(result="ok" if ok else "failed").inc()
-
-    async def _watch_upstream(self) -> None:
-        """Keep TEI's limits and health current; readiness follows the upstream. A batch call
-        that finds TEI not answering turns the proxy unready at once and wakes this loop."""
-        refresh = self.config.upstream.info_refresh_seconds
-        next_info = 0.0
-        up = self.upstream
-        while True:
-            now = time.monotonic()
-            losses = up.losses
-            try:
-                if up.info is None or now >= next_info:
-                    info = await up.fetch_info()
-                    self.batcher.update(caps=caps_of(info))
-                    next_info = now + refresh
-                ok = await up.healthy()
-                reason = "/health did not answer 200"
-            except UpstreamError as e:
-                ok = False
-                reason = e.cause
-            # A call that lost TEI while the probe ran has the last word; the probe is redone.
-            if up.losses == losses:
-                up.answering = ok
-                if ok and up.info is not None:
-                    up.state.up(up.info)
-                elif not ok:
-                    up.state.down(redact(reason))
-            steady = up.answering and up.info is not None
-            await up.wait_for_loss(PROBE_SECONDS if steady else REPROBE_SECONDS)
-
-    async def _sample(self) -> None:
-        ticks = 0
-        while True:
-            await asyncio.sleep(SAMPLE_SECONDS)
-            b = self.batcher
-            self.load_average.add(b.queue_depth + b.inflight_inputs)
-            ticks += 1
-            if ticks % 10 == 0:
-                b.drop_idle_groups()
-                self.keys.refresh()
-                self.upstream.refresh_key()
-                self.limiter.forget_idle(asyncio.get_running_loop().time())
 
     # The batch path.
     def _on_batch(self, size: int, waits: list[float]) -> None:
@@ -245,77 +205,43 @@ class Proxy:
         return request.body
 
     # Handlers.
-    async def handle_tei(self, request: Request) -> Response:
-        route = request.path
-        started = time.perf_counter()
-        inputs = 0
-        try:
-            body = self.read_body(request)
-            req = tei_api.parse(route, body, self.config.limits)
-            inputs = len(req.items)
-            pieces = await self.run_batch(req, self.deadline(request))
-            response = Response(
-                body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON
-            )
-        except ProxyError as e:
-            self._count_rejection(e)
-            response = Response(
-                status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
-            )
-        self._observe(route, response.status, started, inputs)
-        return response
+    async def _tei(self, request: Request, outcome: Outcome) -> Response:
+        body = self.read_body(request)
+        req = tei_api.parse(request.path, body, self.config.limits)
+        outcome.inputs = len(req.items)
+        pieces = await self.run_batch(req, self.deadline(request))
+        return Response(body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON)
 
-    async def handle_openai(self, request: Request) -> Response:
-        route = "/v1/embeddings"
-        started = time.perf_counter()
-        inputs = 0
-        try:
-            body = self.read_body(request)
-            req, encoding = openai_api.parse(body, self.config.limits)
-            inputs = len(req.items)
-            pieces = await self.run_batch(req, self.deadline(request))
-            model = self.upstream.info.model_id if self.upstream.info else "unknown"
-            response = Response(
-                body=openai_api.render(
-                    [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
-                ),
-                content_type=JSON,
-            )
-        except ProxyError as e:
-            self._count_rejection(e)
-            response = Response(
-                status=e.status, body=e.openai_body(), content_type=JSON, headers=e.headers
-            )
-        self._observe(route, response.status, started, inputs)
-        return response
+    async def _openai(self, request: Request, outcome: Outcome) -> Response:
+        body = self.read_body(request)
+        req, encoding = openai_api.parse(body, self.config.limits)
+        outcome.inputs = len(req.items)
+        pieces = await self.run_batch(req, self.deadline(request))
+        model = self.upstream.info.model_id if self.upstream.info else "unknown"
+        return Response(
+            body=openai_api.render(
+                [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
+            ),
+            content_type=JSON,
+        )
 
-    async def handle_forward(self, request: Request) -> Response:
-        started = time.perf_counter()
-        route = "other"
-        try:
-            self.admit(request)
-            if request.oversize:
-                raise _too_large(self.config.server.max_body_bytes)
-            upstream_started = time.perf_counter()
-            status, headers, data = await self.upstream.forward(
-                request.method,
-                request.path,
-                request.query,
-                request.headers,
-                request.body,
-                self.deadline(request),
-            )
-            access = logs.current()
-            if access is not None:
-                access.upstream_s = time.perf_counter() - upstream_started
-            response = Response(status=status, body=data, headers=headers)
-        except ProxyError as e:
-            self._count_rejection(e)
-            response = Response(
-                status=e.status, body=e.tei_body(), content_type=JSON, headers=e.headers
-            )
-        self._observe(route, response.status, started)
-        return response
+    async def _forward(self, request: Request, outcome: Outcome) -> Response:
+        self.admit(request)
+        if request.oversize:
+            raise _too_large(self.config.server.max_body_bytes)
+        upstream_started = time.perf_counter()
+        status, headers, data = await self.upstream.forward(
+            request.method,
+            request.path,
+            request.query,
+            request.headers,
+            request.body,
+            self.deadline(request),
+        )
+        access = logs.current()
+        if access is not None:
+            access.upstream_s = time.perf_counter() - upstream_started
+        return Response(status=status, body=data, headers=headers)
 
     async def handle_health(self, request: Request) -> Response:
         return Response(status=200)
@@ -334,7 +260,7 @@ class Proxy:
         m, b = self.metrics, self.batcher
         m.queue_depth.set(b.queue_depth)
         m.inflight_inputs.set(b.inflight_inputs)
-        m.queue_depth_avg.set(self.load_average.value)
+        m.queue_depth_avg.set(self.housekeeping.queue_depth_avg.value)
         m.groups.set(b.group_count)
         m.batch_size_limit.set(b.batch_size_limit)
         m.upstream_up.set(1 if self.upstream.answering else 0)
@@ -357,6 +283,10 @@ class Proxy:
         body = f"metrics are served on port {port} (server.metrics_port)\n".encode()
         return Response(404, body, "text/plain; charset=utf-8")
 
+    @property
+    def _tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
+        return self._observe, self._count_rejection
+
     def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
         # Labelled children are looked up once and kept: labels() is costly per request.
         children = self._children.get((route, status))
@@ -374,15 +304,6 @@ class Proxy:
     def _count_rejection(self, error: ProxyError) -> None:
         if error.reason is not None:
             self.metrics.rejections.labels(reason=error.reason).inc()
-
-
-def caps_of(info: UpstreamInfo) -> Caps:
-    """What TEI's /info says, as the limits the batcher keeps to."""
-    return Caps(
-        max_batch_size=info.max_client_batch_size,
-        max_batch_tokens=info.max_batch_tokens,
-        max_inflight_inputs=info.max_concurrent_requests,
-    )
 
 
 def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None:

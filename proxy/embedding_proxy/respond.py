@@ -1,10 +1,17 @@
 """Where the proxy's parts' own words become a caller's answer: the batcher's refusals as TEI's
-error statuses and shapes."""
+error statuses and shapes, and the one wrapper that turns a handler's ProxyError into its answer
+and observes every answer."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 from .batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
 from .errors import TIMEOUT, UNHEALTHY, ProxyError, overloaded
+from .httpserver import Handler, Request, Response
+
+JSON = "application/json"
 
 
 def refusal(refused: Refused) -> ProxyError:
@@ -24,3 +31,39 @@ def refusal(refused: Refused) -> ProxyError:
     if isinstance(refused, ShuttingDown):
         return ProxyError(503, "proxy is shutting down", UNHEALTHY)
     raise TypeError(f"no answer for {refused!r}")
+
+
+class Outcome:
+    """What a handler's work tells the wrapper besides its answer."""
+
+    __slots__ = ("inputs",)
+
+    def __init__(self) -> None:
+        self.inputs = 0  # inputs the request held, once parsed
+
+
+Work = Callable[[Request, Outcome], Awaitable[Response]]
+
+
+def responder(
+    work: Work,
+    error_body: Callable[[ProxyError], bytes],
+    observe: Callable[[str, int, float, int], None],
+    reject: Callable[[ProxyError], None],
+    route: str | None = None,
+) -> Handler:
+    """A handler from its work: a ProxyError becomes its answer in the dialect's shape (and a
+    rejection counted), and every answer is observed under `route` (the request's path if None)."""
+
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        outcome = Outcome()
+        try:
+            response = await work(request, outcome)
+        except ProxyError as e:
+            reject(e)
+            response = Response(e.status, error_body(e), JSON, headers=e.headers)
+        observe(route or request.path, response.status, started, outcome.inputs)
+        return response
+
+    return handle

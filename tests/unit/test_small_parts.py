@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from embedding_proxy.app import caps_of
 from embedding_proxy.errors import from_upstream
+from embedding_proxy.housekeeping import caps_of
 from embedding_proxy.retry import RetryBudget, backoff_seconds, retry_after_seconds
 from embedding_proxy.smoothing import MovingAverage
 from embedding_proxy.upstream import UpstreamInfo, share
