@@ -1,5 +1,6 @@
 """The sidecar's HTTP side: handlers for TEI's and OpenAI's dialects, health, readiness and
-metrics, and the lifecycle (upstream watch, config reload, graceful drain)."""
+metrics, and the lifecycle (start, config reload, graceful drain). The background chores are in
+housekeeping.py, the error-to-answer wrapper in respond.py."""
 
 from __future__ import annotations
 

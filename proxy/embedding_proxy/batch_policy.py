@@ -34,9 +34,10 @@ class Waiting(Protocol):
 G = TypeVar("G", bound=Waiting)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Limits:
-    """The settings, the upstream's caps and what is in flight now, as the policy needs them."""
+    """The settings, the upstream's caps and what is in flight now, as the policy needs them
+    (the driver counts a started batch off `calls_free` and `inputs_free`)."""
 
     batch_inputs: int  # most inputs in one call (settings and caps together)
     batch_tokens: int  # most estimated tokens in one call (one input may exceed it alone)
@@ -47,7 +48,7 @@ class Limits:
     flush_all: bool = False  # draining: send everything now
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Flush(Generic[G]):
     """Send `group` now: its oldest inputs, as many as `admits` lets in."""
 

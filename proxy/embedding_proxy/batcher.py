@@ -248,13 +248,16 @@ class Batcher(Generic[K, I, R]):
         self._pump_scheduled = False
         loop = asyncio.get_running_loop()
         now = loop.time()
+        limits = self.limits()
         while True:
-            decision = next_batch(self._groups.values(), self.limits(), now)
+            decision = next_batch(self._groups.values(), limits, now)
             if not isinstance(decision, Flush):
                 break
             batch = self._take(decision, now)
             if batch:
                 self._start(decision.group.key, batch, now)
+                limits.calls_free -= 1
+                limits.inputs_free -= len(batch)
         if decision is not None:
             self._arm_timer(loop, now, decision)
         self._check_idle()
