@@ -49,13 +49,19 @@ async def observe(
     state = state_of(memo)
     first = True
     wake = state.wakeup(namespace, name)
-    while not stopped:
+    while not stopped and not state.closed:
         interval = state.options.status_seconds
         wake.clear()
         try:
             interval = await observe_once(state, namespace, name, logger, first) or interval
             first = False
-        except ApiError as e:
+        except Exception as e:
+            if stopped or state.closed:
+                # The operator is exiting: its clean-up closes the shared sessions, and kopf may
+                # still be running this poll. Its outcome no longer matters.
+                return
+            if not isinstance(e, ApiError):
+                raise
             state.metrics.failed(namespace, name)
             logger.warning("observing pods of %s/%s: %s", namespace, name, e)
         await _pause(stopped, wake, interval)

@@ -35,6 +35,8 @@ class State:
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     notices: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
+    # Set by the operator's clean-up: kopf may still run a daemon's poll after it.
+    closed: bool = False
     _kube: Kube | None = None
     _kube_info: kopf.ConnectionInfo | None = None
     _fetcher: MetricsFetcher | None = None
@@ -105,6 +107,7 @@ class State:
         kopf.event(dict(proxy), type=type_, reason=reason, message=message)
 
     async def close(self) -> None:
+        self.closed = True
         if self._kube is not None:
             await self._kube.close()
         if self._fetcher is not None:
