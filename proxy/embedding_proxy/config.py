@@ -61,7 +61,15 @@ class ServerConfig(Section):
         description="A client that reads none of its answer this long: dropped.",
     )
     max_connections: int = Field(
-        4096, ge=1, le=1_000_000, description="Connections beyond this get 503 and a close."
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="At the cap the longest-idle keep-alive connection is closed; else 503.",
+    )
+    max_body_buffer_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        description="Request bodies held across all connections; beyond, reading waits.",
     )
     drain_seconds: float = Field(
         0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."

@@ -65,7 +65,12 @@ class Limits:
     body_timeout: float = 30.0  # a body not complete this long after its head: 408
     keepalive_timeout: float = 75.0  # a connection idle between requests this long is closed
     send_timeout: float = 60.0  # a client that takes none of its answer this long is dropped
-    max_connections: int = 4096  # connections beyond this get 503 and a close
+    max_connections: int = 4096  # at this many, the longest-idle keep-alive one is closed;
+    # with none idle, a new connection gets 503 and a close
+    # Request bodies held (being read, or waiting for their answer) across all connections: a
+    # body is read only once its whole size (Content-Length, or max_body_bytes if chunked)
+    # fits; until then its connection is not read.
+    max_body_buffer_bytes: int = 256 * 1024 * 1024
 
 
 class Request:
@@ -123,6 +128,9 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Asked with a request's head (its body empty and unread) before its body is read: an answer
+# here is given at once and the body is never read (the connection then closes).
+Vet = Callable[[Request], Response | None]
 
 
 class _Clock:
@@ -218,6 +226,8 @@ class Connection(asyncio.Protocol):
         self.closed_at = 0.0
         self.refused = False  # over the connection limit: every request gets 503
         self.continue_due = False  # the request being read waits for `100 Continue`
+        self.reserved = 0  # bytes of the body budget held for the body being read
+        self.wants = 0  # bytes of it asked for and not yet granted (reading stopped meanwhile)
         self._reset()
 
     def _reset(self) -> None:
@@ -237,14 +247,20 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
         server = self.server
-        if len(server.connections) >= self.limits.max_connections:
+        if len(server.connections) >= self.limits.max_connections and not server.evict_idle():
             self.refused = True
             server.refused_connection()
         server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = self.ended = True
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        server.release(self.reserved + self.pending_bytes)  # a running handler's: when it ends
+        self.reserved = self.pending_bytes = 0
+        if self.wants:
+            self.wants = 0
+            server.waiting.discard(self)
         self.pending.clear()
         self.stash = b""
         if self.task is not None and not self.task.done():
@@ -367,6 +383,10 @@ class Connection(asyncio.Protocol):
             # Absolute-form, authority-form, or anything else: the proxy only ever talks to
             # its own upstream, and a target that is not a path could name another host.
             return self._refuse("the request target must be a path starting with /")
+        if b"#" in url:
+            return self._refuse("a request target has no fragment")
+        if _unsafe_path(url):
+            return self._refuse("the request path has a dot segment or starts with //")
         if parser.should_upgrade() and (
             coding is not None
             or headers.get("content-length", "0") != "0"
@@ -380,15 +400,28 @@ class Connection(asyncio.Protocol):
             self._oversize(False)
             return
         expect = headers.get("expect")
-        continue_wanted = expect is not None and expect.lower() == "100-continue"
+        # A 1.0 client does not know 100 Continue (RFC 9110 section 10.1.1): it sends its body.
+        continue_wanted = (
+            expect is not None and expect.lower() == "100-continue" and version == "1.1"
+        )
         length = headers.get("content-length")
-        if length is not None and int(length) > self.limits.max_body_bytes:
+        size = int(length) if length is not None else (0 if coding is None else -1)
+        if size > self.limits.max_body_bytes:
             # Answer at once; without an `Expect` the body is read and dropped (the client sees
             # the answer rather than a reset), with one the client may never send it.
             self._oversize(not continue_wanted and self.keep_alive and parser.should_keep_alive())
             return
+        vet = self.server.vet
+        if size and vet is not None:
+            answer = vet(self._request(b""))
+            if answer is not None:  # refused on its head: the body is never read
+                self.oversize = True
+                self._enqueue(answer, False)
+                return
+        if size:
+            self._reserve(size if size > 0 else self.limits.max_body_bytes)
         if continue_wanted:
-            if self.task is None and not self.pending:
+            if self.task is None and not self.pending and not self.wants:
                 self._continue()
             else:
                 self.continue_due = True  # once the answers before it are written
@@ -396,6 +429,22 @@ class Connection(asyncio.Protocol):
     def _refuse(self, reason: str, status: int = 400) -> None:
         self._fail(status, reason)
         raise httptools.HttpParserError(reason)
+
+    def _reserve(self, size: int) -> None:
+        """Hold `size` bytes of the server's body budget for this body; without room, read
+        nothing more until the server grants it."""
+        if self.server.reserve(self, size):
+            self.reserved = size
+        else:
+            self.wants = size
+            self._update_reading()
+
+    def granted(self) -> None:
+        """The server granted the budget this connection waited for."""
+        self.reserved, self.wants = self.wants, 0
+        self._update_reading()
+        if self.continue_due and self.task is None and not self.pending:
+            self._continue()  # the body is asked for only once there is room for it
 
     def on_body(self, body: bytes) -> None:
         if self.oversize:
@@ -409,10 +458,15 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.phase = _IDLE
         self.continue_due = False
+        reserved, self.reserved = self.reserved, 0
         if self.oversize:
+            self.server.release(reserved)
             return
         parts = self.body_parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.body_parts = []
+        # The budget now holds this body until it is answered (pending_bytes, then the task).
+        self.server.release(reserved - len(body))
         self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
 
     def _continue(self) -> None:
@@ -436,13 +490,19 @@ class Connection(asyncio.Protocol):
     def _oversize(self, keep_alive: bool) -> None:
         """Answer at once (the handler decides the body); the rest of the body is dropped."""
         self.oversize = True
+        self.body_parts = []
+        self.server.release(self.reserved)
+        self.reserved = 0
         self._enqueue(self._request(b"", oversize=True), keep_alive)
 
     def _enqueue(self, request: Request | Response | None, keep_alive: bool) -> None:
         if self.ended:
+            if request.__class__ is Request:
+                self.server.release(len(request.body))  # type: ignore[union-attr]
             return  # after a request that closes the connection, nothing more is answered
         if not keep_alive:
             self.ended = True
+            self._drop_reading()
         self.pending.append((request, keep_alive))
         if request.__class__ is Request:
             self.pending_bytes += len(request.body)  # type: ignore[union-attr]
@@ -462,6 +522,7 @@ class Connection(asyncio.Protocol):
     def _update_reading(self) -> None:
         hold = (
             self.write_paused
+            or self.wants > 0
             or len(self.pending) >= MAX_PIPELINED
             or self.pending_bytes >= PIPELINED_BYTES
         )
@@ -488,10 +549,13 @@ class Connection(asyncio.Protocol):
             return
         item, keep_alive = self.pending.popleft()
         if item.__class__ is Request:
-            self.pending_bytes -= len(item.body)  # type: ignore[union-attr]
+            size = len(item.body)  # type: ignore[union-attr]
+            self.pending_bytes -= size
             if self.held:
                 self._update_reading()
             self.task = self.loop.create_task(self._run(item, keep_alive))  # type: ignore[arg-type]
+            if size:  # the handler holds the body until it ends, however it ends
+                self.task.add_done_callback(lambda _, size=size: self.server.release(size))
         else:
             self.task = None
             if item is not None:
@@ -598,6 +662,29 @@ class Connection(asyncio.Protocol):
             if late:
                 transport.close()
 
+    def _drop_reading(self) -> None:
+        """No more requests are read: give back budget held or asked for a body not read."""
+        if self.wants:
+            self.wants = 0
+            self.server.waiting.discard(self)
+        if self.reserved:
+            self.server.release(self.reserved)
+            self.reserved = 0
+        self.body_parts = []
+
+    def idle(self) -> bool:
+        """Between requests on a kept-alive connection, after at least one answer."""
+        return (
+            self.served > 0
+            and self.task is None
+            and not self.pending
+            and self.phase == _IDLE
+            and not self.stash
+            and not self.closing
+            and not self.write_paused
+            and self.transport is not None
+        )
+
     def close_between_requests(self) -> None:
         """Shutting down: end the connection if it is between requests (and has had one)."""
         transport = self.transport
@@ -616,13 +703,34 @@ class Connection(asyncio.Protocol):
             transport.close()
 
 
+def _unsafe_path(url: bytes) -> bool:
+    """A `.` or `..` segment (raw or percent-encoded), or `//` at the start: the upstream (or
+    anything between) may resolve it to a path outside the one asked for."""
+    path = url.partition(b"?")[0]
+    if path[:2] == b"//":
+        return True
+    if b"." not in path and b"%" not in path:
+        return False
+    for segment in path.lower().replace(b"%2e", b".").split(b"/"):
+        if segment in (b".", b".."):
+            return True
+    return False
+
+
 class Server:
     """Listen on one address. `drain` ends each connection after its next answer; `close`
     accepts what waits in the listen backlog, stops listening, and lets answers finish."""
 
-    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
+    def __init__(
+        self, handler: Handler, limits: Limits | None = None, vet: Vet | None = None
+    ) -> None:
         self.handler = handler
+        self.vet = vet
         self.limits = limits or Limits()
+        self.body_held = 0  # bytes of the body budget granted
+        # Connections waiting for body budget, first come first served (a dict keeps order).
+        self.waiting: dict[Connection, None] = {}
+        self.evictions = 0
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
         self.clock = _Clock()
@@ -642,6 +750,44 @@ class Server:
     def port(self) -> int:
         assert self._listener is not None
         return int(self._listener.sockets[0].getsockname()[1])
+
+    def reserve(self, conn: Connection, size: int) -> bool:
+        """Grant `size` bytes of the body budget now, or queue `conn` for it (False). One body
+        always fits in an empty budget, so a granted body can always be read whole."""
+        if not self.waiting and (
+            self.body_held == 0 or self.body_held + size <= self.limits.max_body_buffer_bytes
+        ):
+            self.body_held += size
+            return True
+        self.waiting[conn] = None
+        return False
+
+    def release(self, size: int) -> None:
+        if not size:
+            return
+        self.body_held -= size
+        budget = self.limits.max_body_buffer_bytes
+        while self.waiting:
+            conn = next(iter(self.waiting))
+            if self.body_held and self.body_held + conn.wants > budget:
+                break
+            del self.waiting[conn]
+            self.body_held += conn.wants
+            conn.granted()
+
+    def evict_idle(self) -> bool:
+        """At the connection cap: close the connection idle longest between requests, to make
+        room for a new one. False if none is idle."""
+        idle = [c for c in self.connections if c.idle()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.answered_at)
+        self.connections.discard(oldest)
+        oldest.closing = oldest.ended = True
+        assert oldest.transport is not None
+        oldest.transport.close()
+        self.evictions += 1
+        return True
 
     def refused_connection(self) -> None:
         self.refusals += 1

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from .app import Proxy, api_handler, metrics_handler
 from .config import Config, redact
+from .errors import ProxyError
 from .failure import cannot_listen
-from .httpserver import Handler, Limits, Request, Response, Server
+from .httpserver import Handler, Limits, Request, Response, Server, Vet
 
 log = logging.getLogger("embedding_proxy")
 
@@ -38,13 +39,15 @@ async def serve(
         keepalive_timeout=server.keepalive_seconds,
         send_timeout=server.send_timeout_seconds,
         max_connections=server.max_connections,
+        max_body_buffer_bytes=server.max_body_buffer_bytes,
     )
     # The ports first, so that a busy one stops start-up before anything else happens (and
     # logs); until the proxy has started, requests wait for it.
     started_up = asyncio.Event()
     servers: list[Server] = []
     for port, handler in listeners:
-        http_server = Server(_after(started_up, handler), limits)
+        vet = _key_check(proxy) if port == server.port else None
+        http_server = Server(_after(started_up, handler), limits, vet)
         try:
             await http_server.start(server.host, port)
         except OSError as e:
@@ -93,6 +96,25 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _key_check(proxy: Proxy) -> Vet:
+    """With API keys on, a request with a body and no valid key gets its 401 from the head
+    alone: its body is never read. /health, /ready and /metrics take no key."""
+    open_paths = frozenset({"/health", "/ready", "/metrics"})
+
+    def vet(request: Request) -> Response | None:
+        if not proxy.keys.enabled or request.path in open_paths:
+            return None
+        try:
+            proxy.keys.check(request.headers.get("authorization"))
+        except ProxyError as e:
+            openai = request.path == "/v1/embeddings"
+            body = e.openai_body() if openai else e.tei_body()
+            return Response(e.status, body, "application/json", e.headers)
+        return None
+
+    return vet
 
 
 def _after(event: asyncio.Event, handler: Handler) -> Handler:

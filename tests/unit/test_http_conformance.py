@@ -45,6 +45,10 @@ STRICTER = {
     "upgrade-body": "no protocol upgrade is served; a request asking for one and carrying a body "
     "is refused (llhttp would not read its body), h11 reads it as a plain request",
     "connect": "CONNECT is refused: the proxy opens no tunnels",
+    "path": "a fragment (origin-form has none, RFC 9112 §3.2.1), a `.` or `..` segment (raw or "
+    "percent-encoded) or a path starting with `//` is refused: forwarded under the upstream's "
+    "prefix, `/../x` or `//host/x` could reach another path or host; h11 leaves it to the "
+    "application",
 }
 # ... and where it takes what h11 refuses.
 LENIENT = {
@@ -90,8 +94,7 @@ def normal_headers(pairs: Iterator[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 def normal_target(target: str) -> str:
-    """A fragment is not passed on, nor an empty query: the meaning to a server is the same."""
-    target = target.partition("#")[0]
+    """An empty query is not passed on: the meaning to a server is the same."""
     return target[:-1] if target.endswith("?") else target
 
 
@@ -149,6 +152,10 @@ def differs(seen: Seen, difference: str) -> bool:
         return seen.version not in ("1.0", "1.1")
     if difference == "method":
         return seen.method not in KNOWN_METHODS
+    if difference == "path":
+        path = seen.target.partition("?")[0]
+        segments = path.lower().replace("%2e", ".").split("/")
+        return "#" in seen.target or path.startswith("//") or bool({".", ".."} & set(segments))
     if difference == "connect":
         return seen.method == "CONNECT"
     if difference == "control":
@@ -310,7 +317,15 @@ GOOD = b"GET /good?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
 CORPUS: list[tuple[bytes, str | None]] = [
     (GOOD, None),
     (GOOD + GOOD + b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", None),
-    (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /info#@127.0.0.1:18099 HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /../../steal HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /a/./b HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /a/%2E%2e/b?x HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /a/. HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET //evil/x HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (GOOD + b"GET /%2e%2E/x HTTP/1.1\r\nHost: a\r\n\r\n", "path"),
+    (b"GET /a..b/.c/d.?x=/../ HTTP/1.1\r\nHost: a\r\n\r\n", None),
     (b"GET /a? HTTP/1.1\r\nHost: a\r\n\r\n", None),
     (b"GET //a/b HTTP/1.1\r\nHost: a\r\n\r\n", None),
     (b"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", None),
@@ -447,7 +462,7 @@ def requests(draw: st.DrawFn) -> tuple[bytes, str | None]:
     method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]))
     target = draw(
         st.sampled_from(
-            ["/", "/embed", "/a/b?c=d&e", "/a?b?c", "/%41", "/a#f", "//x/y", "/~!$&'()*+,;=:@"]
+            ["/", "/embed", "/a/b?c=d&e", "/a?b?c", "/%41", "/a..b/.c", "/x//y", "/~!$&'()*+,;=:@"]
         )
     )
     version = draw(st.sampled_from(["1.1", "1.1", "1.1", "1.0"]))
