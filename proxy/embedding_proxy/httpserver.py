@@ -260,7 +260,7 @@ class Connection(asyncio.Protocol):
         self.reserved = self.pending_bytes = 0
         if self.wants:
             self.wants = 0
-            server.waiting.discard(self)
+            server.waiting.pop(self, None)
         self.pending.clear()
         self.stash = b""
         if self.task is not None and not self.task.done():
@@ -465,8 +465,16 @@ class Connection(asyncio.Protocol):
         parts = self.body_parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.body_parts = []
-        # The budget now holds this body until it is answered (pending_bytes, then the task).
-        self.server.release(reserved - len(body))
+        if self.wants:
+            # Its body came in the same read as its head (one FEED_SLICE at most): charged
+            # though over the budget, rather than parsed again.
+            self.server.waiting.pop(self, None)
+            self.wants = 0
+            self.server.body_held += len(body)
+            self._update_reading()
+        else:
+            # The budget now holds this body until it is answered (pending_bytes, then the task).
+            self.server.release(reserved - len(body))
         self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
 
     def _continue(self) -> None:
@@ -666,7 +674,7 @@ class Connection(asyncio.Protocol):
         """No more requests are read: give back budget held or asked for a body not read."""
         if self.wants:
             self.wants = 0
-            self.server.waiting.discard(self)
+            self.server.waiting.pop(self, None)
         if self.reserved:
             self.server.release(self.reserved)
             self.reserved = 0

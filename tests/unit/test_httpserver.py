@@ -111,6 +111,21 @@ async def test_chunked_body_and_expect_continue(served: tuple[Server, Echo]) -> 
     writer.close()
 
 
+async def test_expect_continue_is_ignored_from_an_http10_client(
+    served: tuple[Server, Echo],
+) -> None:
+    """RFC 9110 §10.1.1: a 1.0 client does not know 100 Continue, and sends its body anyway."""
+    server, _ = served
+    reader, writer = await connect(server)
+    writer.write(b"POST /c HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    await poll(lambda: any(c.phase == httpserver._BODY for c in server.connections), "no head")
+    writer.write(b"abc")
+    status, _, body = await read_response(reader)  # the first status line is the answer
+    assert (status, body) == (200, b"POST /c 3")
+    assert await closed(reader)
+    writer.close()
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_oversize_body_is_refused_and_the_connection_goes_on(
     served: tuple[Server, Echo], chunked: bool
@@ -274,6 +289,11 @@ async def closed(reader: asyncio.StreamReader) -> bool:
         ),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A:\r\n" * 101 + b"\r\n", 431),  # row 3
+        (b"GET /info#@127.0.0.1:18099 HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # a fragment
+        (b"GET /../../steal HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # dot segments
+        (b"GET /a/%2E%2e/steal HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /a/./b?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET //evil/x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ],
 )
 async def test_refused_requests_never_reach_the_handler(
@@ -611,3 +631,120 @@ async def test_close_answers_the_connections_waiting_in_the_backlog() -> None:
         assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(f"POST /queued{i} 0".encode())
         assert b"Connection: close" in data
         sock.close()
+
+
+async def test_bodies_wait_for_room_in_the_body_budget() -> None:
+    """Row 1 of the second report: bodies held across all connections are bounded; a body is
+    read once its whole size fits, and none is lost while it waits."""
+    echo = Echo()
+    server = Server(echo, Limits(max_body_bytes=LIMIT, max_body_buffer_bytes=1500))
+    await server.start("127.0.0.1", 0)
+    try:
+        first_reader, first = await connect(server)
+        first.write(post("/a", b"x" * 1000)[:-400])  # 600 of 1,000 bytes: 1,000 held for it
+        await poll(lambda: server.body_held == 1000, "first body not reserved")
+        second_reader, second = await connect(server)
+        second.write(post("/b", b"y" * 800)[:-800])  # 1,000 + 800 does not fit
+        await poll(lambda: len(server.waiting) == 1, "second body not waiting")
+        second.write(b"y" * 800)  # not read meanwhile
+        third_reader, third = await connect(server)
+        third.write(post("/c", b"z" * 100)[:-100])  # fits, but waits behind the second
+        await poll(lambda: len(server.waiting) == 2, "third body not waiting")
+        third.write(b"z" * 100)
+        await asyncio.sleep(0.2)  # not a condition to wait for: a chance to go wrong
+        assert echo.seen == [] and server.body_held == 1000
+        first.write(b"x" * 400)
+        for reader, want in [(first_reader, b"/a 1000"), (second_reader, b"/b 800")]:
+            status, _, body = await read_response(reader)
+            assert (status, body) == (200, b"POST " + want)
+        status, _, body = await read_response(third_reader)
+        assert (status, body) == (200, b"POST /c 100")
+        await poll(lambda: server.body_held == 0, "budget not given back")
+        # A body cut off in the middle gives its room back when its client leaves.
+        first.write(post("/d", b"x" * 1000)[:-10])
+        await poll(lambda: server.body_held == 1000, "body not reserved")
+        first.close()
+        await poll(lambda: server.body_held == 0, "budget of a departed client not given back")
+        for w in (second, third):
+            w.close()
+    finally:
+        await server.close(timeout=1)
+
+
+async def test_a_vetted_head_is_answered_before_its_body_is_read() -> None:
+    """A request refused on its head (a missing API key) is answered at once and its body is
+    never read nor held; the connection then closes."""
+    echo = Echo()
+
+    def vet(request: Request) -> Response | None:
+        if request.headers.get("authorization") == "Bearer k":
+            return None
+        return Response(401, b"no key", "text/plain")
+
+    server = Server(echo, Limits(max_body_bytes=LIMIT), vet)
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await connect(server)
+        writer.write(post("/embed", b"x" * 900)[:-900])  # the head alone
+        status, headers, body = await read_response(reader)
+        assert (status, headers["connection"], body) == (401, "close", b"no key")
+        assert server.body_held == 0
+        writer.write(b"x" * 900)  # what the client still sends is dropped
+        assert await closed(reader)
+        assert echo.seen == []
+        writer.close()
+        reader, writer = await connect(server)
+        writer.write(post("/embed", b"x" * 900, "Authorization: Bearer k\r\n") + post("/h"))
+        for want in (b"POST /embed 900", b"POST /h 0"):  # no body: not vetted
+            status, _, body = await read_response(reader)
+            assert (status, body) == (200, want)
+        writer.close()
+    finally:
+        await server.close(timeout=1)
+
+
+async def test_at_the_cap_the_longest_idle_connection_makes_room() -> None:
+    """Row 2: keep-alive connections idle between requests cannot hold every slot; the one idle
+    longest is closed for a new one, and a connection in the middle of a request is not."""
+    echo = Echo()
+    server = Server(echo, Limits(max_body_bytes=LIMIT, max_connections=3))
+    await server.start("127.0.0.1", 0)
+    try:
+        idle = []
+        for i in range(2):
+            reader, writer = await connect(server)
+            writer.write(post(f"/idle{i}"))
+            assert (await read_response(reader))[0] == 200
+            idle.append((reader, writer))
+        busy_reader, busy = await connect(server)
+        busy.write(post("/busy", b"x" * 10)[:-5])  # in the middle of its body
+        await poll(lambda: len(server.connections) == 3, "not connected")
+        new = []
+        for gone in idle:  # the connection idle longest goes first
+            reader, writer = await connect(server)
+            writer.write(post("/new"))
+            assert (await read_response(reader))[0] == 200  # not 503
+            assert await closed(gone[0])
+            new.append((reader, writer))
+        assert new[0][0].at_eof() is False
+        busy.write(b"x" * 5)
+        assert (await read_response(busy_reader))[:3:2] == (200, b"POST /busy 10")
+        for _, writer in new:
+            writer.close()
+        await poll(lambda: len(server.connections) == 1, "not closed")
+        # With none idle, a new connection still gets 503.
+        echo.release.clear()
+        others = [await connect(server) for _ in range(2)]
+        for _, writer in others:
+            writer.write(post("/wait"))
+        await poll(lambda: sum(c.task is not None for c in server.connections) == 2, "waiting")
+        busy.write(post("/wait"))
+        await poll(lambda: sum(c.task is not None for c in server.connections) == 3, "waiting")
+        reader, writer = await connect(server)
+        writer.write(post("/over"))
+        assert (await read_response(reader))[0] == 503
+        echo.release.set()
+        for _, w in [*others, (reader, writer), (busy_reader, busy)]:
+            w.close()
+    finally:
+        await server.close(timeout=1)
