@@ -205,6 +205,79 @@ async def test_slow_clients_are_cut_off_and_the_connection_cap_holds(
     assert peak < 150, f"RSS grew {peak:.0f} MiB with 300 bodies in flight"
 
 
+async def test_many_whole_bodies_at_once_fit_the_body_budget(
+    start_proxy: Starter, simulator: Process
+) -> None:
+    """Second report, row 1: 1,000 clients each sending a whole 2 MB body took 2-7 GiB, kept
+    after they left. Bodies held across all connections now fit a budget (8 MiB here): each
+    waits for room, none is lost. Without an API key, a body is never read: 401 from its head."""
+    proxy = start_proxy(
+        simulator.url,
+        "--api-keys",
+        "k",
+        ready_path="/ready",
+        env={"EMBEDDING_PROXY_SERVER__MAX_BODY_BUFFER_BYTES": str(8 * MIB)},
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 1900000\r\n\r\n")
+    status, headers, _ = await answer(reader)  # the body is not sent: not waited for either
+    assert (status, headers["connection"]) == (401, "close")
+    assert await asyncio.wait_for(reader.read(), 30) == b""
+    writer.close()
+
+    body = orjson.dumps({"inputs": "a" * 1_900_000})
+    request = (
+        b"POST /embed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    before, peak = rss(proxy), 0
+    statuses: list[int] = []
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(request)
+        statuses.append((await answer(reader))[0])
+        writer.close()
+
+    clients = asyncio.gather(*(client() for _ in range(150)))
+    while not clients.done():
+        peak = max(peak, rss(proxy))
+        await asyncio.sleep(0.05)
+    await clients
+    assert statuses == [413] * 150  # each read whole and answered (the input is too long)
+    grown = (peak - before) / MIB
+    assert grown < 120, f"RSS grew {grown:.0f} MiB with 150 bodies of 1.9 MB at once"
+
+
+async def test_idle_keepalive_connections_cannot_starve_a_probe(
+    start_proxy: Starter, simulator: Process
+) -> None:
+    """Second report, row 2: connections each asking once and then idling held every slot, and a
+    liveness probe got 503. At the cap the connection idle longest now makes room."""
+    proxy = start_proxy(simulator.url, env={"EMBEDDING_PROXY_SERVER__MAX_CONNECTIONS": "50"})
+    idle = []
+    for _ in range(60):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await answer(reader))[0] == 200
+        idle.append((reader, writer))
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n")
+        assert (await answer(reader))[0] == 200
+        writer.close()
+    for reader, _ in idle[:11]:  # 10 for the last 10 idle ones, 1 for the probes: oldest first
+        assert await _ended(reader)
+    for _, writer in idle:
+        writer.close()
+
+
+async def _ended(reader: asyncio.StreamReader) -> bool:
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(reader.read(), 10) == b""
+    return False
+
+
 @pytest.mark.parametrize("drain_seconds", ["0", "1"])
 async def test_sigterm_under_keepalive_load_answers_every_request(
     start_proxy: Starter, simulator: Process, drain_seconds: str
