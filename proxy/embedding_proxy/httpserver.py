@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ PIPELINED_BYTES = 256 * 1024  # ... or this many bytes of their bodies
 FEED_SLICE = 16 * 1024  # a large read is parsed in slices, so that a full pipeline stops within one
 HEADER_OVERHEAD = 64  # bytes charged per header against max_head_bytes: what a header costs held
 BODY_FRAMING = 8  # a body may come with up to this many times its size in chunk framing
+TRIM_AFTER = 64 * 1024 * 1024  # bodies held at once before the heap is trimmed when all are gone
 LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
 
@@ -725,6 +727,22 @@ def _unsafe_path(url: bytes) -> bool:
     return False
 
 
+def _trimmer() -> Callable[[], object]:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+
+
+_malloc_trim = _trimmer()
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the system: glibc keeps what many bodies freed at once
+    (docs/security.md has the figures)."""
+    _malloc_trim(0)
+
+
 class Server:
     """Listen on one address. `drain` ends each connection after its next answer; `close`
     accepts what waits in the listen backlog, stops listening, and lets answers finish."""
@@ -739,6 +757,7 @@ class Server:
         # Connections waiting for body budget, first come first served (a dict keeps order).
         self.waiting: dict[Connection, None] = {}
         self.evictions = 0
+        self._high = 0  # the most body bytes held since memory was last handed back
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
         self.clock = _Clock()
@@ -774,6 +793,10 @@ class Server:
         if not size:
             return
         self.body_held -= size
+        self._high = max(self._high, self.body_held + size)
+        if self.body_held == 0 and self._high >= TRIM_AFTER:
+            self._high = 0
+            _trim()
         budget = self.limits.max_body_buffer_bytes
         while self.waiting:
             conn = next(iter(self.waiting))
