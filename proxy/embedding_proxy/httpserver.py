@@ -265,6 +265,9 @@ class Connection(asyncio.Protocol):
             server.waiting.pop(self, None)
         self.pending.clear()
         self.stash = b""
+        # The parser and this protocol refer to each other, so this object may wait for the
+        # cycle collector: what it holds of an unfinished request goes now.
+        self._reset()
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the caller left: its handler (and queued inputs) go with it
 
