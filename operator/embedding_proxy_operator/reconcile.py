@@ -9,6 +9,7 @@ from typing import Any
 
 from . import names, patches, render
 from .conditions import Fact
+from .settings import image_allowed
 from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
@@ -40,8 +41,10 @@ def plan(
     deployment: Mapping[str, Any] | None,
     native_supported: bool,
     sleep_action: bool = True,
+    allowed_images: tuple[str, ...] = (),
 ) -> Plan:
-    """`sleep_action`: whether the cluster knows the preStop `sleep` handler (1.30 and later)."""
+    """`sleep_action`: whether the cluster knows the preStop `sleep` handler (1.30 and later);
+    `allowed_images`: the operator's allow list of sidecar images (empty: any)."""
     meta = proxy.get("metadata", {})
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()
@@ -57,6 +60,19 @@ def plan(
         return out
 
     out.spec = spec
+    if not image_allowed(spec.sidecar.image, allowed_images):
+        # Nothing is written: the image would run under the target's ServiceAccount.
+        msg = (
+            f"sidecar image {spec.sidecar.image!r} is not allowed by the operator "
+            f"(allowed: {', '.join(allowed_images)}); nothing was written"
+        )
+        out.facts = [
+            _target_fact(deployment, spec.target_ref.name, namespace),
+            Fact(names.SIDECAR_INJECTED, "False", "ImageNotAllowed", msg),
+            Fact(names.CONFIG_APPLIED, "False", "ImageNotAllowed", msg),
+        ]
+        out.warnings.append(Notice("ImageNotAllowed", msg))
+        return out
     out.config = render.proxy_config(spec)
     out.configmap = render.configmap(name, namespace, meta.get("uid"), out.config)
     target = spec.target_ref.name
@@ -119,6 +135,13 @@ def plan(
             )
         )
     return out
+
+
+def _target_fact(deployment: Mapping[str, Any] | None, target: str, namespace: str) -> Fact:
+    if deployment is None or deployment.get("metadata", {}).get("deletionTimestamp"):
+        msg = f"Deployment {target!r} does not exist in namespace {namespace!r}"
+        return Fact(names.TARGET_FOUND, "False", "TargetNotFound", msg)
+    return Fact(names.TARGET_FOUND, "True", "Found", f"Deployment {target!r} found")
 
 
 def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact | None:

@@ -23,6 +23,9 @@ class Options:
     native_sidecars: Literal["auto", "true", "false"] = "auto"
     # Port of the operator's own /metrics; 0: not served.
     metrics_port: int = 0
+    # Sidecar images an EmbeddingProxy may name (see `image_allowed`); empty: any image, which
+    # lets whoever writes an EmbeddingProxy run any image in the Deployments it targets.
+    allowed_images: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
@@ -49,7 +52,37 @@ class Options:
             max_retry_seconds=number("MAX_RETRY_SECONDS", cls.max_retry_seconds),
             native_sidecars=native,  # type: ignore[arg-type]
             metrics_port=int(raw_port),
+            allowed_images=allowed_images(environ.get(PREFIX + "ALLOWED_IMAGES", "")),
         )
+
+
+def allowed_images(raw: str) -> tuple[str, ...]:
+    """The allow list as the chart writes it: entries separated by commas or white space."""
+    entries = tuple(e for e in raw.replace(",", " ").split() if e)
+    for entry in entries:
+        if entry.startswith(("/", ":", "@")):
+            raise ValueError(f"{PREFIX}ALLOWED_IMAGES: {entry!r} is no image or repository")
+    return entries
+
+
+def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `image` is on the allow list (an empty list allows any). An entry ending in `/`
+    allows every image under that registry or path; any other entry allows that repository with
+    any tag or digest (`repo`, `repo:tag`, `repo@sha256:...`), or that exact reference. Images
+    are compared as written: `embedding-proxy` does not allow `docker.io/library/embedding-proxy`.
+    """
+    if not allowed:
+        return True
+    return any(_allows(entry, image) for entry in allowed)
+
+
+def _allows(entry: str, image: str) -> bool:
+    if entry.endswith("/"):
+        return image.startswith(entry)
+    if image == entry or image.startswith(entry + "@"):
+        return True
+    # A tag, not a registry port: `localhost` must not allow `localhost:5000/anything`.
+    return image.startswith(entry + ":") and "/" not in image[len(entry) + 1 :]
 
 
 def native_from_version(major: str, minor: str) -> bool:

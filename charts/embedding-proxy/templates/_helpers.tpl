@@ -58,6 +58,13 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The operator's allow list of sidecar images, comma separated; "" allows any. */}}
+{{- define "embedding-proxy.allowedImages" -}}
+{{- $allowed := .Values.operator.allowedImages }}
+{{- if kindIs "invalid" $allowed }}{{ $allowed = list .Values.image.repository }}{{ end }}
+{{- join "," $allowed }}
+{{- end }}
+
 {{- define "embedding-proxy.peeringName" -}}
 {{- default (include "embedding-proxy.fullname" .) .Values.operator.peering.name }}
 {{- end }}

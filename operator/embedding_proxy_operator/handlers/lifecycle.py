@@ -13,9 +13,18 @@ from .state import state_of
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
     state = state_of(memo)
     options = state.options
+    if options.allowed_images:
+        logger.info("sidecar images allowed: %s", ", ".join(options.allowed_images))
+    else:
+        logger.warning(
+            "EMBEDDING_PROXY_OPERATOR_ALLOWED_IMAGES is empty: an EmbeddingProxy may run any "
+            "image in the Deployments it targets"
+        )
     if options.metrics_port:
         await state.metrics.serve("0.0.0.0", options.metrics_port)
     settings.persistence.finalizer = names.FINALIZER

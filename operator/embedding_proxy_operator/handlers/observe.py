@@ -28,6 +28,7 @@ from .. import (
 from ..conditions import Fact
 from ..kube import ApiError, list_if_served
 from ..reconcile import config_fact
+from ..settings import image_allowed
 from ..spec import ProxySpec, SpecError, parse
 from ..writes import remove_scaled_object, write_status
 from .state import State, state_of
@@ -92,6 +93,8 @@ async def observe_once(
         spec = parse(proxy.get("spec") or {})
     except SpecError:
         return None
+    if not image_allowed(spec.sidecar.image, state.options.allowed_images):
+        return None  # refused by `reconcile`: nothing of this EmbeddingProxy is acted on
     version = render.proxy_config(spec)["version"]
     selector = (deployment.get("spec") or {}).get("selector") or {}
     listing = await api.request(

@@ -105,7 +105,8 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         native = await state.native_supported()
         sleep_action = await state.sleep_action_supported()
         deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
-        result = plan(proxy, deployment, native, sleep_action)
+        allowed = state.options.allowed_images
+        result = plan(proxy, deployment, native, sleep_action, allowed)
         facts = list(result.facts)
 
         if result.configmap is not None:
@@ -122,7 +123,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
             nonlocal rounds
             rounds += 1
             current = deployment if rounds == 1 else await api.get(path)
-            planned = result if rounds == 1 else plan(proxy, current, native, sleep_action)
+            planned = result if rounds == 1 else plan(proxy, current, native, sleep_action, allowed)
             if planned.ops and current is not None:
                 before = patches.find_sidecar(current)
                 await api.request("PATCH", path, planned.ops, kube.JSON_PATCH)
