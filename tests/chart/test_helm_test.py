@@ -131,6 +131,8 @@ def test_helm_test_passes_once_the_operator_is_available(
         out, _ = tester.communicate(timeout=120)
         assert tester.returncode == 0, out
         assert f"TEST SUITE:     {TEST_POD}" in out and "Phase:          Succeeded" in out
+        # A passed test leaves none of its objects behind (hook-succeeded).
+        assert leftovers(plane) == []
     finally:
         if tester is not None and tester.poll() is None:
             tester.kill()
@@ -138,3 +140,13 @@ def test_helm_test_passes_once_the_operator_is_available(
         subprocess.run(
             [helm, "uninstall", RELEASE, "-n", NAMESPACE], capture_output=True, timeout=180, env=env
         )
+    assert leftovers(plane) == []
+
+
+def leftovers(plane: ControlPlane) -> list[str]:
+    """The release's objects still there: the `helm test` ones are named `<fullname>-test`."""
+    kinds = "pods,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings"
+    out = plane.kubectl(
+        "get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name"
+    )
+    return [n for n in out.stdout.split() if n.endswith("-test")]
