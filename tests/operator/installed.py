@@ -113,6 +113,13 @@ def install_account(
     objects = render(release, namespace, *flags)
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     plane.apply([o for o in objects if o["kind"] in ACCOUNT_KINDS])
+    return account_of(plane, directory, release, namespace, objects)
+
+
+def account_of(
+    plane: ControlPlane, directory: Path, release: str, namespace: str, objects: list[Obj]
+) -> Account:
+    """The Account of a release whose objects are on the server already (`helm install`)."""
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
