@@ -44,3 +44,29 @@ def test_an_allow_list_entry_that_is_no_image_is_refused(entry: str, helm: str, 
     )
     assert result.returncode != 0
     assert "/operator/allowedImages/0" in result.stderr, result.stderr
+
+
+def test_namespaces_to_watch_with_cluster_mode_fail_the_install(helm: str, kit: Any) -> None:
+    for command in ("template", "install"):
+        extra = ("--dry-run=client",) if command == "install" else ()
+        result = kit.run_helm(
+            helm,
+            command,
+            "x",
+            str(kit.chart),
+            *extra,
+            "--set-json",
+            'operator.watch.namespaces=["ml","search"]',
+        )
+        assert result.returncode != 0
+        assert "operator.watch.namespaces (ml, search) is set, but operator.watch.mode is" in (
+            result.stderr
+        )
+
+
+def test_notes_give_the_uninstall_order(helm: str, kit: Any) -> None:
+    result = kit.run_helm(helm, "install", "demo", str(kit.chart), "--dry-run=client", "-n", "ml")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    first = notes.index("kubectl delete embeddingproxies --all -A --timeout=5m")
+    assert notes.index("helm uninstall demo -n ml") > first
