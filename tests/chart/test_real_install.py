@@ -102,10 +102,10 @@ def test_every_manifest_passes_a_server_dry_run(server: ControlPlane, kit: Any) 
     server.apply(kit.by_kind(install, "Namespace"))
     warnings = dry_run(server, crds) + dry_run(server, install)
     assert "PodSecurity" not in warnings, warnings
-    # The examples make no Pod Security promise (TEI's image runs as root): a plain namespace.
-    if "namespace/ep-examples" not in server.kubectl("get", "namespaces", "-o", "name").stdout:
-        server.kubectl("create", "namespace", "ep-examples")
-    dry_run(server, examples, "--namespace", "ep-examples")
+    # The examples pass Pod Security `restricted` too, as the chart's example does.
+    ensure_namespaces(server, {"ep-examples"})
+    warnings = dry_run(server, examples, "--namespace", "ep-examples")
+    assert "PodSecurity" not in warnings, warnings
 
 
 @pytest.mark.parametrize(("what", "namespace", "flags"), RENDERS, ids=[r[0] for r in RENDERS])
