@@ -18,6 +18,8 @@ class Options:
     watch_seconds: int = 300
     api_timeout_seconds: float = 10.0
     scrape_timeout_seconds: float = 2.0
+    # Longest /metrics page read from a pod; a longer one counts as a failed scrape.
+    scrape_max_bytes: int = 1 << 20
     # Longest delay between retries of a failed reconciliation.
     max_retry_seconds: float = 60.0
     native_sidecars: Literal["auto", "true", "false"] = "auto"
@@ -50,6 +52,7 @@ class Options:
             api_timeout_seconds=number("API_TIMEOUT_SECONDS", cls.api_timeout_seconds),
             scrape_timeout_seconds=number("SCRAPE_TIMEOUT_SECONDS", cls.scrape_timeout_seconds),
             max_retry_seconds=number("MAX_RETRY_SECONDS", cls.max_retry_seconds),
+            scrape_max_bytes=int(number("SCRAPE_MAX_BYTES", cls.scrape_max_bytes)),
             native_sidecars=native,  # type: ignore[arg-type]
             metrics_port=int(raw_port),
             allowed_images=allowed_images(environ.get(PREFIX + "ALLOWED_IMAGES", "")),

@@ -53,7 +53,9 @@ class State:
 
     def fetcher(self) -> MetricsFetcher:
         if self._fetcher is None:
-            self._fetcher = MetricsFetcher(self.options.scrape_timeout_seconds)
+            self._fetcher = MetricsFetcher(
+                self.options.scrape_timeout_seconds, self.options.scrape_max_bytes
+            )
         return self._fetcher
 
     async def native_supported(self) -> bool:
