@@ -69,12 +69,14 @@ def _condition(
 
 def summarize(conditions: Sequence[Condition]) -> Fact:
     by_type = {c.get("type"): c for c in conditions}
+    # A known failure (an invalid spec, say) says more than a condition not yet known.
     for t in READY_NEEDS:
         c = by_type.get(t)
-        if c is None:
-            return Fact(names.READY, "Unknown", "Pending", f"{t} is not known yet")
-        if c.get("status") != "True":
+        if c is not None and c.get("status") != "True":
             return Fact(names.READY, "False", c.get("reason", t), c.get("message", ""))
+    for t in READY_NEEDS:
+        if t not in by_type:
+            return Fact(names.READY, "Unknown", "Pending", f"{t} is not known yet")
     return Fact(names.READY, "True", "Ready", READY_MESSAGE)
 
 

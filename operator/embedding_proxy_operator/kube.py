@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+# Longest server message kept in an ApiError.
+MAX_MESSAGE = 300
 
 
 class ApiError(Exception):
@@ -154,6 +156,10 @@ def _error(status: int, http_reason: str | None, retry_after: str | None, text: 
         details = body.get("details")
         if wait is None and isinstance(details, dict):
             wait = _seconds(details.get("retryAfterSeconds"))
+    # The server's message can quote whole objects (managedFields and all): it goes into
+    # conditions and Events, so it is cut short.
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
     return ApiError(status, reason, message, wait)
 
 

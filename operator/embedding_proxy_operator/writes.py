@@ -14,8 +14,13 @@ from .kube import ApiError, Kube
 Obj = dict[str, Any]
 
 
-async def write_configmap(api: Kube, wanted: Obj) -> str | None:
-    """Create or update the ConfigMap; 'created', 'updated' or None when it was already so."""
+CONFLICT = "conflict"
+
+
+async def write_configmap(api: Kube, wanted: Obj, uid: str | None) -> str | None:
+    """Create or update the ConfigMap; 'created', 'updated' or None when it was already so, and
+    CONFLICT (nothing written) when a ConfigMap of that name exists that this EmbeddingProxy
+    (`uid`) does not own: it is someone else's, never taken over."""
     meta = wanted["metadata"]
     path = kube.configmap_path(meta["namespace"], meta["name"])
     current = await api.get(path)
@@ -27,11 +32,28 @@ async def write_configmap(api: Kube, wanted: Obj) -> str | None:
             if e.status != 409:
                 raise
             current = await api.get(path) or {}
+    if not keda.owned_by(current, uid):
+        return CONFLICT
     patch = patches.configmap_patch(current, wanted)
     if patch is None:
         return None
     await api.request("PATCH", path, patch, kube.MERGE_PATCH)
     return "updated"
+
+
+async def delete_configmap(api: Kube, namespace: str, name: str, uid: str | None) -> None:
+    """Delete the ConfigMap if this EmbeddingProxy owns it; never someone else's."""
+    path = kube.configmap_path(namespace, name)
+    current = await api.get(path)
+    if current is None or not keda.owned_by(current, uid):
+        return
+    # The precondition: the very object read, not one that replaced it since.
+    options = {"preconditions": {"uid": current["metadata"]["uid"]}}
+    try:
+        await api.request("DELETE", path, options)
+    except ApiError as e:
+        if e.status not in (404, 409):
+            raise
 
 
 async def write_status(

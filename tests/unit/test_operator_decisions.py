@@ -127,6 +127,26 @@ def test_ready_needs_everything_true() -> None:
     assert summarize(done).status == "True"
 
 
+def test_ready_is_false_for_an_invalid_spec_not_pending() -> None:
+    # An invalid spec never gets as far as TargetFound; Ready says why, not "not known yet".
+    proxy = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"targetRef": {}}}
+    conditions = merge([], plan(proxy, None, True).facts, 1, "2024-01-01T00:00:00Z")
+    ready = conditions[0]
+    assert ready["type"] == names.READY
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+
+
+def test_api_error_messages_are_cut_short() -> None:
+    import json
+
+    from embedding_proxy_operator import kube
+
+    status = {"reason": "Invalid", "message": "x" * 5000 + "managedFields"}
+    e = kube._error(422, "Unprocessable", None, json.dumps(status))
+    assert len(e.message) == kube.MAX_MESSAGE and e.message.endswith("…")
+    assert "managedFields" not in str(e)
+
+
 @pytest.mark.parametrize(
     ("ready", "current", "status", "reason"),
     [(0, 0, "Unknown", "NoReadyPods"), (3, 1, "False", "Rolling"), (3, 3, "True", "Applied")],

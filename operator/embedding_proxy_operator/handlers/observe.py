@@ -136,7 +136,10 @@ async def observe_once(
             ),
             **load,
         }
-        facts = [config_fact(len(ready), current, version), fact]
+        facts = [fact]
+        if (fresh.get("status") or {}).get("configVersion") == version:
+            # Only a config the reconciliation wrote (a refused or failed write says why).
+            facts.insert(0, config_fact(len(ready), current, version))
         await write_status(api, fresh, facts, fields)
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)

@@ -22,7 +22,7 @@ from ..conditions import Fact
 from ..kube import ApiError
 from ..reconcile import Plan, config_fact, plan
 from ..settings import retry_delay
-from ..writes import write_configmap, write_status
+from ..writes import CONFLICT, delete_configmap, write_configmap, write_status
 from .state import State, state_of
 
 Obj = dict[str, Any]
@@ -109,8 +109,31 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         result = plan(proxy, deployment, native, sleep_action, allowed)
         facts = list(result.facts)
 
+        written = False
         if result.configmap is not None:
-            change = await write_configmap(api, result.configmap)
+            cm_name = result.configmap["metadata"]["name"]
+            try:
+                change = await write_configmap(api, result.configmap, proxy["metadata"].get("uid"))
+            except ApiError as e:
+                # Status says so (and never that the config is written); kopf retries.
+                message = f"writing ConfigMap {cm_name!r} failed: {e}"
+                fact = Fact(names.CONFIG_APPLIED, "False", "WriteFailed", message[:300])
+                await write_status(api, proxy, [fact], {})
+                raise
+            if change == CONFLICT:
+                message = (
+                    f"ConfigMap {cm_name!r} exists and is not this EmbeddingProxy's; "
+                    "rename or delete it (the operator does not take it over)"
+                )
+                state.post_event(proxy, "Warning", "NameConflict", message, once=True)
+                facts = [
+                    f for f in facts if f.type not in (names.CONFIG_APPLIED, names.SIDECAR_INJECTED)
+                ]
+                facts.append(Fact(names.CONFIG_APPLIED, "False", "NameConflict", message))
+                facts.append(Fact(names.SIDECAR_INJECTED, "False", "NameConflict", message))
+                await write_status(api, proxy, facts, {})
+                return
+            written = True
             if change:
                 state.post_event(proxy, "Normal", "ConfigWritten", _config_message(change, result))
 
@@ -152,7 +175,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
             state.post_event(proxy, "Warning", notice.reason, notice.message, once=True)
 
         status = dict(proxy.get("status") or {})
-        if result.version and status.get("configVersion") != result.version:
+        if written and status.get("configVersion") != result.version:
             # Until the pods report the new version, it is not applied.
             facts.append(config_fact(status.get("podsReady", 0), 0, result.version))
         await write_status(api, proxy, facts, _summary(result, deployment))
@@ -208,6 +231,7 @@ async def release(
     namespace: str,
     name: str,
     spec: Mapping[str, Any],
+    meta: Mapping[str, Any],
     memo: kopf.Memo,
     logger: logging.Logger,
     retry: int,
@@ -219,7 +243,9 @@ async def release(
         async with state.lock(namespace, name):
             if target:
                 await release_target(state, namespace, name, target, logger)
-            await state.client().delete(kube.configmap_path(namespace, names.configmap_name(name)))
+            await delete_configmap(
+                state.client(), namespace, names.configmap_name(name), meta.get("uid")
+            )
     except ApiError as e:
         delay = retry_delay(retry, state.options.max_retry_seconds)
         raise kopf.TemporaryError(f"Kubernetes API: {e}; retrying in {delay:.0f} s", delay) from e

@@ -19,6 +19,8 @@ from ..kube import Kube
 from ..settings import Options, native_from_version, sleep_action_from_version
 
 Key = tuple[str, str]  # an EmbeddingProxy's (namespace, name)
+# Longest Event message posted (an API error can quote a whole object).
+MAX_EVENT_MESSAGE = 400
 
 
 @dataclass
@@ -106,6 +108,8 @@ class State:
             if (reason, message) in seen:
                 return
             seen.add((reason, message))
+        if len(message) > MAX_EVENT_MESSAGE:  # an Event is a line, not a dump
+            message = message[: MAX_EVENT_MESSAGE - 1] + "…"
         kopf.event(dict(proxy), type=type_, reason=reason, message=message)
 
     async def close(self) -> None:
