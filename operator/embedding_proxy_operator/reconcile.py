@@ -13,6 +13,8 @@ from .settings import image_allowed
 from .spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
+# The longest EmbeddingProxy name: it is a label value on what the operator writes.
+MAX_NAME = 63
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ def plan(
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()
     try:
+        if len(name) > MAX_NAME:
+            # Stored before the CRD refused such names: the label `names.LABEL_PROXY` would be
+            # refused on every write.
+            raise SpecError(f"metadata.name must be at most {MAX_NAME} characters")
         spec = parse(proxy.get("spec") or {})
     except SpecError as e:
         msg = f"the spec is invalid: {e}"

@@ -6,12 +6,54 @@ stored before a CRD upgrade added a field, or an API server that does not apply 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Quantity = str | int
+MAX_INT32 = 2**31 - 1
+
+
+# upstream.url: the CRD's CEL rules use these very patterns (a unit test compares them), so that
+# the API server and the operator refuse the same URLs. They read the same in Python and in RE2;
+# the CRD quotes them as CEL raw strings (r'...').
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}([.]{_OCTET}){{3}}"
+# A DNS name whose last label begins with a letter (so `127.1` or `2130706433` are not names).
+_LABEL = "[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_DNS = f"({_LABEL}[.])*[A-Za-z]([-A-Za-z0-9]{{0,61}}[A-Za-z0-9])?[.]?"
+_IPV6 = r"\[[0-9A-Fa-f:.]+\]"
+_PORT = (
+    "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9][0-9][0-9]"
+    "|[1-5][0-9][0-9][0-9][0-9]|[1-9][0-9]?[0-9]?[0-9]?)"
+)
+# http or https, a host, an optional port 1-65535 without leading zeros, an optional path; no
+# user, query or fragment.
+URL_PATTERN = f"^https?://({_IPV4}|{_DNS}|{_IPV6})(:{_PORT})?(/[-A-Za-z0-9._~!$&()*+,;=:@%/]*)?$"
+# A URL whose host is the pod itself, in any case: the loopback names of the pod's /etc/hosts
+# (with or without the root dot), 127.0.0.0/8, 0.0.0.0, and IPv6 ::1, :: and IPv4-mapped 127.x
+# or 0.0.0.0, in any spelling. (On the URL, not the host: CEL's cost estimate cannot bound what
+# url().getHostname() returns.)
+LOCAL_URL_PATTERN = (
+    "(?i)^https?://((localhost|ip6-localhost|ip6-loopback)[.]?|127[.][0-9.]+|0[.]0[.]0[.]0"
+    r"|\[[0:]*(:0*1|:ffff:(127[.][0-9.]+|0[.]0[.]0[.]0|7f[0-9a-f][0-9a-f]:[0-9a-f]+|0+:0+))?\])"
+    "(:|/|$)"
+)
+URL_MESSAGE = (
+    "upstream.url must be http(s)://host[:port][/path]: a DNS name, an IPv4 address or an [IPv6] "
+    "address, a port 1-65535, no user, query or fragment"
+)
+
+
+def url_port(url: str) -> int:
+    """The port of a URL that matches URL_PATTERN, its scheme's default when none is given."""
+    netloc = urlsplit(url).netloc
+    tail = netloc.rsplit("]", 1)[-1]
+    if ":" in tail:
+        return int(tail.rsplit(":", 1)[1])
+    return 443 if url.startswith("https:") else 80
 
 
 class Model(BaseModel):
@@ -43,20 +85,18 @@ class Upstream(CamelModel):
 
     @model_validator(mode="after")
     def _url(self) -> Upstream:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"upstream.url must be an http(s) URL with a host, got {self.url!r}")
+        if len(self.url) > 2048 or not re.fullmatch(URL_PATTERN, self.url):
+            raise ValueError(f"{URL_MESSAGE}, got {self.url[:200]!r}")
         return self
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return url_port(self.url)
 
     @property
     def is_local(self) -> bool:
         """The upstream is in the same pod (so its port shares the pod's network namespace)."""
-        return urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1")
+        return re.match(LOCAL_URL_PATTERN, self.url) is not None
 
 
 class Ports(CamelModel):
@@ -189,8 +229,9 @@ class Keda(CamelModel):
 class Autoscaling(CamelModel):
     enabled: bool = False
     provider: Literal["Builtin", "KEDA", "None"] = "Builtin"
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(10, ge=1)
+    # int32, as a Deployment's replicas.
+    min_replicas: int = Field(1, ge=0, le=MAX_INT32)
+    max_replicas: int = Field(10, ge=1, le=MAX_INT32)
     target_queue_depth_per_pod: int = Field(64, ge=1)
     tolerance_percent: int = Field(10, ge=0, le=100)
     scale_target_ref: ScaleTargetRef | None = None

@@ -237,7 +237,7 @@ def test_user_ports_see_running_containers_only() -> None:
         ({"sidecar": {"ports": {"api": 9000, "metrics": 9000}}}, "must differ"),
         ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "minReplicas"),
         ({"upstream": {"url": "http://127.0.0.1:8000"}}, "proxy's own port"),
-        ({"upstream": {"url": "tei:80"}}, "http(s) URL"),
+        ({"upstream": {"url": "tei:80"}}, "upstream.url must be http(s)://"),
         ({"batching": {"maxBatchSize": 0}}, "spec.batching.maxBatchSize"),
         ({"batching": {"maxBatchSzie": 8}}, "unknown field"),
     ],
