@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kopf.cli
 
@@ -96,6 +98,37 @@ def missing_cluster(environ: Mapping[str, str], token: Path = SERVICE_ACCOUNT_TO
     )
 
 
+def liveness_problem(args: Sequence[str]) -> str | None:
+    """Why kopf's liveness endpoint (`--liveness=URL`) cannot listen, in one line; None when it
+    can, or none is asked for. Checked before kopf starts, which would otherwise fail with a
+    traceback of some 70 lines."""
+    url = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--liveness="):
+            url = arg.split("=", 1)[1]
+        elif arg == "--liveness" and i + 1 < len(args):
+            url = args[i + 1]
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "0.0.0.0", parts.port or 80
+    except ValueError as e:
+        return f"--liveness={url}: {e}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the server will: a port left in TIME_WAIT is free, one listened on is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        return f"the liveness endpoint cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
@@ -113,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(version())
         return
     wants_help = any(a in ("--help", "-h") for a in args)
-    problem = None if wants_help else missing_cluster(os.environ)
+    problem = None if wants_help else missing_cluster(os.environ) or liveness_problem(args)
     if problem is not None:
         print(f"embedding-proxy-operator: {problem}", file=sys.stderr)
         raise SystemExit(1)

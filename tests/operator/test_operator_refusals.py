@@ -61,3 +61,100 @@ async def test_a_configmap_it_did_not_create_is_never_taken_over_nor_deleted(
     await eventually(gone, "the EmbeddingProxy released", timeout=60)
     cm = await api.get(f"{paths.configmaps}/{cm_name}")
     assert cm is not None and cm["data"] == {"theirs": "keep me"}
+
+
+async def test_config_applied_says_written_only_after_the_write(
+    api: Api, paths: Paths, operator: Any
+) -> None:
+    """The API server refuses the ConfigMap (here: an admission policy answering 422, as it does
+    for a bad label): status says so, and the pods' poll never claims the config is written."""
+    policy = f"no-proxy-configmaps-{paths.ns}"
+    vap = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+    bindings = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+    await api.create(
+        vap,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["configmaps"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": f"!has(object.metadata.labels) || "
+                        f"!('{names.LABEL_PROXY}' in object.metadata.labels)",
+                        "message": "refused by the test's policy",
+                        "reason": "Invalid",
+                    }
+                ],
+            },
+        },
+    )
+    await api.create(
+        bindings,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": paths.ns}}
+                },
+            },
+        },
+    )
+    try:
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "probe", "labels": {names.LABEL_PROXY: "x"}},
+        }
+
+        async def enforced() -> bool:
+            out = await api.call("POST", paths.configmaps, probe, tolerate=(422,))
+            if out is not None:  # not yet in force: try again
+                await api.delete(f"{paths.configmaps}/probe")
+                return False
+            return True
+
+        await eventually(enforced, "the admission policy in force", timeout=60)
+        await api.create(paths.deployments, tei_deployment(paths.ns))
+        operator()
+        await api.create(paths.proxies, embedding_proxy(paths.ns))
+
+        async def failed_and_polled() -> Obj | None:
+            proxy = await api.get(f"{paths.proxies}/tei")
+            cond = condition(proxy, names.CONFIG_APPLIED)
+            polled = "podsReady" in ((proxy or {}).get("status") or {})
+            return cond if cond.get("reason") == "WriteFailed" and polled else None
+
+        cond = await eventually(failed_and_polled, "ConfigApplied WriteFailed", timeout=60)
+        assert cond["status"] == "False" and "ValidatingAdmissionPolicy" in cond["message"]
+        proxy = await api.get(f"{paths.proxies}/tei")
+        assert "configVersion" not in proxy["status"]
+        # The pods' poll (every 0.5 s here) has run since, and left it so.
+        assert condition(proxy, names.CONFIG_APPLIED)["reason"] == "WriteFailed"
+        assert await api.get(f"{paths.configmaps}/{names.configmap_name('tei')}") is None
+    finally:
+        await api.delete(f"{bindings}/{policy}")
+        await api.delete(f"{vap}/{policy}")
+
+    async def written() -> Obj | None:
+        cond = condition(await api.get(f"{paths.proxies}/tei"), names.CONFIG_APPLIED)
+        return cond if cond.get("reason") == "NoReadyPods" else None
+
+    cond = await eventually(written, "the ConfigMap written once the policy is gone", timeout=90)
+    assert "is written" in cond["message"]
+    assert await api.get(f"{paths.configmaps}/{names.configmap_name('tei')}") is not None

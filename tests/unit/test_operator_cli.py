@@ -72,3 +72,37 @@ def test_flags_with_a_p_in_their_value_are_not_taken_for_a_priority() -> None:
 
 def test_a_leading_run_is_kopfs_own_and_dropped() -> None:
     assert run_args(["run", "-A"], {}) == run_args(["-A"], {})
+
+
+def test_a_busy_liveness_port_is_one_line_and_exit_1(tmp_path: Any) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        liveness = f"--liveness=http://127.0.0.1:{port}/healthz"
+        done = subprocess.run(
+            [sys.executable, "-m", "embedding_proxy_operator", "--standalone", liveness],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_a_free_liveness_port_passes_the_check() -> None:
+    from embedding_proxy_operator.cli import liveness_problem
+
+    assert liveness_problem(["--standalone"]) is None
+    assert liveness_problem(["--liveness", "http://127.0.0.1:0/healthz"]) is None
+    assert "cannot listen" in (liveness_problem(["--liveness=http://192.0.2.1:8080/h"]) or "")

@@ -117,7 +117,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
             except ApiError as e:
                 # Status says so (and never that the config is written); kopf retries.
                 message = f"writing ConfigMap {cm_name!r} failed: {e}"
-                fact = Fact(names.CONFIG_APPLIED, "False", "WriteFailed", message[:300])
+                fact = Fact(names.CONFIG_APPLIED, "False", "WriteFailed", message)
                 await write_status(api, proxy, [fact], {})
                 raise
             if change == CONFLICT:
