@@ -5,6 +5,7 @@ housekeeping.py, the error-to-answer wrapper in respond.py."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -43,8 +44,8 @@ class Proxy:
         self.metrics = Metrics()
         self.metrics.set_config_version(config.version)
         self.upstream = Upstream(config.upstream, self.metrics)
-        self.batcher: Batcher[tei_api.Group, Any, Piece] = Batcher(
-            self.upstream.call_batch,
+        self.batcher: Batcher[tei_api.Group, tuple[int, Any], Piece] = Batcher(
+            self._dispatch,
             config.batching,
             on_batch=self._on_batch,
             answers=(ProxyError,),
@@ -56,6 +57,7 @@ class Proxy:
         self.stopping = False  # drain delay over: new work refused
         self.started_at = int(time.time())
         self._reload = reload
+        self._callers = itertools.count()  # numbers the callers of batched inputs
         self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +135,12 @@ class Proxy:
         self.metrics.config_reloads.labels(result="ok" if ok else "failed").inc()
 
     # The batch path.
+    async def _dispatch(
+        self, group: tei_api.Group, items: list[tuple[int, Any]], deadline: float
+    ) -> Sequence[Piece | ProxyError]:
+        owners, inputs = zip(*items, strict=True)  # items are (caller, input)
+        return await self.upstream.call_batch(group, inputs, deadline, owners)
+
     def _on_batch(self, size: int, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
         for wait in waits:
@@ -154,8 +162,11 @@ class Proxy:
 
     async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
         """Queue a request's inputs and wait for all of them; the first error fails it."""
+        # Each input goes with its caller's number: a bad input is isolated down to its caller.
+        caller = next(self._callers)
+        owned = [(caller, item) for item in req.items]
         try:
-            entries = self.batcher.submit(req.key, req.items, req.costs, deadline)
+            entries = self.batcher.submit(req.key, owned, req.costs, deadline)
         except Refused as e:
             raise refusal(e) from None
         futures = [e.future for e in entries]
@@ -168,7 +179,8 @@ class Proxy:
                     return [await futures[0]]
                 except Refused as e:
                     raise refusal(e) from None
-            await asyncio.wait(futures)
+            # The first error fails the request: its inputs still queued are never sent.
+            await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
@@ -176,7 +188,7 @@ class Proxy:
             if access is not None:
                 _time_batch(access, entries, asyncio.get_running_loop().time())
         for future in futures:
-            error = future.exception()
+            error = None if future.cancelled() else future.exception()
             if error is not None:
                 raise refusal(error) if isinstance(error, Refused) else error
         return [f.result() for f in futures]
@@ -346,7 +358,9 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.
     gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
-    routes = {"POST": posts, "GET": gets}
+    # HEAD of the proxy's own routes is answered here, as GET without the body (the server
+    # leaves it out); HEAD of any other route goes to TEI.
+    routes = {"POST": posts, "GET": gets, "HEAD": gets}
     forward = proxy.handle_forward
 
     async def handle(request: Request) -> Response:
@@ -391,7 +405,7 @@ def metrics_handler(proxy: Proxy) -> Handler:
     gets: dict[str, Handler] = {"/metrics": proxy.handle_metrics, "/health": proxy.handle_health}
 
     async def handle(request: Request) -> Response:
-        handler = gets.get(request.path) if request.method == "GET" else None
+        handler = gets.get(request.path) if request.method in ("GET", "HEAD") else None
         if handler is None:
             return Response(404, b"metrics port: GET /metrics\n", "text/plain; charset=utf-8")
         return await handler(request)

@@ -13,18 +13,26 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*")
+_USERINFO = re.compile(r"^([^:]+://)[^/?#]*@")
+_QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
 
 
 def redact(text: str) -> str:
-    """`text` with the credentials of every URL in it (`http://user:pw@host`) masked: the
-    upstream URL may carry them, and it is shown in /ready, in error bodies and in logs."""
-    return _USERINFO.sub(r"\1***@", text)
+    """`text` with the secrets of every URL in it masked: its credentials (`http://user:pw@host`)
+    and its query values (`?api_key=...`). The upstream URL may carry either, and it is shown in
+    /ready, in error bodies and in logs."""
+    return _URL.sub(_redact_url, text)
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub(r"\1***@", match.group()))
 
 
 class Section(BaseModel):
@@ -118,11 +126,22 @@ class UpstreamConfig(Section):
     )
     retry: RetryConfig = RetryConfig()
 
-    @model_validator(mode="after")
-    def _url_has_scheme(self) -> UpstreamConfig:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _url_is_usable(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as e:
+            raise ValueError(f"not a valid URL: {e}") from None
+        if not parts.hostname:
+            raise ValueError("no host")
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            # Never sent as such; a key belongs in upstream.api_key_file.
+            raise ValueError("a query or fragment is not allowed (a key: upstream.api_key_file)")
+        return url
 
 
 class BatchingConfig(Section):

@@ -5,6 +5,7 @@ input is split until only the offending inputs fail)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -88,9 +89,17 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.base = config.url.rstrip("/")
-        self.shown = redact(self.base)  # the URL as it may be shown: without credentials
-        self.origin = URL(self.base)
+        url = URL(config.url.rstrip("/"))
+        # Credentials in the URL become a header of our own (below), never a part of the URL
+        # that a client would turn into one as well.
+        self.url_auth = (
+            "Basic " + base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode()).decode()
+            if url.user is not None or url.password is not None
+            else None
+        )
+        self.origin = url.with_user(None)
+        self.base = str(self.origin)
+        self.shown = redact(config.url.rstrip("/"))  # as it may be shown: without secrets
         self.budget = RetryBudget(config.retry.budget_ratio)
         self.info: UpstreamInfo | None = None
         self.api_key: str | None = None
@@ -118,6 +127,11 @@ class Upstream:
             self.base, self.config.max_connections, self.config.max_answer_bytes
         )
         self.refresh_key()
+        if self.url_auth and self.config.api_key_file is not None:
+            log.warning(
+                "upstream: both URL credentials and upstream.api_key_file are set; "
+                "the key is sent (Bearer), the URL credentials are not"
+            )
 
     async def close(self) -> None:
         if self._general_client is not None:
@@ -164,10 +178,18 @@ class Upstream:
         except OSError as e:
             log.error("cannot read upstream.api_key_file %s: %s", path, e.strerror)
 
+    def authorization(self) -> str | None:
+        """What every call to TEI (batch, probe or forwarded) authenticates with: the configured
+        key when there is one, else the URL's credentials as Basic auth, else nothing."""
+        if self.api_key:
+            return f"Bearer {self.api_key}"
+        return self.url_auth
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        auth = self.authorization()
+        if auth:
+            headers["Authorization"] = auth
         return headers
 
     def lost(self, error: object) -> None:
@@ -215,20 +237,26 @@ class Upstream:
             return False
 
     async def call_batch(
-        self, group: Group, items: Sequence[Any], deadline: float
+        self,
+        group: Group,
+        items: Sequence[Any],
+        deadline: float,
+        owners: Sequence[int] | None = None,
     ) -> list[Piece | ProxyError]:
-        """One answer per item. A whole-batch failure raises ProxyError."""
+        """One answer per item. A whole-batch failure raises ProxyError. `owners` names the
+        caller of each item (None: each its own)."""
         status, body, tokens = await self._post(group.route, group.payload(items), deadline)
         if status == 200:
             fragments = split(body, len(items))
             return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
         error = errors.from_upstream(status, body)
-        if status in INPUT_ERRORS and len(items) > 1:
-            # Find the offending inputs: halve until each failing part holds only them.
+        if status in INPUT_ERRORS and len(items) > 1 and (owners is None or len(set(owners)) > 1):
+            # Find the offending caller: halve until each failing part holds one caller's inputs
+            # only (that caller gets the error: its first error fails its request anyway).
             mid = len(items) // 2
             left, right = await asyncio.gather(
-                self.call_batch(group, items[:mid], deadline),
-                self.call_batch(group, items[mid:], deadline),
+                self.call_batch(group, items[:mid], deadline, owners and owners[:mid]),
+                self.call_batch(group, items[mid:], deadline, owners and owners[mid:]),
             )
             return left + right
         if status in INPUT_ERRORS:
@@ -320,10 +348,13 @@ class Upstream:
         """Pass a request through unchanged, but for hop-by-hop headers and keys."""
         url = self.target(path, query)
         drop = HOP_BY_HOP | REPLACED_IN_REQUESTS | named_by_connection([headers.get("connection")])
-        out = {k: v for k, v in headers.items() if k.lower() not in drop}
-        # The caller's credentials stay here: TEI gets the proxy's own key, or none.
-        if self.api_key:
-            out["Authorization"] = f"Bearer {self.api_key}"
+        # A value with bytes beyond ASCII (obs-text) is dropped: the client for TEI would write
+        # it back as UTF-8, which is not the bytes the caller sent.
+        out = {k: v for k, v in headers.items() if k.lower() not in drop and v.isascii()}
+        # The caller's credentials stay here: TEI gets the proxy's own, or none.
+        auth = self.authorization()
+        if auth:
+            out["Authorization"] = auth
         remaining = deadline - asyncio.get_running_loop().time()
         timeout = aiohttp.ClientTimeout(
             total=max(0.001, min(self.config.timeout_ms / 1000, remaining)),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from embedding_proxy.config import ConfigError, load
+from embedding_proxy.config import ConfigError, load, redact
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -51,3 +51,10 @@ def test_bad_settings_name_the_setting(
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load(tmp_path / "nope.yaml", None, {})
+
+
+def test_redact_masks_url_credentials_and_query_values_only() -> None:
+    text = "upstream http://u:pw@h:1/p?api_key=s3cret&x=1#f not answering; a?b=c stays"
+    assert redact(text) == (
+        "upstream http://***@h:1/p?api_key=***&x=***#f not answering; a?b=c stays"
+    )
