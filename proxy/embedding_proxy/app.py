@@ -57,7 +57,7 @@ class Proxy:
         self.stopping = False  # drain delay over: new work refused
         self.started_at = int(time.time())
         self._reload = reload
-        self._callers = itertools.count()  # numbers the callers of batched inputs
+        self._callers = itertools.count()  # numbers each request's inputs: isolation per caller
         self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,8 +161,7 @@ class Proxy:
         return asyncio.get_running_loop().time() + ms / 1000
 
     async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
-        """Queue a request's inputs and wait for all of them; the first error fails it."""
-        # Each input goes with its caller's number: a bad input is isolated down to its caller.
+        """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent."""
         caller = next(self._callers)
         owned = [(caller, item) for item in req.items]
         try:
@@ -179,7 +178,6 @@ class Proxy:
                     return [await futures[0]]
                 except Refused as e:
                     raise refusal(e) from None
-            # The first error fails the request: its inputs still queued are never sent.
             await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             timer.cancel()
@@ -358,8 +356,7 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.
     gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
-    # HEAD of the proxy's own routes is answered here, as GET without the body (the server
-    # leaves it out); HEAD of any other route goes to TEI.
+    # HEAD of the proxy's own routes: as GET, the server leaves the body out. Others: to TEI.
     routes = {"POST": posts, "GET": gets, "HEAD": gets}
     forward = proxy.handle_forward
 

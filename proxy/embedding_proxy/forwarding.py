@@ -4,8 +4,9 @@ Pure: no I/O."""
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
@@ -45,6 +46,21 @@ def named_by_connection(values: Iterable[str | None]) -> frozenset[str]:
     return frozenset(
         token.strip().lower() for value in values if value for token in value.split(",")
     )
+
+
+def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A caller's headers as they may be passed on: without hop-by-hop headers, those the proxy
+    replaces, or a value with bytes beyond ASCII (obs-text), which the client for TEI would write
+    back as UTF-8, not as the bytes the caller sent."""
+    drop = HOP_BY_HOP | REPLACED_IN_REQUESTS | named_by_connection([headers.get("connection")])
+    return {k: v for k, v in headers.items() if k.lower() not in drop and v.isascii()}
+
+
+def url_credentials(url: URL) -> str | None:
+    """The `Authorization` value for the `user:password` of the upstream URL (Basic), if any."""
+    if url.user is None and url.password is None:
+        return None
+    return "Basic " + base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode()).decode()
 
 
 def answer_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -82,6 +82,8 @@ async def serve(
         server.metrics_port or server.port,
         redact(config.upstream.url),
     )
+    if config.upstream.api_key_file is not None and proxy.upstream.url_auth is not None:
+        log.warning("upstream: upstream.api_key_file is sent; the URL's credentials are not")
     if started is not None:
         started()
     try:

@@ -5,7 +5,6 @@ input is split until only the offending inputs fail)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -20,13 +19,7 @@ from yarl import URL
 from . import errors, httpclient, logs
 from .config import UpstreamConfig, redact
 from .errors import TIMEOUT, UPSTREAM, ProxyError
-from .forwarding import (
-    HOP_BY_HOP,
-    REPLACED_IN_REQUESTS,
-    answer_headers,
-    named_by_connection,
-    target_url,
-)
+from .forwarding import answer_headers, request_headers, target_url, url_credentials
 from .metrics import Metrics
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
@@ -90,13 +83,8 @@ class Upstream:
         self.config = config
         self.metrics = metrics
         url = URL(config.url.rstrip("/"))
-        # Credentials in the URL become a header of our own (below), never a part of the URL
-        # that a client would turn into one as well.
-        self.url_auth = (
-            "Basic " + base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode()).decode()
-            if url.user is not None or url.password is not None
-            else None
-        )
+        # URL credentials: our own header (authorization()), never left in a URL a client reads.
+        self.url_auth = url_credentials(url)
         self.origin = url.with_user(None)
         self.base = str(self.origin)
         self.shown = redact(config.url.rstrip("/"))  # as it may be shown: without secrets
@@ -127,11 +115,6 @@ class Upstream:
             self.base, self.config.max_connections, self.config.max_answer_bytes
         )
         self.refresh_key()
-        if self.url_auth and self.config.api_key_file is not None:
-            log.warning(
-                "upstream: both URL credentials and upstream.api_key_file are set; "
-                "the key is sent (Bearer), the URL credentials are not"
-            )
 
     async def close(self) -> None:
         if self._general_client is not None:
@@ -179,16 +162,12 @@ class Upstream:
             log.error("cannot read upstream.api_key_file %s: %s", path, e.strerror)
 
     def authorization(self) -> str | None:
-        """What every call to TEI (batch, probe or forwarded) authenticates with: the configured
-        key when there is one, else the URL's credentials as Basic auth, else nothing."""
-        if self.api_key:
-            return f"Bearer {self.api_key}"
-        return self.url_auth
+        """What every call to TEI sends: the key when there is one, else the URL's credentials."""
+        return f"Bearer {self.api_key}" if self.api_key else self.url_auth
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        auth = self.authorization()
-        if auth:
+        if auth := self.authorization():
             headers["Authorization"] = auth
         return headers
 
@@ -237,22 +216,17 @@ class Upstream:
             return False
 
     async def call_batch(
-        self,
-        group: Group,
-        items: Sequence[Any],
-        deadline: float,
-        owners: Sequence[int] | None = None,
+        self, group: Group, items: Sequence[Any], deadline: float, owners: Sequence[int] = ()
     ) -> list[Piece | ProxyError]:
-        """One answer per item. A whole-batch failure raises ProxyError. `owners` names the
-        caller of each item (None: each its own)."""
+        """One answer per item (`owners`: each item's caller, if known). A whole-batch failure
+        raises ProxyError."""
         status, body, tokens = await self._post(group.route, group.payload(items), deadline)
         if status == 200:
             fragments = split(body, len(items))
             return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
         error = errors.from_upstream(status, body)
-        if status in INPUT_ERRORS and len(items) > 1 and (owners is None or len(set(owners)) > 1):
-            # Find the offending caller: halve until each failing part holds one caller's inputs
-            # only (that caller gets the error: its first error fails its request anyway).
+        if status in INPUT_ERRORS and len(items) > 1 and (not owners or len(set(owners)) > 1):
+            # Halve until each failing part holds one caller's inputs only: that caller's error.
             mid = len(items) // 2
             left, right = await asyncio.gather(
                 self.call_batch(group, items[:mid], deadline, owners and owners[:mid]),
@@ -347,13 +321,9 @@ class Upstream:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Pass a request through unchanged, but for hop-by-hop headers and keys."""
         url = self.target(path, query)
-        drop = HOP_BY_HOP | REPLACED_IN_REQUESTS | named_by_connection([headers.get("connection")])
-        # A value with bytes beyond ASCII (obs-text) is dropped: the client for TEI would write
-        # it back as UTF-8, which is not the bytes the caller sent.
-        out = {k: v for k, v in headers.items() if k.lower() not in drop and v.isascii()}
+        out = request_headers(headers)
         # The caller's credentials stay here: TEI gets the proxy's own, or none.
-        auth = self.authorization()
-        if auth:
+        if auth := self.authorization():
             out["Authorization"] = auth
         remaining = deadline - asyncio.get_running_loop().time()
         timeout = aiohttp.ClientTimeout(

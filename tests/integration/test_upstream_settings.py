@@ -69,7 +69,7 @@ async def test_url_credentials_and_key_one_rule_for_every_call(
             assert request.header("authorization") == [expected], request.target
         output = proxy.output()
         assert "Traceback" not in output and "p w" not in output and "p%20w" not in output
-        assert ("URL credentials are not" in output) == with_key
+        assert ("the URL's credentials are not" in output) == with_key
 
 
 async def test_a_bad_input_costs_its_own_caller_few_upstream_calls(start_proxy: Starter) -> None:
