@@ -102,6 +102,12 @@ async def test_a_bad_input_costs_its_own_caller_few_upstream_calls(start_proxy: 
             # One caller with bad inputs and one without share a batch: the blocker holds the
             # only upstream slot until both are queued.
             blocker = asyncio.create_task(embed(["blocker"]))
+            # The others only once the blocker holds the slot: requests on separate
+            # connections need not arrive in the order their tasks were made.
+            for _ in range(400):
+                if ["blocker"] in batches:
+                    break
+                await asyncio.sleep(0.05)
             mixed = asyncio.create_task(embed(["ok-1", bad, "ok-2", bad]))
             good = asyncio.create_task(embed(["fine-1", "fine-2", "fine-3"]))
             for _ in range(400):
