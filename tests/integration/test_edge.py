@@ -208,7 +208,7 @@ async def test_slow_clients_are_cut_off_and_the_connection_cap_holds(
 async def test_many_whole_bodies_at_once_fit_the_body_budget(
     start_proxy: Starter, simulator: Process
 ) -> None:
-    """Second report, row 1: 1,000 clients each sending a whole 2 MB body took 2-7 GiB, kept
+    """1,000 clients each sending a whole 2 MB body took 2-7 GiB, kept
     after they left. Bodies held across all connections now fit a budget (8 MiB here): each
     waits for room, none is lost. Without an API key, a body is never read: 401 from its head."""
     proxy = start_proxy(
@@ -252,7 +252,7 @@ async def test_many_whole_bodies_at_once_fit_the_body_budget(
 async def test_idle_keepalive_connections_cannot_starve_a_probe(
     start_proxy: Starter, simulator: Process
 ) -> None:
-    """Second report, row 2: connections each asking once and then idling held every slot, and a
+    """Connections each asking once and then idling held every slot, and a
     liveness probe got 503. At the cap the connection idle longest now makes room."""
     proxy = start_proxy(simulator.url, env={"EMBEDDING_PROXY_SERVER__MAX_CONNECTIONS": "50"})
     idle = []

@@ -634,7 +634,7 @@ async def test_close_answers_the_connections_waiting_in_the_backlog() -> None:
 
 
 async def test_bodies_wait_for_room_in_the_body_budget() -> None:
-    """Row 1 of the second report: bodies held across all connections are bounded; a body is
+    """Bodies held across all connections are bounded; a body is
     read once its whole size fits, and none is lost while it waits."""
     echo = Echo()
     server = Server(echo, Limits(max_body_bytes=LIMIT, max_body_buffer_bytes=1500))
