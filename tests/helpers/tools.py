@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +43,23 @@ def require_tool(command: str, install: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def helm_template(*flags: str, namespace: str) -> list[dict[str, Any]]:
+    """The chart rendered by real helm with the given flags, as a list of objects."""
+    done = subprocess.run(
+        [
+            require_helm(),
+            "template",
+            "ep",
+            str(ROOT / "charts" / "embedding-proxy"),
+            "--namespace",
+            namespace,
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]

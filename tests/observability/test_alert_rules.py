@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.helpers.promql import metric_names
-from tests.helpers.tools import require_helm, require_tool
+from tests.helpers.tools import helm_template, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
@@ -31,14 +31,7 @@ WANTED = {
 
 
 def render(*flags: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [require_helm(), "template", "ep", str(CHART), "--namespace", "monitoring", *flags],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return helm_template(*flags, namespace="monitoring")
 
 
 def prometheus_rule(*flags: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tests.helpers.grafana_model import problems
 from tests.helpers.promql import metric_names
-from tests.helpers.tools import require_helm, require_tool
+from tests.helpers.tools import helm_template, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
@@ -122,14 +122,7 @@ def test_layout_and_data_source(dashboard: dict[str, Any]) -> None:
 
 
 def render(*flags: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [require_helm(), "template", "ep", str(CHART), "--namespace", "ml", *flags],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return helm_template(*flags, namespace="ml")
 
 
 def test_chart_installs_it_for_grafanas_sidecar_only_when_enabled() -> None:
