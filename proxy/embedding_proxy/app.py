@@ -22,7 +22,7 @@ from .batcher import Batcher, Refused
 from .config import Config
 from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .housekeeping import Housekeeping
-from .httpserver import Handler, Request, Response
+from .httpmessage import Handler, Request, Response
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher

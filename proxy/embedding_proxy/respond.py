@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from .batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
 from .errors import TIMEOUT, UNHEALTHY, ProxyError, overloaded
-from .httpserver import Handler, Request, Response
+from .httpmessage import Handler, Request, Response
 
 JSON = "application/json"
 

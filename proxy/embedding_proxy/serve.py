@@ -13,7 +13,8 @@ from .app import Proxy, api_handler, metrics_handler
 from .config import Config, redact
 from .errors import ProxyError
 from .failure import cannot_listen
-from .httpserver import Handler, Limits, Request, Response, Server, Vet
+from .httpmessage import Handler, Limits, Request, Response, Vet
+from .httpserver import Server
 
 log = logging.getLogger("embedding_proxy")
 

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedding_proxy import httpserver
-from embedding_proxy.httpserver import Limits, Request, Response, Server
+from embedding_proxy.httpmessage import Limits, Request, Response
+from embedding_proxy.httpserver import Server
 
 # Deliberate differences where the server refuses what h11 takes, each with its reason.
 STRICTER = {

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from embedding_proxy import httpserver
-from embedding_proxy.httpserver import Connection, Limits, Request, Response, Server
+from embedding_proxy import httpreader
+from embedding_proxy.httpconnection import Connection
+from embedding_proxy.httpmessage import Limits, Request, Response
+from embedding_proxy.httpserver import Server
 
 LIMIT = 1000
 
@@ -118,7 +120,7 @@ async def test_expect_continue_is_ignored_from_an_http10_client(
     server, _ = served
     reader, writer = await connect(server)
     writer.write(b"POST /c HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-    await poll(lambda: any(c.phase == httpserver._BODY for c in server.connections), "no head")
+    await poll(lambda: any(c.phase == httpreader._BODY for c in server.connections), "no head")
     writer.write(b"abc")
     status, _, body = await read_response(reader)  # the first status line is the answer
     assert (status, body) == (200, b"POST /c 3")
@@ -495,7 +497,7 @@ async def test_a_long_pipeline_is_read_as_it_is_answered(served: tuple[Server, E
     writer.write(request * 3000)
     conn = await conn_of(server, before)
     await poll(lambda: conn.held, "never stopped reading")
-    assert len(conn.pending) <= httpserver.MAX_PIPELINED + httpserver.FEED_SLICE // len(request)
+    assert len(conn.pending) <= httpreader.MAX_PIPELINED + httpreader.FEED_SLICE // len(request)
     echo.release.set()
     for _ in range(3000):
         status, _, _ = await read_response(reader)
