@@ -9,12 +9,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from .app import Proxy, api_handler, metrics_handler
+from .app import Proxy
 from .config import Config, redact
 from .errors import ProxyError
 from .failure import cannot_listen
 from .httpmessage import Handler, Limits, Request, Response, Vet
 from .httpserver import Server
+from .routes import api_handler, metrics_handler
 
 log = logging.getLogger("embedding_proxy")
 

@@ -1,7 +1,11 @@
 """Cut an upstream batch answer into one JSON fragment per input, without parsing floats
-where it can be avoided: the proxy passes vectors through, so it never needs their values."""
+where it can be avoided: the proxy passes vectors through, so it never needs their values; and
+share the batch's token count among its inputs."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -54,3 +58,18 @@ def _split_vectors(body: bytes) -> list[bytes | memoryview] | None:
 
 def _snippet(body: bytes) -> str:
     return body[:120].decode("utf-8", "replace").strip()
+
+
+def share(tokens: int, items: Sequence[Any]) -> list[int]:
+    """Apportion a batch's token count to its inputs by their length (token ids count exactly),
+    so that the shares add up to the total."""
+    weights = [len(item) if isinstance(item, str | list) else 1 for item in items]
+    total_weight = sum(weights) or 1
+    raw = [tokens * w / total_weight for w in weights]
+    out = [int(r) for r in raw]
+    # Largest remainders get the leftover tokens.
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[
+        : tokens - sum(out)
+    ]:
+        out[i] += 1
+    return out

@@ -23,7 +23,7 @@ from .forwarding import answer_headers, request_headers, target_url, url_credent
 from .metrics import Metrics
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
-from .splitting import split
+from .splitting import share, split
 from .tei_api import Group
 
 log = logging.getLogger(__name__)
@@ -376,21 +376,6 @@ class Upstream:
 def _too_big(limit: int) -> UpstreamError:
     message = f"upstream answer exceeds upstream.max_answer_bytes ({limit} bytes)"
     return UpstreamError(502, message, UPSTREAM, message)
-
-
-def share(tokens: int, items: Sequence[Any]) -> list[int]:
-    """Apportion a batch's token count to its inputs by their length (token ids count exactly),
-    so that the shares add up to the total."""
-    weights = [len(item) if isinstance(item, str | list) else 1 for item in items]
-    total_weight = sum(weights) or 1
-    raw = [tokens * w / total_weight for w in weights]
-    out = [int(r) for r in raw]
-    # Largest remainders get the leftover tokens.
-    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[
-        : tokens - sum(out)
-    ]:
-        out[i] += 1
-    return out
 
 
 def _int_header(value: str | None) -> int:

@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     # The proxy's handlers and what runs beside them.
-    ("handlers", {"app", "respond", "housekeeping"}),
+    ("handlers", {"app", "routes", "respond", "housekeeping"}),
     # Programs made of the parts.
     ("programs", {"serve", "cli", "demo", "bench", "simulator", "__init__"}),
 ]

@@ -8,7 +8,8 @@ from embedding_proxy.errors import from_upstream
 from embedding_proxy.housekeeping import caps_of
 from embedding_proxy.retry import RetryBudget, backoff_seconds, retry_after_seconds
 from embedding_proxy.smoothing import MovingAverage
-from embedding_proxy.upstream import UpstreamInfo, share
+from embedding_proxy.splitting import share
+from embedding_proxy.upstream import UpstreamInfo
 
 
 def test_retry_budget_limits_retries_to_a_share_of_traffic() -> None:

@@ -1,0 +1,78 @@
+"""The two ports' dispatch tables: which of the proxy's handlers answers which method and path
+(everything else is forwarded to TEI), the request id echoed, and the access log around them."""
+
+from __future__ import annotations
+
+import time
+
+from . import logs, tei_api
+from .app import Proxy
+from .httpmessage import Handler, Request, Response
+
+
+def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
+    """The API port: TEI's and OpenAI's routes, health, readiness, and metrics unless they are
+    served apart; every other route is forwarded to TEI. A plain dispatch table: the proxy has no
+    use for a general router."""
+    posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
+    posts["/v1/embeddings"] = proxy.handle_openai
+    gets: dict[str, Handler] = {
+        "/health": proxy.handle_health,
+        "/ready": proxy.handle_ready,
+        "/v1/models": proxy.handle_models,
+    }
+    # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
+    # name would mislead a scraper pointed at the wrong port.
+    gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
+    # HEAD of the proxy's own routes: as GET, the server leaves the body out. Others: to TEI.
+    routes = {"POST": posts, "GET": gets, "HEAD": gets}
+    forward = proxy.handle_forward
+
+    async def handle(request: Request) -> Response:
+        table = routes.get(request.method)
+        handler = table.get(request.path, forward) if table is not None else forward
+        response = await handler(request)
+        given = request.headers.get(logs.REQUEST_ID)
+        if given is not None:
+            _echo_id(response, logs.request_id(given))
+        return response
+
+    if not proxy.config.server.access_log:
+        return handle
+    # Probes and scrapes would drown the requests that matter.
+    quiet = frozenset({"/health", "/ready", "/metrics"})
+
+    async def handle_logged(request: Request) -> Response:
+        if request.path in quiet:
+            return await handle(request)
+        started = time.perf_counter()
+        access = logs.start_access()
+        response = await handle(request)
+        rid = logs.request_id(request.headers.get(logs.REQUEST_ID))
+        _echo_id(response, rid)
+        logs.log_access(request.method, request.path, response.status, rid, access, started)
+        return response
+
+    return handle_logged
+
+
+def _echo_id(response: Response, rid: str) -> None:
+    # Copied, not changed in place: error responses may share their headers. A forwarded answer's
+    # are a list (repeated headers kept); its own X-Request-Id, if any, gives way to ours.
+    headers = response.headers or {}
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    response.headers = [(k, v) for k, v in pairs if k.lower() != "x-request-id"]
+    response.headers.append(("X-Request-Id", rid))
+
+
+def metrics_handler(proxy: Proxy) -> Handler:
+    """The separate metrics port: /metrics and /health only."""
+    gets: dict[str, Handler] = {"/metrics": proxy.handle_metrics, "/health": proxy.handle_health}
+
+    async def handle(request: Request) -> Response:
+        handler = gets.get(request.path) if request.method in ("GET", "HEAD") else None
+        if handler is None:
+            return Response(404, b"metrics port: GET /metrics\n", "text/plain; charset=utf-8")
+        return await handler(request)
+
+    return handle
