@@ -1,0 +1,242 @@
+"""One simulated TEI and what every inference route shares: the JSON body as TEI's extractor reads
+it, batch and prompt checks, and TEI's per-input pipeline (permit, tokenization, queue, forward
+pass); the vectors' JSON cached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+
+from . import schema
+from .errors import (
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    ErrorType,
+    TeiError,
+    overloaded,
+    syntax_error,
+)
+from .faults import Faults
+from .gpu import CostModel, Engine, Forward, Permits
+from .metrics import SimulatorMetrics
+from .settings import SimulatorSettings
+from .tokens import Encoded, encode
+from .vectors import vector_from_key
+
+T = TypeVar("T")
+Done = tuple[Encoded, Forward]
+SIMULATOR_KEY: web.AppKey[Simulator] = web.AppKey("simulator")
+
+
+class VectorCache:
+    """Serialized JSON of recent vectors: answering a repeated input costs a dict lookup."""
+
+    def __init__(self, size: int, model_dimensions: int) -> None:
+        self.size = size
+        self.model_dimensions = model_dimensions
+        self._items: OrderedDict[tuple[bytes, bool, int | None], bytes] = OrderedDict()
+
+    def json(self, key: bytes, normalize: bool, dimensions: int | None) -> bytes:
+        k = (key, normalize, dimensions)
+        hit = self._items.get(k)
+        if hit is not None:
+            self._items.move_to_end(k)
+            return hit
+        vector = vector_from_key(
+            key,
+            normalize=normalize,
+            dimensions=dimensions,
+            model_dimensions=self.model_dimensions,
+        )
+        out = orjson.dumps(vector)
+        if self.size:
+            self._items[k] = out
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return out
+
+
+class Simulator:
+    """One simulated TEI: settings, the GPU engine, permits, caches, faults and metrics."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.permits = Permits(settings.max_concurrent_requests)
+        self.metrics = SimulatorMetrics(
+            queue_size=lambda: len(self.engine.queue), in_flight=lambda: self.permits.in_use
+        )
+        self.engine = Engine(
+            cost=CostModel(settings.base_ms, settings.knee_tokens, settings.per_token_us),
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_requests=settings.max_batch_requests,
+            internal_batching=settings.internal_batching,
+            replicas=settings.backend_replicas,
+            on_forward=self.metrics.record_forward,
+        )
+        self.vectors = VectorCache(settings.vector_cache_size, settings.dimensions)
+        self.faults = Faults()
+        self.vocabulary: OrderedDict[int, str] = OrderedDict()  # for /decode, learned by /tokenize
+
+    # -- request bodies -------------------------------------------------------------------------
+
+    async def read_json(self, request: web.Request) -> Any:
+        """The body as JSON, refused as axum's `Json` extractor refuses it."""
+        mime = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        kind, _, subtype = mime.partition("/")
+        if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            raise UNSUPPORTED_MEDIA_TYPE
+        limit = self.settings.payload_limit
+        if request.content_length is not None and request.content_length > limit:
+            raise BODY_TOO_LARGE
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise BODY_TOO_LARGE
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise syntax_error(str(e)) from None
+
+    # -- TEI's per-input pipeline: permit, tokenization, queue, forward pass --------------------
+
+    async def run(
+        self,
+        items: Sequence[T],
+        *,
+        single: bool,
+        prepare: Callable[[T], Encoded],
+        after: TeiError | None = None,
+    ) -> list[Done]:
+        """Compute `items` as TEI does and return them in order, or raise the first error.
+
+        A single input needs a permit at once (else 429); the inputs of a batch wait for theirs.
+        Inputs that fail validation are not computed; the others are, even when the answer is
+        the error of another input (TEI awaits them all). `after` is an error found only once an
+        input is computed (such as `dimensions` larger than the model's).
+        """
+        n = len(items)
+        if single:
+            if not self.permits.try_acquire():
+                raise overloaded()
+        elif not self.permits.try_acquire(n):
+            return await self._run_waiting(items, prepare, after)
+        try:
+            outcomes: list[Encoded | TeiError] = []
+            for item in items:
+                try:
+                    outcomes.append(prepare(item))
+                except TeiError as e:
+                    outcomes.append(e)
+            valid = [o for o in outcomes if isinstance(o, Encoded)]
+            futures = self.engine.submit([o.tokens for o in valid]) if valid else []
+            forwards = iter(await asyncio.gather(*futures))
+        finally:
+            self.permits.release(n)
+        done: list[Done] = []
+        for outcome in outcomes:
+            if isinstance(outcome, TeiError):
+                raise outcome
+            if after is not None:
+                raise after
+            done.append((outcome, next(forwards)))
+        return done
+
+    async def _run_waiting(
+        self, items: Sequence[T], prepare: Callable[[T], Encoded], after: TeiError | None
+    ) -> list[Done]:
+        async def one(item: T) -> Done:
+            await self.permits.acquire()
+            try:
+                encoded = prepare(item)
+                (future,) = self.engine.submit([encoded.tokens])
+                forward = await future
+            finally:
+                self.permits.release()
+            if after is not None:
+                raise after
+            return encoded, forward
+
+        results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    def check_batch(self, n: int, what: str = "inputs") -> None:
+        if n == 0:
+            raise TeiError(ErrorType.EMPTY, f"`{what}` cannot be empty")
+        if n > self.settings.max_client_batch_size:
+            raise TeiError(
+                ErrorType.VALIDATION,
+                f"batch size {n} > maximum allowed batch size "
+                f"{self.settings.max_client_batch_size}",
+            )
+
+    def prompt(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        prompts = self.settings.prompts
+        if not prompts:
+            raise TeiError(
+                ErrorType.VALIDATION,
+                f"`default-prompt-name` is set to `{name}` but no prompts were found in the "
+                "Sentence Transformers configuration",
+                prefixed=True,
+            )
+        if name not in prompts:
+            available = ", ".join(f'"{k}"' for k in sorted(prompts))
+            raise TeiError(
+                ErrorType.VALIDATION,
+                f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
+                f"Transformers prompts. Available prompts: [{available}]",
+                prefixed=True,
+            )
+        return prompts[name]
+
+    async def embed_inputs(
+        self,
+        inputs: schema.Inputs,
+        *,
+        truncate: bool | None,
+        direction: str,
+        prompt_name: str | None,
+        dimensions: int | None = None,
+    ) -> list[Done]:
+        """The shared path of /embed, /v1/embeddings, /embed_all, /embed_sparse, /similarity."""
+        if inputs.batch:
+            self.check_batch(len(inputs.items))
+        s = self.settings
+        truncate = s.auto_truncate if truncate is None else truncate
+
+        def prepare(value: schema.Model) -> Encoded:
+            if dimensions == 0:
+                raise TeiError(
+                    ErrorType.VALIDATION, "`dimensions` should be positive", prefixed=True
+                )
+            return encode(
+                value,
+                truncate=truncate,
+                direction=direction,
+                max_input_length=s.max_input_length,
+                prompt=self.prompt(prompt_name),
+            )
+
+        after = None
+        if dimensions is not None and dimensions > s.dimensions:
+            after = TeiError(
+                ErrorType.VALIDATION,
+                "`dimensions` should be smaller than the maximum embedding dimension.",
+                prefixed=True,
+            )
+        return await self.run(inputs.items, single=not inputs.batch, prepare=prepare, after=after)
+
+    def learn(self, tid: int, word: str) -> None:
+        self.vocabulary[tid] = word
+        if len(self.vocabulary) > 65536:
+            self.vocabulary.popitem(last=False)
