@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from .httpanswer import ALLOW, INTERNAL_ERROR, NO_BODY, answer_head, plain
 from .httpmessage import Request, Response
-from .httpreader import _BODY, _HEAD, _IDLE, RequestReader
-
-if TYPE_CHECKING:
-    from .httpserver import Server
+from .httpreader import _BODY, _HEAD, _IDLE, RequestReader, ServerSide
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +18,7 @@ LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still
 class Connection(RequestReader):
     """One client connection: parse requests, run them in order, write the answers."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerSide) -> None:
         super().__init__(server)
         self.served = 0  # answers written
         self.answered_at = 0.0  # when the last one was

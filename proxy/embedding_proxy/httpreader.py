@@ -8,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import httptools
 
-from .httpanswer import plain
+from .httpanswer import Clock, plain
 from .httphead import BadHead, read_head
-from .httpmessage import Request, Response
-
-if TYPE_CHECKING:
-    from .httpserver import Server
+from .httpmessage import Handler, Limits, Request, Response, Vet
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +26,30 @@ BODY_FRAMING = 8  # a body may come with up to this many times its size in chunk
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
 
 
+class ServerSide(Protocol):
+    """What a connection uses of its server (httpserver.Server): its settings, the set of
+    connections, and the body budget shared by all of them."""
+
+    limits: Limits
+    loop: asyncio.AbstractEventLoop
+    handler: Handler
+    vet: Vet | None
+    clock: Clock
+    draining: bool
+    body_held: int
+    waiting: dict[Any, None]  # connections waiting for body budget, in order
+    connections: set[Any]
+
+    def reserve(self, conn: RequestReader, size: int) -> bool: ...
+    def release(self, size: int) -> None: ...
+    def evict_idle(self) -> bool: ...
+    def refused_connection(self) -> None: ...
+
+
 class RequestReader(asyncio.Protocol):
     """The reading half of a connection; `Connection` adds the answering half (`_next`)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerSide) -> None:
         self.server = server
         self.limits = server.limits
         self.loop = server.loop

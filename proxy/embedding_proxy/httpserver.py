@@ -29,6 +29,7 @@ from collections.abc import Callable
 from .httpanswer import Clock
 from .httpconnection import Connection
 from .httpmessage import Handler, Limits, Vet
+from .httpreader import RequestReader
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Server:
         self.limits = limits or Limits()
         self.body_held = 0  # bytes of the body budget granted
         # Connections waiting for body budget, first come first served (a dict keeps order).
-        self.waiting: dict[Connection, None] = {}
+        self.waiting: dict[RequestReader, None] = {}
         self.evictions = 0
         self._high = 0  # the most body bytes held since memory was last handed back
         self.loop = asyncio.get_running_loop()
@@ -86,7 +87,7 @@ class Server:
         assert self._listener is not None
         return int(self._listener.sockets[0].getsockname()[1])
 
-    def reserve(self, conn: Connection, size: int) -> bool:
+    def reserve(self, conn: RequestReader, size: int) -> bool:
         """Grant `size` bytes of the body budget now, or queue `conn` for it (False). One body
         always fits in an empty budget, so a granted body can always be read whole."""
         if not self.waiting and (
