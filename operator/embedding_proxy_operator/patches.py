@@ -291,8 +291,10 @@ def inject_ops(
     return _guard(deployment) + ops if ops else []
 
 
-def remove_ops(deployment: Mapping[str, Any]) -> list[Op]:
-    """Operations that take out everything the operator added; [] when nothing is there."""
+def remove_ops(deployment: Mapping[str, Any], restart: str | None = None) -> list[Op]:
+    """Operations that take out everything the operator added; [] when nothing is there. With
+    `restart` (Webhook mode, where the webhook injects the pods), the template's restart
+    annotation is set to it instead of taken out."""
     pod = pod_spec(deployment)
     ops, _ = _termination_ops(deployment, None)
     inits = _ListPatcher(ops, f"{POD}/initContainers", pod.get("initContainers"))
@@ -303,10 +305,25 @@ def remove_ops(deployment: Mapping[str, Any]) -> list[Op]:
     for name in names.OWNED_VOLUMES:
         vols.remove(name)
     vols.drop_if_empty()
-    ops += _annotation_ops(deployment, TEMPLATE_META, {names.RESTART_HASH_ANNOTATION: None})
+    ops += _annotation_ops(deployment, TEMPLATE_META, {names.RESTART_HASH_ANNOTATION: restart})
     ops += _annotation_ops(
         deployment,
         "/metadata",
         {names.PROXY_ANNOTATION: None, names.TERMINATION_ANNOTATION: None},
     )
+    return _guard(deployment) + ops if ops else []
+
+
+def restart_annotation(deployment: Mapping[str, Any]) -> str | None:
+    meta = deployment.get("spec", {}).get("template", {}).get("metadata") or {}
+    return (meta.get("annotations") or {}).get(names.RESTART_HASH_ANNOTATION)
+
+
+# What `kubectl rollout restart` sets on the pod template.
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def restart_ops(deployment: Mapping[str, Any], stamp: str) -> list[Op]:
+    """Operations that roll the Deployment's pods, as `kubectl rollout restart` does."""
+    ops = _annotation_ops(deployment, TEMPLATE_META, {RESTARTED_AT: stamp})
     return _guard(deployment) + ops if ops else []

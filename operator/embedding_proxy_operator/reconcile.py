@@ -32,6 +32,13 @@ class Plan:
     facts: list[Fact] = field(default_factory=list)
     warnings: list[Notice] = field(default_factory=list)
     mode: str | None = None
+    # How the sidecar gets into the pods ("Deployment" or "Webhook"), and in Webhook mode the
+    # hash of what the webhook injects (status.injection.hash).
+    injection: str = "Deployment"
+    injection_hash: str | None = None
+    # What the webhook adds to a pod: the sidecar, its volumes, the termination settings.
+    container: Obj | None = None
+    volumes: list[Obj] = field(default_factory=list)
 
     @property
     def version(self) -> str | None:
@@ -44,9 +51,13 @@ def plan(
     native_supported: bool,
     sleep_action: bool = True,
     allowed_images: tuple[str, ...] = (),
+    default_injection: str = "Deployment",
+    previous_hash: str | None = None,
 ) -> Plan:
     """`sleep_action`: whether the cluster knows the preStop `sleep` handler (1.30 and later);
-    `allowed_images`: the operator's allow list of sidecar images (empty: any)."""
+    `allowed_images`: the operator's allow list of sidecar images (empty: any);
+    `default_injection`: the mode of an EmbeddingProxy without `spec.injection`;
+    `previous_hash`: Webhook mode, the injection the pods were given so far (from status)."""
     meta = proxy.get("metadata", {})
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()
@@ -66,6 +77,7 @@ def plan(
         return out
 
     out.spec = spec
+    out.injection = spec.injection or default_injection
     if not image_allowed(spec.sidecar.image, allowed_images):
         # Nothing is written: the image would run under the target's ServiceAccount.
         msg = (
@@ -112,24 +124,26 @@ def plan(
             )
         )
     container = render.sidecar_container(spec, native)
-    out.ops = patches.inject_ops(
-        deployment,
-        name,
-        container,
-        render.volumes(spec, name),
-        render.restart_hash(out.config),
-        render.termination(spec, sleep_action),
-    )
+    volumes = render.volumes(spec, name)
+    term = render.termination(spec, sleep_action)
+    out.container, out.volumes = container, volumes
     where = "a native sidecar" if native else "a container"
-    out.facts = [
-        found,
-        Fact(
-            names.SIDECAR_INJECTED,
-            "True",
-            "Injected",
-            f"{spec.sidecar.image} runs as {where} in Deployment {target!r}",
-        ),
-    ]
+    if out.injection == "Webhook":
+        out.injection_hash = render.injection_hash(container, volumes, term, out.config)
+        out.ops = patches.remove_ops(
+            deployment, _webhook_restart(deployment, out.injection_hash, previous_hash)
+        )
+        message = (
+            f"the admission webhook adds {spec.sidecar.image} as {where} to each new pod of "
+            f"Deployment {target!r}"
+        )
+        out.facts = [found, Fact(names.SIDECAR_INJECTED, "True", "Webhook", message)]
+    else:
+        out.ops = patches.inject_ops(
+            deployment, name, container, volumes, render.restart_hash(out.config), term
+        )
+        message = f"{spec.sidecar.image} runs as {where} in Deployment {target!r}"
+        out.facts = [found, Fact(names.SIDECAR_INJECTED, "True", "Injected", message)]
     out.warnings += _advice(deployment, spec)
     if native and patches.pod_spec(deployment).get("shareProcessNamespace"):
         out.warnings.append(
@@ -141,6 +155,20 @@ def plan(
             )
         )
     return out
+
+
+def _webhook_restart(
+    deployment: Mapping[str, Any], wanted: str, previous: str | None
+) -> str | None:
+    """The template's restart annotation in Webhook mode: set (which rolls the pods) only when
+    what the webhook injects has changed since the pods were made, or when the template carries
+    the annotation or the sidecar already (a switch from Deployment mode); otherwise the
+    template is left alone, and the pods the webhook injected keep running."""
+    if (previous and previous != wanted) or patches.restart_annotation(deployment) is not None:
+        return wanted
+    if patches.find_sidecar(deployment) is not None or patches.owner_of(deployment):
+        return wanted
+    return None
 
 
 def _target_fact(deployment: Mapping[str, Any] | None, target: str, namespace: str) -> Fact:

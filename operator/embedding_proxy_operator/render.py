@@ -84,6 +84,26 @@ def restart_hash(config: Mapping[str, Any]) -> str:
     return _digest({k: v for k, v in config.items() if k not in (*LIVE_SECTIONS, "version")})
 
 
+def injection_hash(
+    container: Mapping[str, Any],
+    volume_list: list[Obj],
+    term: Termination,
+    config: Mapping[str, Any],
+) -> str:
+    """Webhook mode: a hash of everything the webhook puts into a pod and of the settings the
+    proxy reads only at start. A change rolls the pods (by the template's restart annotation),
+    so that each new pod is injected afresh."""
+    return _digest(
+        {
+            "container": container,
+            "volumes": volume_list,
+            "preStop": term.pre_stop,
+            "grace": term.grace_seconds,
+            "restart": restart_hash(config),
+        }
+    )
+
+
 def owned_metadata(object_name: str, proxy: str, namespace: str, uid: str | None) -> Obj:
     """Metadata of an object the operator writes for the EmbeddingProxy `proxy`: our labels, and
     (when its uid is known) an owner reference, so that garbage collection removes the object

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 PREFIX = "EMBEDDING_PROXY_OPERATOR_"
 
@@ -28,6 +28,21 @@ class Options:
     # Sidecar images an EmbeddingProxy may name (see `image_allowed`); empty: any image, which
     # lets whoever writes an EmbeddingProxy run any image in the Deployments it targets.
     allowed_images: tuple[str, ...] = ()
+    # How EmbeddingProxies without `spec.injection` inject the sidecar.
+    injection: Literal["Deployment", "Webhook"] = "Deployment"
+    # The admission webhook (docs/operator.md, "Injection modes"): the port its HTTPS server
+    # listens on (0: no webhook, Webhook mode then cannot inject), the MutatingWebhookConfiguration
+    # it keeps (the chart creates it), and how the API server reaches it: the operator's Service
+    # (`name.namespace`) or, where there is none (tests), a URL.
+    webhook_port: int = 0
+    webhook_configuration: str = "embedding-proxy"
+    webhook_service: str = ""
+    webhook_url: str = ""
+    webhook_failure_policy: Literal["Ignore", "Fail"] = "Ignore"
+    # Namespaces whose pods the webhook sees (empty: all but the system's and its own).
+    webhook_namespaces: tuple[str, ...] = ()
+    # Life of the webhook's generated certificate; a new one is made after two thirds of it.
+    webhook_cert_seconds: float = 30 * 86400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
@@ -56,7 +71,34 @@ class Options:
             native_sidecars=native,  # type: ignore[arg-type]
             metrics_port=int(raw_port),
             allowed_images=allowed_images(environ.get(PREFIX + "ALLOWED_IMAGES", "")),
+            injection=_choice(environ, "INJECTION", ("Deployment", "Webhook"), "Deployment"),
+            webhook_port=_port(environ, "WEBHOOK_PORT"),
+            webhook_configuration=environ.get(PREFIX + "WEBHOOK_CONFIGURATION")
+            or cls.webhook_configuration,
+            webhook_service=environ.get(PREFIX + "WEBHOOK_SERVICE", ""),
+            webhook_url=environ.get(PREFIX + "WEBHOOK_URL", ""),
+            webhook_failure_policy=_choice(
+                environ, "WEBHOOK_FAILURE_POLICY", ("Ignore", "Fail"), "Ignore"
+            ),
+            webhook_namespaces=tuple(
+                n for n in environ.get(PREFIX + "WEBHOOK_NAMESPACES", "").replace(",", " ").split()
+            ),
+            webhook_cert_seconds=number("WEBHOOK_CERT_SECONDS", cls.webhook_cert_seconds),
         )
+
+
+def _choice(environ: Mapping[str, str], key: str, allowed: tuple[str, ...], default: str) -> Any:
+    raw = environ.get(PREFIX + key) or default
+    if raw not in allowed:
+        raise ValueError(f"{PREFIX}{key} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def _port(environ: Mapping[str, str], key: str) -> int:
+    raw = environ.get(PREFIX + key) or "0"
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ValueError(f"{PREFIX}{key} must be a port number or 0, got {raw!r}")
+    return int(raw)
 
 
 def allowed_images(raw: str) -> tuple[str, ...]:

@@ -246,8 +246,13 @@ class Autoscaling(CamelModel):
         return self
 
 
+Injection = Literal["Deployment", "Webhook"]
+
+
 class ProxySpec(CamelModel):
     target_ref: TargetRef
+    # None: the operator's default (`EMBEDDING_PROXY_OPERATOR_INJECTION`), so no CRD default.
+    injection: Injection | None = None
     upstream: Upstream = Upstream()
     sidecar: Sidecar = Sidecar()
     batching: Batching = Batching()

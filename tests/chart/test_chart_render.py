@@ -48,7 +48,8 @@ NAMESPACED_RULES = {
     ("embeddingproxy.io", "embeddingproxies/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("", "configmaps"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"list"},
+    # Ready pods to scrape; Webhook mode deletes pods made without the sidecar, to remake them.
+    ("", "pods"): {"list", "delete"},
     ("", "events"): {"create"},
     # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.
     ("apps", "deployments/scale"): {"get", "patch"},
@@ -61,12 +62,19 @@ CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "wat
 # --all-namespaces it never does.
 NAMESPACES_READ = {("", "namespaces"): {"list", "watch"}}
 PEERING = {"list", "watch", "patch"}
+# The admission webhook's configuration (the chart's own, by name): its CA bundle and webhooks.
+WEBHOOK_CONFIG = {
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"}
+}
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        if "resourceNames" in rule:  # only the webhook's configuration, only the chart's
+            assert rule["resources"] == ["mutatingwebhookconfigurations"]
+            assert rule["resourceNames"] == [role["metadata"]["name"].removesuffix("-discovery")]
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
@@ -146,6 +154,8 @@ def test_defaults_install_only_the_operator_cluster_wide(render: Any, kit: Any) 
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "MutatingWebhookConfiguration",
+        "Service",
         "ServiceAccount",
     ]
     container = operator_container(objects, kit)
@@ -171,6 +181,7 @@ def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
     assert rules_of(role) == {
         **NAMESPACED_RULES,
         **CRD_READ,
+        **WEBHOOK_CONFIG,
         ("kopf.dev", "clusterkopfpeerings"): PEERING,
     }
     binding = kit.one(objects, "ClusterRoleBinding")
@@ -197,7 +208,11 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: An
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == kit.namespace
     # Cluster-wide, only what kopf reads to find its resources and namespaces.
-    assert rules_of(kit.one(objects, "ClusterRole")) == {**CRD_READ, **NAMESPACES_READ}
+    assert rules_of(kit.one(objects, "ClusterRole")) == {
+        **CRD_READ,
+        **NAMESPACES_READ,
+        **WEBHOOK_CONFIG,
+    }
     peerings = kit.by_kind(objects, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not kit.by_kind(objects, "ClusterKopfPeering")
@@ -315,7 +330,10 @@ def test_example_wires_tei_proxy_and_service(variant: str, render: Any, kit: Any
     assert proxy["spec"]["upstream"]["url"] == f"http://127.0.0.1:{tei_port}"
     assert proxy["spec"]["sidecar"]["image"] == "embedding-proxy:0.1.0"
 
-    service = kit.one(objects, "Service")
+    # (The other Service is the operator's webhook.)
+    service = kit.one(
+        [o for o in objects if not o["metadata"]["name"].endswith("-webhook")], "Service"
+    )
     labels = pod["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     # The Service reaches the proxy's API port, not TEI's.

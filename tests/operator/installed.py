@@ -33,6 +33,7 @@ ACCOUNT_KINDS = {
     "RoleBinding",
     "ClusterKopfPeering",
     "KopfPeering",
+    "MutatingWebhookConfiguration",
 }
 
 
@@ -104,7 +105,16 @@ class Account:
             "POD_ID": f"embedding-proxy-{uuid.uuid4().hex[:9]}-x2kq7",
             "POD_NAMESPACE": self.namespace,
             "EMBEDDING_PROXY_OPERATOR_METRICS_PORT": str(free_port()),
+            # The API server reaches this operator's webhook on loopback (no Service here).
+            **webhook_env(free_port()),
         }
+
+
+def webhook_env(port: int) -> dict[str, str]:
+    return {
+        "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": str(port),
+        "EMBEDDING_PROXY_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{port}",
+    }
 
 
 def install_account(

@@ -31,9 +31,11 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "pods",
         "scrape",
         "batchfill",
+        "injection",
+        "certs",
     ),
     # Talking to the API server, the pods and Prometheus.
-    "io": ("kube", "writes", "fetch", "metrics", "peering"),
+    "io": ("kube", "writes", "fetch", "metrics", "peering", "webhook_server"),
     # kopf's handlers and the commands: the operator's and `helm test`'s check.
     "handlers": ("handlers", "cli", "check", "__main__", "__init__"),
 }

@@ -118,10 +118,11 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch", "delete"]
-# Ready pods, whose proxies' /metrics it reads.
+# Ready pods, whose proxies' /metrics it reads; in Webhook mode, pods made without the sidecar
+# (while the webhook was not reached) are deleted so that their ReplicaSet makes them anew.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "delete"]
 # Explaining what happened (kopf posts core v1 Events).
 - apiGroups: [""]
   resources: ["events"]
@@ -134,4 +135,13 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "list", "create", "patch", "delete"]
+{{- end }}
+
+{{/* The admission webhook's configuration, which the chart creates and the operator fills in
+(its CA bundle, made and renewed by the operator): that one object only. */}}
+{{- define "embedding-proxy.webhookRules" -}}
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["mutatingwebhookconfigurations"]
+  resourceNames: [{{ include "embedding-proxy.fullname" . | quote }}]
+  verbs: ["get", "patch"]
 {{- end }}

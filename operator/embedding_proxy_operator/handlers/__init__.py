@@ -4,9 +4,10 @@ say what happened. Importing this package registers them all (`kopf run --module
 - `lifecycle`: start-up settings, login, clean-up.
 - `reconcile`: the ConfigMap and the sidecar in the target Deployment; drift put back; delete.
 - `observe`: the daemon that reads the pods' proxies into status and autoscales (built-in or KEDA).
+- `admission`: Webhook mode's admission webhook, its configuration and its probe.
 - `state`: what is kept between calls, typed.
 """
 
-from . import lifecycle, observe, reconcile
+from . import admission, lifecycle, observe, reconcile
 
-__all__ = ["lifecycle", "observe", "reconcile"]
+__all__ = ["admission", "lifecycle", "observe", "reconcile"]

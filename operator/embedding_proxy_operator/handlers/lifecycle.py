@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
 
 from .. import names
+from .admission import server_for
 from .state import state_of
 
 
@@ -41,6 +43,11 @@ async def configure(
     settings.posting.reporting_component = names.FIELD_MANAGER
     # Events are posted for warnings and changes; kopf's own per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
+    # Webhook mode: the operator's own server, and the configuration it writes itself (kopf's
+    # managed one would match every namespace and wait 30 s for an answer).
+    settings.admission.server = server_for(state, os.environ.get("POD_NAMESPACE", ""), logger)
+    settings.admission.managed = None
+    logger.info("injection by default: %s", options.injection)
 
 
 @kopf.on.login()

@@ -31,6 +31,7 @@ from ..reconcile import config_fact
 from ..settings import image_allowed
 from ..spec import ProxySpec, SpecError, parse
 from ..writes import remove_scaled_object, write_status
+from .admission import recreate_escaped
 from .state import State, state_of
 
 Obj = dict[str, Any]
@@ -101,6 +102,9 @@ async def observe_once(
         "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
     )
     items = listing.get("items") or []
+    escape: tuple[Fact | None, list[str]] = (None, [])
+    if (spec.injection or state.options.injection) == "Webhook":
+        escape = await recreate_escaped(state, proxy, deployment, items, logger)
     ready = pods.proxy_pods(items, selector)
     texts = await state.fetcher().texts(
         [pods.metrics_url(p, spec.sidecar.ports.metrics) for p in ready]
@@ -137,6 +141,11 @@ async def observe_once(
             **load,
         }
         facts = [fact]
+        if escape[0] is not None:
+            facts.append(escape[0])
+        injected = (fresh.get("status") or {}).get("injection")
+        if injected or escape[1]:
+            fields["injection"] = {**(injected or {}), "podsWithoutSidecar": escape[1][:20] or None}
         if (fresh.get("status") or {}).get("configVersion") == version:
             # Only a config the reconciliation wrote (a refused or failed write says why).
             facts.insert(0, config_fact(len(ready), current, version))

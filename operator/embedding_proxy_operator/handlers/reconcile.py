@@ -17,8 +17,8 @@ from typing import Any
 
 import kopf
 
-from .. import kube, names, patches
-from ..conditions import Fact
+from .. import kube, names, patches, pods
+from ..conditions import Fact, now
 from ..kube import ApiError
 from ..reconcile import Plan, config_fact, plan
 from ..settings import retry_delay
@@ -106,7 +106,13 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         sleep_action = await state.sleep_action_supported()
         deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
         allowed = state.options.allowed_images
-        result = plan(proxy, deployment, native, sleep_action, allowed)
+        default = state.options.injection
+        previous = _injected_hash(proxy)
+
+        def planned_for(current: Obj | None) -> Plan:
+            return plan(proxy, current, native, sleep_action, allowed, default, previous)
+
+        result = planned_for(deployment)
         facts = list(result.facts)
 
         written = False
@@ -146,7 +152,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
             nonlocal rounds
             rounds += 1
             current = deployment if rounds == 1 else await api.get(path)
-            planned = result if rounds == 1 else plan(proxy, current, native, sleep_action, allowed)
+            planned = result if rounds == 1 else planned_for(current)
             if planned.ops and current is not None:
                 before = patches.find_sidecar(current)
                 await api.request("PATCH", path, planned.ops, kube.JSON_PATCH)
@@ -178,7 +184,15 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         if written and status.get("configVersion") != result.version:
             # Until the pods report the new version, it is not applied.
             facts.append(config_fact(status.get("podsReady", 0), 0, result.version))
-        await write_status(api, proxy, facts, _summary(result, deployment))
+        escaped = ((proxy.get("status") or {}).get("injection") or {}).get("podsWithoutSidecar")
+        if result.injection == "Webhook" and escaped and failure is None:
+            # The observe daemon's word on the pods stands until it finds none escaped.
+            facts = [f for f in facts if f.type != names.SIDECAR_INJECTED or f.status != "True"]
+        summary = _summary(result, deployment)
+        if failure is not None and "injection" in summary:
+            # Not rolled yet: the next round must still see the change.
+            summary["injection"]["hash"] = previous
+        await write_status(api, proxy, facts, summary)
         if failure is not None:
             raise failure
 
@@ -190,6 +204,8 @@ def _summary(result: Plan, deployment: Mapping[str, Any] | None) -> Obj:
         out["configVersion"] = result.version
     if result.mode:
         out["sidecarMode"] = result.mode
+    if result.spec is not None:
+        out["injection"] = {"mode": result.injection, "hash": result.injection_hash}
     dep_status = (deployment or {}).get("status") or {}
     out["replicas"] = int(dep_status.get("replicas", 0)) if deployment else 0
     out["readyReplicas"] = int(dep_status.get("readyReplicas", 0)) if deployment else 0
@@ -205,9 +221,21 @@ def _config_message(change: str, result: Plan) -> str:
     )
 
 
+def _injected_hash(proxy: Mapping[str, Any]) -> str | None:
+    """Webhook mode: the hash of the injection the target's pods were given so far."""
+    injection = (proxy.get("status") or {}).get("injection") or {}
+    return injection.get("hash") if injection.get("mode") == "Webhook" else None
+
+
 def _injection_event(
     before: tuple[str, Obj] | None, proxy: Mapping[str, Any], result: Plan, target: str
 ) -> tuple[str, str]:
+    if result.injection == "Webhook":
+        return (
+            "PodsRolling",
+            f"the admission webhook injects the pods of Deployment {target!r}, and what it "
+            "injects changed (or the sidecar left the pod template): its pods roll",
+        )
     if before is None:
         injected = _condition_status(proxy, names.SIDECAR_INJECTED) == "True"
         if injected:
@@ -224,6 +252,15 @@ def _condition_status(proxy: Mapping[str, Any], type_: str) -> str | None:
 
 
 # ---- deletion and retargeting ---------------------------------------------------------------
+
+
+async def _pods_injected(api: kube.Kube, namespace: str, deployment: Mapping[str, Any]) -> bool:
+    """Whether a live pod of the Deployment runs the sidecar (the webhook put it there)."""
+    selector = (deployment.get("spec") or {}).get("selector") or {}
+    listing = await api.request(
+        "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
+    )
+    return any(pods.runs_sidecar(p) for p in pods.live_pods(listing.get("items") or [], selector))
 
 
 @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL)
@@ -266,9 +303,17 @@ async def release_target(
         owner = patches.owner_of(deployment)
         if owner is not None and owner != name:
             return
-        if owner is None and patches.find_sidecar(deployment) is None:
-            return
-        ops = patches.remove_ops(deployment)
+        ops: list[Obj] = []
+        if (
+            owner is not None
+            or patches.find_sidecar(deployment) is not None
+            or patches.restart_annotation(deployment) is not None
+        ):
+            ops = patches.remove_ops(deployment)
+        if not ops and await _pods_injected(api, namespace, deployment):
+            # Webhook mode, no change ever rolled the pods: roll them now, as `kubectl rollout
+            # restart` does, so that none keeps the sidecar.
+            ops = patches.restart_ops(deployment, now())
         if ops:
             await api.request("PATCH", path, ops, kube.JSON_PATCH)
             logger.info("removed the sidecar from Deployment %s/%s", namespace, target)

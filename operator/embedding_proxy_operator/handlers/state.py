@@ -37,6 +37,8 @@ class State:
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     notices: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
+    # Whether the admission webhook's configuration holds this replica's CA (Webhook mode).
+    webhook_published: bool = False
     # Set by the operator's clean-up: kopf may still run a daemon's poll after it.
     closed: bool = False
     _kube: Kube | None = None

@@ -1,0 +1,293 @@
+"""Webhook mode: the admission webhook that puts the sidecar into each new pod of a target as
+the API server creates it, the MutatingWebhookConfiguration it is reached by, and the probe
+that tells the operator whether the API server reaches it.
+
+The webhook never refuses a pod: whatever goes wrong (no EmbeddingProxy found, the API slow),
+the pod is let through as it is, and the observe daemon finds and re-creates it
+(`observe.recreate_escaped`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonpatch
+import kopf
+
+from .. import certs, injection, kube, names, pods
+from ..conditions import Fact
+from ..kube import ApiError
+from ..spec import SpecError, parse
+from ..webhook_server import WebhookServer
+from .state import State, state_of
+
+Obj = dict[str, Any]
+# The most the webhook spends finding a pod's EmbeddingProxy before it lets the pod through
+# (the API server waits at most injection.TIMEOUT_SECONDS for the answer).
+LOOKUP_SECONDS = 3.0
+# Between attempts to write the configuration when it is missing or refused.
+PUBLISH_RETRY_SECONDS = 10.0
+
+
+def configuration_path(name: str) -> str:
+    return f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+
+
+def server_for(state: State, own_namespace: str, logger: logging.Logger) -> WebhookServer | None:
+    """The webhook server of the operator's settings; None when it has no port."""
+    options = state.options
+    if not options.webhook_port:
+        return None
+    if options.webhook_url:
+        hosts = [urlsplit(options.webhook_url).hostname or ""]
+    elif options.webhook_service:
+        hosts = certs.service_names(options.webhook_service)
+    else:
+        raise ValueError(
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT is set, but neither "
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE nor _WEBHOOK_URL says how it is reached"
+        )
+
+    async def publish(bundle: bytes) -> None:
+        await publish_configuration(state, bundle, own_namespace, logger)
+
+    return WebhookServer(options.webhook_port, hosts, options.webhook_cert_seconds, publish)
+
+
+async def publish_configuration(
+    state: State, mine: bytes, own_namespace: str, logger: logging.Logger
+) -> None:
+    """Write the webhooks into the configuration (the chart creates it empty): this replica's
+    CAs joined to the other replicas' still valid ones, since the Service may send a request to
+    any of them. Returns once written."""
+    options = state.options
+    path = configuration_path(options.webhook_configuration)
+
+    async def write() -> None:
+        api = state.client()
+        current = await api.get(path)
+        if current is None:
+            raise ApiError(404, "NotFound", f"MutatingWebhookConfiguration {path} is missing")
+        present = b""
+        for hook in current.get("webhooks") or []:
+            if hook.get("name") == injection.POD_WEBHOOK:
+                present = base64.b64decode((hook.get("clientConfig") or {}).get("caBundle", ""))
+        now = datetime.datetime.now(datetime.UTC)
+        merged = certs.bundle([mine], present, now)
+        hooks = injection.webhooks(
+            options.webhook_url,
+            options.webhook_service,
+            base64.b64encode(merged).decode(),
+            options.webhook_failure_policy,
+            options.webhook_namespaces,
+            own_namespace,
+        )
+        rv = current["metadata"].get("resourceVersion")
+        body = {"metadata": {"resourceVersion": rv}, "webhooks": hooks}
+        await api.request("PATCH", path, body, kube.MERGE_PATCH)
+
+    while True:
+        try:
+            await kube.retrying(
+                write,
+                what=f"writing MutatingWebhookConfiguration {options.webhook_configuration}",
+                logger=logger,
+                max_delay=state.options.max_retry_seconds,
+            )
+            state.webhook_published = True
+            logger.info("the admission webhook is configured")
+            return
+        except ApiError as e:
+            logger.error("the admission webhook cannot be configured: %s", e)
+            await asyncio.sleep(PUBLISH_RETRY_SECONDS)
+
+
+@kopf.on.mutate("", "v1", "pods", id=injection.POD_HANDLER, operations=["CREATE"])
+async def inject_pod(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    namespace: str | None,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    proxies_by_target: kopf.Index[tuple[str, str], str],
+    **_: Any,
+) -> None:
+    """Add the sidecar to a new pod of a Webhook-mode EmbeddingProxy's target."""
+    state = state_of(memo)
+    pod = dict(body)
+    target = injection.deployment_of(pod)
+    if not namespace or not target:
+        return
+    try:
+        async with asyncio.timeout(LOOKUP_SECONDS):
+            ops, proxy_name = await _injection(state, namespace, target, pod, proxies_by_target)
+    except (ApiError, TimeoutError) as e:
+        # Let it through: the observe daemon finds it and has it re-created.
+        logger.warning("a new pod of Deployment %s/%s: not injected: %r", namespace, target, e)
+        return
+    if ops:
+        patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))
+        logger.info(
+            "injecting the sidecar of %s/%s into a new pod of Deployment %s",
+            namespace,
+            proxy_name,
+            target,
+        )
+
+
+async def _injection(
+    state: State,
+    namespace: str,
+    target: str,
+    pod: Obj,
+    index: Mapping[tuple[str, str], Any],
+) -> tuple[list[Obj], str | None]:
+    api = state.client()
+    candidates = sorted(index.get((namespace, target), []))
+    if not candidates:
+        # Just created, maybe, and not yet seen by the operator's watch: ask the API server.
+        listing = await api.request(
+            "GET", f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"
+        )
+        candidates = sorted(
+            p["metadata"]["name"]
+            for p in listing.get("items") or []
+            if ((p.get("spec") or {}).get("targetRef") or {}).get("name") == target
+        )
+    for name in candidates:
+        proxy = await api.get(kube.proxy_path(namespace, name))
+        if proxy is None or proxy["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            spec = parse(proxy.get("spec") or {})
+        except SpecError:
+            continue
+        if (spec.injection or state.options.injection) != "Webhook":
+            continue
+        deployment = await api.get(kube.deployment_path(namespace, target))
+        selector = ((deployment or {}).get("spec") or {}).get("selector") or {}
+        if not pods.matches(selector, (pod.get("metadata") or {}).get("labels") or {}):
+            continue
+        native = await state.native_supported()
+        sleep_action = await state.sleep_action_supported()
+        _, ops = injection.pod_plan(proxy, pod, native, sleep_action, state.options.allowed_images)
+        return ops, name
+    return [], None
+
+
+@kopf.on.mutate(
+    "",
+    "v1",
+    "configmaps",
+    id=injection.PROBE_HANDLER,
+    operations=["CREATE"],
+    labels={injection.PROBE_LABEL: "true"},
+)
+def mark_probe(patch: kopf.Patch, **_: Any) -> None:
+    """The operator's probe: the mark in the answer shows the API server reached the webhook."""
+    patch.metadata.annotations[injection.PROBE_ANNOTATION] = "true"
+
+
+async def webhook_reached(state: State, namespace: str) -> bool:
+    """Whether the API server reaches the webhook now: a probe ConfigMap created with dryRun
+    (nothing is stored) comes back marked by it."""
+    if not state.options.webhook_port or not state.webhook_published:
+        return False
+    try:
+        answer = await state.client().request(
+            "POST",
+            kube.configmap_path(namespace),
+            injection.probe_configmap(namespace),
+            params={"dryRun": "All"},
+        )
+    except ApiError:
+        return False
+    return injection.probe_reached(answer)
+
+
+# ---- pods that escaped the webhook ----------------------------------------------------------
+
+# SidecarInjected reasons while pods of the target run without the proxy.
+ESCAPED_REASONS = ("WebhookUnreachable", "PodsWithoutSidecar")
+# Pods named in a condition or an Event; the rest are counted.
+NAMED_PODS = 20
+
+
+async def recreate_escaped(
+    state: State,
+    proxy: Mapping[str, Any],
+    deployment: Mapping[str, Any],
+    items: list[Obj],
+    logger: logging.Logger,
+) -> tuple[Fact | None, list[str]]:
+    """Webhook mode: the target's pods made without the sidecar (while the webhook was down or
+    not yet configured: failurePolicy Ignore lets them through). Say so, and once the API server
+    reaches the webhook, delete them so that their ReplicaSet makes new ones through it: the
+    ones not ready at once, a ready one only while every other pod with the sidecar is ready (so
+    capacity drops by at most one pod). Returns the SidecarInjected fact (None: no news) and the
+    escaped pods' names."""
+    namespace = proxy["metadata"]["namespace"]
+    target = deployment["metadata"]["name"]
+    selector = (deployment.get("spec") or {}).get("selector") or {}
+    escaped = sorted(injection.escaped(items, selector), key=lambda p: p["metadata"]["name"])
+    names_ = [p["metadata"]["name"] for p in escaped]
+    if not escaped:
+        if _condition_reason(proxy, names.SIDECAR_INJECTED) in ESCAPED_REASONS:
+            message = (
+                f"every pod of Deployment {target!r} runs the sidecar; the admission webhook "
+                "adds it to each new pod"
+            )
+            return Fact(names.SIDECAR_INJECTED, "True", "Webhook", message), []
+        return None, []
+    listed = ", ".join(names_[:NAMED_PODS]) + (
+        f" and {len(names_) - NAMED_PODS} more" if len(names_) > NAMED_PODS else ""
+    )
+    if not await webhook_reached(state, namespace):
+        message = (
+            f"{len(names_)} pod(s) of Deployment {target!r} run without the proxy: {listed}; "
+            "they were created while the admission webhook was not reached (failurePolicy "
+            "Ignore), and are re-created as soon as it answers"
+        )
+        state.post_event(proxy, "Warning", "PodsWithoutSidecar", message, once=True)
+        return Fact(names.SIDECAR_INJECTED, "False", "WebhookUnreachable", message), names_
+    injected = [p for p in pods.live_pods(items, selector) if pods.runs_sidecar(p)]
+    victims = [p for p in escaped if not pods.is_ready(p)]
+    if not victims and all(pods.is_ready(p) for p in injected):
+        victims = escaped[:1]
+    api = state.client()
+    for pod in victims:
+        meta = pod["metadata"]
+        path = f"{kube.pods_path(namespace)}/{meta['name']}"
+        try:
+            await api.request("DELETE", path, {"preconditions": {"uid": meta["uid"]}})
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+            continue
+        logger.info("deleted pod %s/%s, made without the sidecar", namespace, meta["name"])
+    message = (
+        f"{len(names_)} pod(s) of Deployment {target!r} were created without the proxy while "
+        f"the admission webhook was not reached: {listed}; re-creating them through it"
+    )
+    state.post_event(proxy, "Warning", "PodsWithoutSidecar", message, once=True)
+    if victims:
+        gone = ", ".join(p["metadata"]["name"] for p in victims)
+        state.post_event(
+            proxy,
+            "Normal",
+            "EscapedPodsDeleted",
+            f"deleted {gone}: its ReplicaSet makes new pods through the webhook",
+        )
+    return Fact(names.SIDECAR_INJECTED, "False", "PodsWithoutSidecar", message), names_
+
+
+def _condition_reason(proxy: Mapping[str, Any], type_: str) -> str | None:
+    for c in (proxy.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("reason"))
+    return None
