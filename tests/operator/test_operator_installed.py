@@ -33,6 +33,9 @@ AUTOSCALING: set[Grant] = {
     ("autoscaling", "horizontalpodautoscalers", "list"),
     *{("keda.sh", "scaledobjects", v) for v in ("get", "list", "create", "patch", "delete")},
 }
+# Granted for Webhook mode's re-creation of pods made without the sidecar, which
+# test_webhook.py exercises (as this account too).
+ESCAPED_PODS: set[Grant] = {("", "pods", "delete")}
 
 Obj = dict[str, Any]
 
@@ -205,4 +208,4 @@ async def test_secrets_stay_secret_and_the_chart_grants_exactly_what_is_used(
     print(f"{mode} mode, grants used: {sorted(used)}")
     missing = {grant: example for grant, example in used.items() if grant not in account.grants}
     assert not missing, f"sent without a grant: {missing}"
-    assert account.grants - AUTOSCALING - used.keys() == set()
+    assert account.grants - AUTOSCALING - ESCAPED_PODS - used.keys() == set()

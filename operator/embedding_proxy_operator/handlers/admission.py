@@ -12,7 +12,7 @@ import asyncio
 import base64
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,11 +38,18 @@ def configuration_path(name: str) -> str:
     return f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
 
 
-def server_for(state: State, own_namespace: str, logger: logging.Logger) -> WebhookServer | None:
-    """The webhook server of the operator's settings; None when it has no port."""
+async def no_server(fn: Any) -> AsyncIterator[dict[str, Any]]:
+    """Without a webhook port there is no webhook (kopf wants a server for its handlers)."""
+    await asyncio.Event().wait()
+    yield {}
+
+
+def server_for(state: State, own_namespace: str, logger: logging.Logger) -> Any:
+    """The webhook server of the operator's settings; `no_server` when it has no port."""
     options = state.options
     if not options.webhook_port:
-        return None
+        logger.info("no admission webhook: EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT is not set")
+        return no_server
     if options.webhook_url:
         hosts = [urlsplit(options.webhook_url).hostname or ""]
     elif options.webhook_service:
