@@ -90,14 +90,20 @@ def client_config(url: str, service: str, port: int, ca_bundle: str, handler: st
     return {"service": ref, "caBundle": ca_bundle}
 
 
-def namespace_selector(watched: Sequence[str], own: str) -> Obj:
+def namespace_selector(
+    watched: Sequence[str], own: str, labels: Sequence[tuple[str, str]] = ()
+) -> Obj:
     """The watched namespaces, or every namespace but the system's and the operator's own (so
-    that the operator's pods never wait for the operator)."""
+    that the operator's pods never wait for the operator); and of those only the ones with
+    `labels`, if any are given."""
     key = "kubernetes.io/metadata.name"
+    out: Obj = {"matchLabels": dict(labels)} if labels else {}
     if watched:
-        return {"matchExpressions": [{"key": key, "operator": "In", "values": sorted(watched)}]}
+        out["matchExpressions"] = [{"key": key, "operator": "In", "values": sorted(watched)}]
+        return out
     excluded = sorted({*SYSTEM_NAMESPACES, *([own] if own else [])})
-    return {"matchExpressions": [{"key": key, "operator": "NotIn", "values": excluded}]}
+    out["matchExpressions"] = [{"key": key, "operator": "NotIn", "values": excluded}]
+    return out
 
 
 def webhooks(
@@ -107,10 +113,11 @@ def webhooks(
     failure_policy: str,
     watched: Sequence[str],
     own_namespace: str,
+    labels: Sequence[tuple[str, str]] = (),
 ) -> list[Obj]:
     """The MutatingWebhookConfiguration's webhooks: new pods of ReplicaSets in the watched
-    namespaces, and the probe."""
-    selector = namespace_selector(watched, own_namespace)
+    namespaces (with `labels`), and the probe."""
+    selector = namespace_selector(watched, own_namespace, labels)
     common: Obj = {
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",

@@ -41,6 +41,9 @@ class Options:
     webhook_failure_policy: Literal["Ignore", "Fail"] = "Ignore"
     # Namespaces whose pods the webhook sees (empty: all but the system's and its own).
     webhook_namespaces: tuple[str, ...] = ()
+    # Labels a namespace must carry besides (e.g. {"embeddingproxy.io/webhook": "enabled"}), to
+    # narrow the webhook further: what failurePolicy Fail should have.
+    webhook_namespace_labels: tuple[tuple[str, str], ...] = ()
     # Life of the webhook's generated certificate; a new one is made after two thirds of it.
     webhook_cert_seconds: float = 30 * 86400.0
 
@@ -83,6 +86,7 @@ class Options:
             webhook_namespaces=tuple(
                 n for n in environ.get(PREFIX + "WEBHOOK_NAMESPACES", "").replace(",", " ").split()
             ),
+            webhook_namespace_labels=_labels(environ, "WEBHOOK_NAMESPACE_LABELS"),
             webhook_cert_seconds=number("WEBHOOK_CERT_SECONDS", cls.webhook_cert_seconds),
         )
 
@@ -92,6 +96,17 @@ def _choice(environ: Mapping[str, str], key: str, allowed: tuple[str, ...], defa
     if raw not in allowed:
         raise ValueError(f"{PREFIX}{key} must be one of {', '.join(allowed)}, got {raw!r}")
     return raw
+
+
+def _labels(environ: Mapping[str, str], key: str) -> tuple[tuple[str, str], ...]:
+    """`k=v,k2=v2` (what `kubectl label` takes)."""
+    out: list[tuple[str, str]] = []
+    for item in environ.get(PREFIX + key, "").replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{PREFIX}{key}: {item!r} is not key=value")
+        out.append((name, value))
+    return tuple(out)
 
 
 def _port(environ: Mapping[str, str], key: str) -> int:

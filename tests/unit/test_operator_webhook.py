@@ -175,6 +175,9 @@ def test_the_configuration_is_scoped_narrowly() -> None:
         "operator": "In",
         "values": ["a", "b"],
     }
+    (labelled, _) = injection.webhooks("", "w.sys", "Q0E=", "Fail", (), "sys", [("on", "yes")])
+    assert labelled["namespaceSelector"]["matchLabels"] == {"on": "yes"}
+    assert labelled["namespaceSelector"]["matchExpressions"][0]["operator"] == "NotIn"
     assert watched["clientConfig"]["service"] == {
         "namespace": "sys",
         "name": "op-webhook",
@@ -242,8 +245,10 @@ def test_options_for_the_webhook() -> None:
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "9443",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACES": "a, b",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY": "Fail",
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACE_LABELS": "embeddingproxy.io/webhook=on,",
         }
     )
+    assert options.webhook_namespace_labels == (("embeddingproxy.io/webhook", "on"),)
     assert (options.injection, options.webhook_port) == ("Webhook", 9443)
     assert options.webhook_namespaces == ("a", "b") and options.webhook_failure_policy == "Fail"
     assert Options.from_env({}).injection == "Deployment"
@@ -251,6 +256,7 @@ def test_options_for_the_webhook() -> None:
         {"EMBEDDING_PROXY_OPERATOR_INJECTION": "Sidecar"},
         {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "70000"},
         {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY": "ignore"},
+        {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACE_LABELS": "novalue"},
     ):
         with pytest.raises(ValueError):
             Options.from_env(bad)

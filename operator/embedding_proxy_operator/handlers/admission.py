@@ -93,6 +93,7 @@ async def publish_configuration(
             options.webhook_failure_policy,
             options.webhook_namespaces,
             own_namespace,
+            options.webhook_namespace_labels,
         )
         rv = current["metadata"].get("resourceVersion")
         body = {"metadata": {"resourceVersion": rv}, "webhooks": hooks}
