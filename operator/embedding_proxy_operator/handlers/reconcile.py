@@ -189,6 +189,10 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
             # The observe daemon's word on the pods stands until it finds none escaped.
             facts = [f for f in facts if f.type != names.SIDECAR_INJECTED or f.status != "True"]
         summary = _summary(result, deployment)
+        if "injection" in summary:
+            # What the observe daemon keeps there (the pods without the sidecar) stays.
+            current = (proxy.get("status") or {}).get("injection") or {}
+            summary["injection"] = {**current, **summary["injection"]}
         if failure is not None and "injection" in summary:
             # Not rolled yet: the next round must still see the change.
             summary["injection"]["hash"] = previous
