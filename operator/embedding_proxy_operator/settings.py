@@ -47,6 +47,15 @@ class Options:
     # Life of the webhook's generated certificate; a new one is made after two thirds of it.
     webhook_cert_seconds: float = 30 * 86400.0
 
+    def __post_init__(self) -> None:
+        if self.webhook_port and not (self.webhook_url or "." in self.webhook_service):
+            raise ValueError(
+                f"{PREFIX}WEBHOOK_PORT is set, but neither {PREFIX}WEBHOOK_SERVICE (name.namespace)"
+                f" nor {PREFIX}WEBHOOK_URL says how the API server reaches the webhook"
+            )
+        if self.webhook_url and not self.webhook_url.startswith("https://"):
+            raise ValueError(f"{PREFIX}WEBHOOK_URL must be https://..., got {self.webhook_url!r}")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
         def number(key: str, default: float) -> float:

@@ -317,3 +317,50 @@ async def test_the_certificate_is_valid_for_the_address_the_api_server_uses(
     excluded = pods_hook["namespaceSelector"]["matchExpressions"][0]
     assert excluded["operator"] == "NotIn" and "kube-system" in excluded["values"]
     assert cluster_account.namespace in excluded["values"]
+
+
+async def test_with_failure_policy_fail_no_pod_is_made_until_the_webhook_answers(
+    api: Api, paths: Paths, operator: Any, cluster_account: Account
+) -> None:
+    port = free_port()
+    operator(EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY="Fail", **webhook_env(port))
+    path = configuration_path(cluster_account)
+    working = await published(api, cluster_account, port)
+    hooks = {h["name"]: h for h in working["webhooks"]}
+    assert hooks[injection.POD_WEBHOOK]["failurePolicy"] == "Fail"
+    # Down, for this namespace only (the session's other namespaces are not held back).
+    broken = json.loads(json.dumps(working["webhooks"]))
+    for hook in broken:
+        hook["clientConfig"]["url"] = hook["clientConfig"]["url"].replace(
+            f":{port}/", f":{free_port()}/"
+        )
+        hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": paths.ns}}
+    await api.merge(path, {"webhooks": broken})
+    recorder = PodRecorder(api, paths)
+    await recorder.start()
+    try:
+        await api.create(paths.proxies, embedding_proxy(paths.ns, injection="Webhook"))
+        await api.create(paths.deployments, tei_deployment(paths.ns, replicas=1))
+
+        async def refused() -> bool:
+            events = await api.items(paths.events)
+            return any(
+                e.get("reason") == "FailedCreate" and "webhook" in e.get("message", "")
+                for e in events
+            )
+
+        await eventually(refused, "the ReplicaSet's pod refused while the webhook is down")
+        assert not await pods_of(api, paths, "app", "tei") and not recorder.first
+
+        await api.merge(path, {"webhooks": working["webhooks"]})
+
+        async def made() -> list[Obj] | None:
+            pods = await pods_of(api, paths, "app", "tei")
+            return pods or None
+
+        (pod,) = await eventually(made, "the pod made once the webhook answers", timeout=90)
+        assert has_sidecar(pod)
+        assert all(names.SIDECAR_NAME in first for first in recorder.first.values())
+    finally:
+        await recorder.stop()
+        await api.merge(path, {"webhooks": working["webhooks"]})

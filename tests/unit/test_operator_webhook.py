@@ -243,6 +243,7 @@ def test_options_for_the_webhook() -> None:
         {
             "EMBEDDING_PROXY_OPERATOR_INJECTION": "Webhook",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "9443",
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE": "ep-webhook.sys",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACES": "a, b",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY": "Fail",
             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACE_LABELS": "embeddingproxy.io/webhook=on,",
@@ -257,6 +258,11 @@ def test_options_for_the_webhook() -> None:
         {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "70000"},
         {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY": "ignore"},
         {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACE_LABELS": "novalue"},
+        {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "9443"},  # reached how?
+        {
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "9443",
+            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_URL": "http://127.0.0.1:9443",
+        },
     ):
         with pytest.raises(ValueError):
             Options.from_env(bad)

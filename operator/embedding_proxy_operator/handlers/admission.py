@@ -52,13 +52,8 @@ def server_for(state: State, own_namespace: str, logger: logging.Logger) -> Any:
         return no_server
     if options.webhook_url:
         hosts = [urlsplit(options.webhook_url).hostname or ""]
-    elif options.webhook_service:
-        hosts = certs.service_names(options.webhook_service)
     else:
-        raise ValueError(
-            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT is set, but neither "
-            "EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE nor _WEBHOOK_URL says how it is reached"
-        )
+        hosts = certs.service_names(options.webhook_service)
 
     async def publish(bundle: bytes) -> None:
         await publish_configuration(state, bundle, own_namespace, logger)
@@ -128,14 +123,18 @@ async def inject_pod(
     """Add the sidecar to a new pod of a Webhook-mode EmbeddingProxy's target."""
     state = state_of(memo)
     pod = dict(body)
-    target = injection.deployment_of(pod)
+    try:
+        target = injection.deployment_of(pod)
+    except (AttributeError, TypeError):  # not a pod as the API server sends them
+        return
     if not namespace or not target:
         return
     try:
         async with asyncio.timeout(LOOKUP_SECONDS):
             ops, proxy_name = await _injection(state, namespace, target, pod, proxies_by_target)
-    except (ApiError, TimeoutError) as e:
-        # Let it through: the observe daemon finds it and has it re-created.
+    except Exception as e:
+        # Let it through (an error here would refuse the pod, whatever the failure policy):
+        # the observe daemon finds it and has it re-created.
         logger.warning("a new pod of Deployment %s/%s: not injected: %r", namespace, target, e)
         return
     if ops:
