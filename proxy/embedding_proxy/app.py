@@ -24,6 +24,7 @@ from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .housekeeping import Housekeeping
 from .httpmessage import Request, Response
 from .metrics import Metrics
+from .priority import HEADER, Priorities, Who
 from .ratelimit import RateLimiter
 from .reload import ConfigWatcher
 from .respond import Outcome, refusal, responder
@@ -47,9 +48,11 @@ class Proxy:
         self.batcher: Batcher[tei_api.Group, tuple[int, Any], Piece] = Batcher(
             self._dispatch,
             config.batching,
-            on_batch=self._on_batch,
+            on_batch=self.metrics.observe_batch,
             answers=(ProxyError,),
+            on_full=self.metrics.count_full,
         )
+        self.priorities = Priorities(config.batching)
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.housekeeping = Housekeeping(self, config.upstream)
@@ -121,6 +124,7 @@ class Proxy:
             }
         )
         self.batcher.update(settings=config.batching)
+        self.priorities = Priorities(config.batching)
         self.keys.update(config.auth)
         limits = config.limits
         if (limits.rate_per_second, limits.rate_burst) != (
@@ -141,11 +145,6 @@ class Proxy:
         owners, inputs = zip(*items, strict=True)  # items are (caller, input)
         return await self.upstream.call_batch(group, inputs, deadline, owners)
 
-    def _on_batch(self, size: int, waits: list[float]) -> None:
-        self.metrics.batch_size.observe(size)
-        for wait in waits:
-            self.metrics.queue_wait.observe(wait)
-
     def deadline(self, request: Request) -> float:
         ms = float(self.config.server.request_timeout_ms)
         header = request.headers.get(TIMEOUT_HEADER)
@@ -160,12 +159,12 @@ class Proxy:
             ms = min(ms, float(header))
         return asyncio.get_running_loop().time() + ms / 1000
 
-    async def run_batch(self, req: tei_api.BatchRequest, deadline: float) -> list[Piece]:
+    async def run_batch(self, req: tei_api.BatchRequest, deadline: float, who: Who) -> list[Piece]:
         """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent."""
         caller = next(self._callers)
         owned = [(caller, item) for item in req.items]
         try:
-            entries = self.batcher.submit(req.key, owned, req.costs, deadline)
+            entries = self.batcher.submit(req.key, owned, req.costs, deadline, *who)
         except Refused as e:
             raise refusal(e) from None
         futures = [e.future for e in entries]
@@ -191,19 +190,19 @@ class Proxy:
                 raise refusal(error) if isinstance(error, Refused) else error
         return [f.result() for f in futures]
 
-    def admit(self, request: Request) -> None:
-        """Refuse work while stopping, without a valid key, or over the client's rate."""
+    def admit(self, request: Request) -> Who:
+        """Who the caller is and its lane; refused while stopping, without a valid key, etc."""
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
-        client = None
-        if self.keys.enabled:
-            client = self.keys.check(request.headers.get("authorization"))
+        headers = request.headers
+        key = self.keys.check(headers.get("authorization")) if self.keys.enabled else None
         if self.limiter.enabled:
-            client = client or request.remote or "unknown"
+            client = key.key if key else request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
+        return self.priorities.who(headers.get(HEADER), key, request.remote)
 
-    def read_body(self, request: Request) -> bytes:
-        self.admit(request)
+    def read_body(self, request: Request) -> tuple[bytes, Who]:
+        who = self.admit(request)
         if request.oversize:
             raise _too_large(self.config.server.max_body_bytes)
         if request.content_type != JSON:
@@ -213,21 +212,21 @@ class Proxy:
                 VALIDATION,
                 reason="content_type",
             )
-        return request.body
+        return request.body, who
 
     # Handlers.
     async def _tei(self, request: Request, outcome: Outcome) -> Response:
-        body = self.read_body(request)
+        body, who = self.read_body(request)
         req = tei_api.parse(request.path, body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request))
+        pieces = await self.run_batch(req, self.deadline(request), who)
         return Response(body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON)
 
     async def _openai(self, request: Request, outcome: Outcome) -> Response:
-        body = self.read_body(request)
+        body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request))
+        pieces = await self.run_batch(req, self.deadline(request), who)
         model = self.upstream.info.model_id if self.upstream.info else "unknown"
         return Response(
             body=openai_api.render(
@@ -270,6 +269,7 @@ class Proxy:
     async def handle_metrics(self, request: Request) -> Response:
         m, b = self.metrics, self.batcher
         m.queue_depth.set(b.queue_depth)
+        m.set_lanes(b.lanes)
         m.inflight_inputs.set(b.inflight_inputs)
         m.queue_depth_avg.set(self.housekeeping.queue_depth_avg.value)
         m.groups.set(b.group_count)

@@ -1,5 +1,6 @@
 """Client API keys: from the config (environment) and from a file (a mounted Kubernetes Secret,
-one key a line) that is read again whenever it changes. Checked in constant time."""
+one key a line) that is read again whenever it changes. Checked in constant time. A key may
+carry a lane and a weight: `KEY lane=batch weight=2`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from .config import AuthConfig
 from .errors import UNAUTHORIZED, ProxyError
+from .lane_config import key_line
+from .priority import Key
 from .reload import Fingerprint, fingerprint
 
 log = logging.getLogger(__name__)
@@ -18,10 +21,24 @@ def read_keys(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def parse_keys(lines: list[str], where: str) -> list[tuple[bytes, Key]]:
+    """Each line's key and options; a line with bad options is left out (its key refused)."""
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            key, lane, weight = key_line(line)
+        except ValueError as e:
+            log.error("%s, key %d: %s; that key is refused", where, number, e)
+            continue
+        out.append((key.encode(), Key(key, lane, weight)))
+    return out
+
+
 class KeyStore:
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self._file_keys: list[bytes] = []
+        self._config_keys = parse_keys(config.api_keys, "auth.api_keys")
+        self._file_keys: list[tuple[bytes, Key]] = []
         self._seen: Fingerprint = None
         self.refresh()
 
@@ -31,6 +48,7 @@ class KeyStore:
 
     def update(self, config: AuthConfig) -> None:
         self.config = config
+        self._config_keys = parse_keys(config.api_keys, "auth.api_keys")
         self._seen = None
         self.refresh()
 
@@ -45,7 +63,7 @@ class KeyStore:
             return
         self._seen = seen
         try:
-            self._file_keys = [k.encode() for k in read_keys(path)]
+            self._file_keys = parse_keys(read_keys(path), str(path))
         except OSError as e:
             # Keep no keys rather than stale ones: a missing Secret must not leave old keys valid.
             log.error("cannot read api_keys_file %s: %s; refusing all keys", path, e.strerror)
@@ -53,19 +71,20 @@ class KeyStore:
         else:
             log.info("api keys loaded from %s (%d keys)", path, len(self._file_keys))
 
-    def check(self, authorization: str | None) -> str:
+    def check(self, authorization: str | None) -> Key:
         """The key a request presents, if valid; else 401."""
         scheme, _, presented = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
         token = presented.strip().encode()
-        valid = False
+        found: Key | None = None
         # Compare with every key so the time taken says nothing about which one matched.
-        for key in (*(k.encode() for k in self.config.api_keys), *self._file_keys):
-            valid |= hmac.compare_digest(token, key)
-        if not valid:
+        for key, grant in (*self._config_keys, *self._file_keys):
+            if hmac.compare_digest(token, key):
+                found = grant
+        if found is None:
             raise unauthorized("invalid API key")
-        return presented.strip()
+        return found
 
 
 def unauthorized(message: str) -> ProxyError:

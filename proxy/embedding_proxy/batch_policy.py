@@ -30,6 +30,9 @@ class Waiting(Protocol):
     @property
     def oldest(self) -> float: ...  # when the longest-waiting of them was queued
 
+    @property
+    def rank(self) -> int: ...  # its highest lane with work (0: the highest lane)
+
 
 G = TypeVar("G", bound=Waiting)
 
@@ -58,9 +61,10 @@ class Flush(Generic[G]):
 
 
 def next_batch(groups: Iterable[G], limits: Limits, now: float) -> Flush[G] | float | None:
-    """The group to send now (the one whose oldest input has waited longest among those ready);
-    else the time to look again (deadline mode: when the oldest input's wait is up); else None:
-    nothing waits, or only a finishing call can make room."""
+    """The group to send now (among those ready, the one with work in the highest lane, and of
+    those the one whose oldest input has waited longest); else the time to look again (deadline
+    mode: when the oldest input's wait is up); else None: nothing waits, or only a finishing call
+    can make room."""
     if limits.calls_free <= 0:
         return None
     room = min(limits.batch_inputs, limits.inputs_free)
@@ -68,23 +72,29 @@ def next_batch(groups: Iterable[G], limits: Limits, now: float) -> Flush[G] | fl
         return None
     eager = limits.adaptive or limits.flush_all
     best: G | None = None
-    best_at = 0.0
+    best_rank = 0
+    best_at: float | None = None  # the best's oldest, once a tie asked for it
     due: float | None = None
     for group in groups:
         if not group.count:
             continue
-        oldest = group.oldest
-        ready = (
-            eager
-            or group.count >= limits.batch_inputs
-            or group.cost >= limits.batch_tokens
-            or oldest + limits.max_wait <= now
-        )
-        if ready:
-            if best is None or oldest < best_at:
+        ready = eager or group.count >= limits.batch_inputs or group.cost >= limits.batch_tokens
+        if not ready:
+            oldest = group.oldest
+            if oldest + limits.max_wait > now:
+                if due is None or oldest + limits.max_wait < due:
+                    due = oldest + limits.max_wait
+                continue
+        # `oldest` walks the group's callers: asked only to break a tie.
+        rank = group.rank
+        if best is None or rank < best_rank:
+            best, best_rank, best_at = group, rank, None
+        elif rank == best_rank:
+            if best_at is None:
+                best_at = best.oldest
+            oldest = group.oldest
+            if oldest < best_at:
                 best, best_at = group, oldest
-        elif due is None or oldest + limits.max_wait < due:
-            due = oldest + limits.max_wait
     if best is not None:
         return Flush(best, room, limits.batch_tokens)
     return due

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import math
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .batch_policy import Caps, Flush, Limits, admits, next_batch
+from .batch_policy import Caps, Flush, Limits, next_batch
 from .config import BatchingConfig
+from .lanes import Caller, Group, LaneState, fill, realign, unqueue
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
@@ -33,12 +34,14 @@ class Refused(Exception):
 
 
 class Full(Refused):
-    """Admission: the queue holds `capacity` inputs at most."""
+    """Admission: a lane holds `capacity` inputs at most."""
 
-    def __init__(self, queued: int, capacity: int) -> None:
+    def __init__(self, queued: int, capacity: int, lane: str = "", retry_after: int = 1) -> None:
         super().__init__(f"queue full: {queued} of {capacity} inputs waiting")
         self.queued = queued
         self.capacity = capacity
+        self.lane = lane
+        self.retry_after = retry_after  # seconds: about the time the lane takes to drain
 
 
 class TooManyGroups(Refused):
@@ -60,46 +63,36 @@ class ShuttingDown(Refused):
 class Entry(Generic[I, R]):
     """One queued item; `future` gets its result."""
 
-    __slots__ = ("cost", "deadline", "enqueued", "future", "group", "item", "queued", "started")
+    __slots__ = (
+        "caller",
+        "cost",
+        "deadline",
+        "enqueued",
+        "future",
+        "item",
+        "lane",
+        "queued",
+        "started",
+    )
 
     def __init__(
         self,
-        group: Group,
+        caller: Caller,
         item: I,
         cost: int,
         future: asyncio.Future[R],
         now: float,
         deadline: float,
     ) -> None:
-        self.group = group
+        self.caller = caller  # its queue: caller, in a lane, in a group
         self.item = item
         self.cost = cost
         self.future = future
         self.enqueued = now
         self.started = 0.0  # when its batch left for the upstream
+        self.lane: LaneState | None = None  # the lane it was sent from
         self.deadline = deadline
         self.queued = True
-
-
-class Group:
-    """The queue of one group key."""
-
-    __slots__ = ("cost", "count", "entries", "idle_since", "key")
-
-    def __init__(self, key: Hashable, now: float) -> None:
-        self.key = key
-        self.entries: deque[Entry[Any, Any]] = deque()
-        self.count = 0  # queued entries (the deque may also hold cancelled ones)
-        self.cost = 0
-        self.idle_since = now
-
-    @property
-    def oldest(self) -> float:
-        """When its longest-waiting queued entry was queued (only asked while `count` > 0)."""
-        entries = self.entries
-        while not entries[0].queued:
-            entries.popleft()  # cancelled ones
-        return entries[0].enqueued
 
 
 class Batcher(Generic[K, I, R]):
@@ -108,17 +101,22 @@ class Batcher(Generic[K, I, R]):
         dispatch: Dispatch[K, I],
         settings: BatchingConfig,
         caps: Caps | None = None,
-        on_batch: Callable[[int, list[float]], None] | None = None,
+        on_batch: Callable[[list[Any], float], None] | None = None,
         answers: tuple[type[Exception], ...] = (),
+        on_full: Callable[[str], None] | None = None,
     ) -> None:
         self._dispatch = dispatch
         # Exceptions a dispatch raises as an answer (passed on quietly), not as a fault (logged).
         self._answers = answers
         self.settings = settings
         self.caps = caps or Caps()
-        self._on_batch = on_batch  # (batch size, queue waits) for metrics
+        self._on_batch = on_batch  # (the entries sent, when) for metrics
+        self._on_full = on_full  # (lane) refused for metrics
         self._groups: dict[K, Group] = {}
-        self._queued = 0
+        self._lanes: list[LaneState] = []
+        self._lane_at: dict[str, int] = {}
+        self._default = 0
+        self._signal: list[LaneState] = []
         self._inflight_inputs = 0
         self._calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,11 +126,30 @@ class Batcher(Generic[K, I, R]):
         self._flush_all = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._set_lanes(settings)
 
     # Live figures.
     @property
     def queue_depth(self) -> int:
-        return self._queued
+        return sum(lane.queued for lane in self._lanes)
+
+    @property
+    def lanes(self) -> list[LaneState]:
+        return self._lanes
+
+    @property
+    def signal_depth(self) -> int:
+        """Queued and in-flight inputs of `signal_lanes` (all lanes when none are named)."""
+        if not self._signal:
+            return self.queue_depth + self._inflight_inputs
+        return sum(lane.queued + lane.inflight for lane in self._signal)
+
+    def measure_rates(self, elapsed: float) -> None:
+        """Each lane's recent throughput (call every `elapsed` seconds), for Retry-After."""
+        for lane in self._lanes:
+            rate = (lane.sent - lane.sent_seen) / elapsed
+            lane.sent_seen = lane.sent
+            lane.rate = rate if not lane.rate else (lane.rate + rate) / 2
 
     @property
     def inflight_inputs(self) -> int:
@@ -147,33 +164,50 @@ class Batcher(Generic[K, I, R]):
         return len(self._groups)
 
     def submit(
-        self, key: K, items: Sequence[I], costs: Sequence[int], deadline: float
+        self,
+        key: K,
+        items: Sequence[I],
+        costs: Sequence[int],
+        deadline: float,
+        lane: str | None = None,
+        caller: Hashable = None,
+        weight: int | None = None,
     ) -> list[Entry[I, R]]:
-        """Queue items; one entry (with its future) per item. Full or TooManyGroups: none is."""
-        if self._queued + len(items) > self.settings.queue_capacity:
-            raise Full(self._queued, self.settings.queue_capacity)
+        """Queue items in `lane` (default_lane if None) for `caller`, who takes turns with
+        `weight` (the lane's if None); one entry (with its future) per item. Full or
+        TooManyGroups: none is queued."""
+        index = self._default if lane is None else self._lane_at.get(lane, self._default)
+        state = self._lanes[index]
+        if state.queued + len(items) > state.capacity:
+            self._refuse(state)
         loop = asyncio.get_running_loop()
         now = loop.time()
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = self._new_group(key, now)
+        queue = group.lanes[index].caller(caller, weight or state.weight)
         entries = [
-            Entry(group, item, cost, loop.create_future(), now, deadline)
+            Entry(queue, item, cost, loop.create_future(), now, deadline)
             for item, cost in zip(items, costs, strict=True)
         ]
-        group.entries.extend(entries)
-        group.count += len(items)
-        group.cost += sum(costs)
-        self._queued += len(items)
+        group.add(queue, entries, sum(costs))
         self._idle.clear()
         self._schedule()
         return entries
 
+    def _refuse(self, state: LaneState) -> None:
+        if self._on_full is not None:
+            self._on_full(state.name)
+        # About the time the lane's queue takes to go, at its recent pace (1 to 60 s).
+        wait = state.queued / state.rate if state.rate > 0 else 1
+        raise Full(state.queued, state.capacity, state.name, min(60, max(1, math.ceil(wait))))
+
     def cancel(self, entries: Sequence[Entry[I, R]]) -> None:
         """The caller has gone: drop its queued items so they are never sent upstream."""
+        now = asyncio.get_running_loop().time()
         for entry in entries:
             if entry.queued:
-                self._unqueue(entry.group, entry)
+                unqueue(entry, now)
             if not entry.future.done():
                 entry.future.cancel()
         self._check_idle()
@@ -182,6 +216,7 @@ class Batcher(Generic[K, I, R]):
         """New settings or upstream limits apply from the next batch on."""
         if settings is not None:
             self.settings = settings
+            self._set_lanes(settings)
         if caps is not None:
             self.caps = caps
         self._schedule()
@@ -202,6 +237,25 @@ class Batcher(Generic[K, I, R]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _set_lanes(self, settings: BatchingConfig) -> None:
+        """The lanes of `settings`: a lane kept by name keeps its counts; groups follow."""
+        old = {lane.name: lane for lane in self._lanes}
+        lanes = []
+        for conf in settings.lane_list:
+            lane = old.get(conf.name) or LaneState(conf.name, conf.queue_capacity)
+            lane.capacity, lane.min_share = conf.queue_capacity, conf.min_share
+            lane.weight = conf.weight
+            lanes.append(lane)
+        changed = [lane.name for lane in lanes] != [lane.name for lane in self._lanes]
+        self._lanes = lanes
+        self._lane_at = {lane.name: i for i, lane in enumerate(lanes)}
+        self._default = self._lane_at[settings.default_lane]
+        self._signal = [lanes[self._lane_at[name]] for name in settings.signal_lanes]
+        if changed and self._groups:
+            now = asyncio.get_running_loop().time()
+            for group in self._groups.values():
+                realign(group, lanes, self._default, now)
+
     def drop_idle_groups(self, ttl: float | None = None) -> None:
         now = asyncio.get_running_loop().time()
         ttl = self.settings.idle_group_seconds if ttl is None else ttl
@@ -218,7 +272,7 @@ class Batcher(Generic[K, I, R]):
             self.drop_idle_groups(ttl=0)
             if len(self._groups) >= limit:
                 raise TooManyGroups(limit)
-        return Group(key, now)
+        return Group(key, self._lanes, now)
 
     # The driver of the flush policy (batch_policy.next_batch).
     def _schedule(self) -> None:
@@ -276,43 +330,27 @@ class Batcher(Generic[K, I, R]):
         self._schedule()
 
     def _take(self, flush: Flush[Group], now: float) -> list[Entry[I, R]]:
-        group = flush.group
-        batch: list[Entry[I, R]] = []
-        cost = 0
-        while group.entries:
-            entry = group.entries[0]
-            if not entry.queued:
-                group.entries.popleft()
-                continue
-            if not admits(flush, len(batch), cost, entry.cost):
-                break
-            group.entries.popleft()
-            self._unqueue(group, entry)
+        def keep(entry: Entry[I, R]) -> bool:
             if entry.future.done():
-                continue
+                return False
             if entry.deadline <= now:
                 # Its caller has given up (or is about to): never compute it.
                 entry.future.set_exception(Expired())
-                continue
-            batch.append(entry)
-            cost += entry.cost
-        return batch
+                return False
+            return True
 
-    def _unqueue(self, group: Group, entry: Entry[Any, Any]) -> None:
-        entry.queued = False
-        group.count -= 1
-        group.cost -= entry.cost
-        self._queued -= 1
-        if not group.count:
-            group.idle_since = asyncio.get_running_loop().time()
+        return fill(flush.group, flush.inputs, flush.tokens, keep, now)
 
     def _start(self, key: K, batch: list[Entry[I, R]], now: float) -> None:
         self._calls += 1
         self._inflight_inputs += len(batch)
         for entry in batch:
             entry.started = now
+            lane = entry.lane = entry.caller.lane.state
+            lane.inflight += 1
+            lane.sent += 1
         if self._on_batch is not None:
-            self._on_batch(len(batch), [now - e.enqueued for e in batch])
+            self._on_batch(batch, now)
         task = asyncio.get_running_loop().create_task(self._run(key, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -345,8 +383,10 @@ class Batcher(Generic[K, I, R]):
         finally:
             self._calls -= 1
             self._inflight_inputs -= len(batch)
+            for entry in batch:
+                entry.lane.inflight -= 1  # type: ignore[union-attr]
             self._schedule()
 
     def _check_idle(self) -> None:
-        if not self._queued and not self._calls:
+        if not self._calls and not any(lane.queued for lane in self._lanes):
             self._idle.set()

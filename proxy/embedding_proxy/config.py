@@ -16,7 +16,16 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .lane_config import MAX_SHARES, LaneConfig, default_lanes, key_line, lane_of, names
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*")
@@ -172,15 +181,74 @@ class BatchingConfig(Section):
         ge=1,
         description="Parameter groups held at once; idle ones make room, else 429.",
     )
+    lanes: list[LaneConfig] | None = Field(
+        None,
+        description="Priority lanes, highest first (flag: name:capacity:min_share[:weight],...); "
+        "unset: interactive, then batch.",
+    )
+    default_lane: str = Field("interactive", description="Lane of a request that names none.")
+    signal_lanes: list[str] = Field(
+        default_factory=list,
+        description="Lanes counted in queue_depth_avg (the autoscaling signal); none: all.",
+    )
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _compact_lanes(cls, value: Any) -> Any:
+        value = names(value)
+        if isinstance(value, list):
+            return [lane_of(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("signal_lanes", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return names(value)
+
+    @model_validator(mode="after")
+    def _lanes_agree(self) -> BatchingConfig:
+        names = [lane.name for lane in self.lane_list]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lanes: names must be unique, got {names}")
+        if sum(lane.min_share for lane in self.lane_list) > MAX_SHARES + 1e-9:
+            raise ValueError(f"lanes: min_share values add up to more than {MAX_SHARES}")
+        if self.default_lane not in names:
+            raise ValueError(
+                f"default_lane {self.default_lane!r} is not one of the lanes {names}: name one"
+            )
+        unknown = [n for n in self.signal_lanes if n not in names]
+        if unknown:
+            raise ValueError(f"signal_lanes {unknown} are not among the lanes {names}")
+        return self
+
+    @property
+    def lane_list(self) -> list[LaneConfig]:
+        """The lanes, highest first: the configured ones, or interactive then batch."""
+        if self.lanes:
+            return self.lanes
+        return default_lanes(self.queue_capacity)
 
 
 class AuthConfig(Section):
     api_keys: list[str] = Field(
         default_factory=list,
         repr=False,
-        description="Client API keys (comma-separated); any key turns auth on.",
+        description="Client API keys (comma-separated), each `KEY [lane=NAME] [weight=N]`; "
+        "any key turns auth on.",
     )
-    api_keys_file: Path | None = Field(None, description="One key a line; reloaded on change.")
+    api_keys_file: Path | None = Field(
+        None, description="One key a line, as in api_keys; reloaded on change."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        for line in keys:
+            try:
+                key_line(line)
+            except ValueError as e:
+                raise ValueError(str(e)) from None  # the message never quotes the key
+        return keys
 
 
 class LimitsConfig(Section):
@@ -201,6 +269,15 @@ class Config(Section):
     batching: BatchingConfig = BatchingConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _key_lanes_exist(self) -> Config:
+        names = {lane.name for lane in self.batching.lane_list}
+        for line in self.auth.api_keys:
+            lane = key_line(line)[1]
+            if lane is not None and lane not in names:
+                raise ValueError(f"auth.api_keys: lane {lane!r} is not one of {sorted(names)}")
+        return self
 
 
 class ConfigError(Exception):
@@ -258,6 +335,9 @@ def describe(error: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown setting"
+    if isinstance(first.get("input"), dict) or "api_keys" in where:
+        # A whole section is too long to quote, and keys are secrets.
+        return redact(f"{where}: {first['msg']}")
     return redact(f"{where}: {first['msg']} (got {first.get('input')!r})")
 
 

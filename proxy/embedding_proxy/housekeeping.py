@@ -45,7 +45,7 @@ class Housekeeping:
     def __init__(self, parts: Tended, config: UpstreamConfig) -> None:
         self.parts = parts
         self.config = config
-        # Queued and in-flight inputs, averaged: the `queue_depth_avg` metric.
+        # Queued and in-flight inputs (of signal_lanes), averaged: the `queue_depth_avg` metric.
         self.queue_depth_avg = MovingAverage(AVERAGE_SAMPLES)
 
     async def sample_and_tidy(self) -> None:
@@ -54,9 +54,10 @@ class Housekeeping:
             await asyncio.sleep(SAMPLE_SECONDS)
             p = self.parts
             b = p.batcher
-            self.queue_depth_avg.add(b.queue_depth + b.inflight_inputs)
+            self.queue_depth_avg.add(b.signal_depth)
             ticks += 1
             if ticks % TIDY_EVERY == 0:
+                b.measure_rates(SAMPLE_SECONDS * TIDY_EVERY)
                 b.drop_idle_groups()
                 p.keys.refresh()
                 p.upstream.refresh_key()

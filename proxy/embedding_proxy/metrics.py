@@ -3,7 +3,12 @@ autoscaler and users' dashboards read them, and the README documents each one.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .lanes import LaneState
 
 PREFIX = "embedding_proxy_"
 
@@ -116,6 +121,46 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+        self.lane_queue_depth = Gauge(
+            PREFIX + "lane_queue_depth", "Inputs waiting now, by lane.", ["lane"], registry=r
+        )
+        self.lane_rejected = Counter(
+            PREFIX + "lane_rejected",
+            "Requests refused with 429 because their lane's queue was full, by lane.",
+            ["lane"],
+            registry=r,
+        )
+        self.lane_wait = Histogram(
+            PREFIX + "lane_wait_seconds",
+            "Time an input waited in the queue before its upstream call, by lane.",
+            ["lane"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._lane_waits: dict[str, Any] = {}  # labelled children, looked up once
+
+    def observe_batch(self, batch: Sequence[Any], now: float) -> None:
+        """A batch left: its size, and each input's queue wait (in all and by lane)."""
+        self.batch_size.observe(len(batch))
+        waits = self._lane_waits
+        for entry in batch:
+            wait = now - entry.enqueued
+            self.queue_wait.observe(wait)
+            name = entry.lane.name
+            child = waits.get(name)
+            if child is None:
+                child = waits[name] = self.lane_wait.labels(lane=name)
+            child.observe(wait)
+
+    def count_full(self, lane: str) -> None:
+        self.lane_rejected.labels(lane=lane).inc()
+
+    def set_lanes(self, lanes: Sequence[LaneState]) -> None:
+        """The per-lane gauges, for the lanes configured now."""
+        self.lane_queue_depth.clear()
+        for lane in lanes:
+            self.lane_queue_depth.labels(lane=lane.name).set(lane.queued)
 
     def set_config_version(self, version: str) -> None:
         self.config_info.clear()

@@ -17,9 +17,11 @@ JSON = "application/json"
 def refusal(refused: Refused) -> ProxyError:
     """The answer for what the batcher refused or gave up on."""
     if isinstance(refused, Full):
+        lane = f" for lane {refused.lane!r}" if refused.lane else ""
         return overloaded(
-            f"proxy queue is full ({refused.queued} of {refused.capacity} inputs waiting); "
-            "retry later"
+            f"proxy queue{lane} is full ({refused.queued} of {refused.capacity} inputs waiting); "
+            "retry later",
+            retry_after_s=refused.retry_after,
         )
     if isinstance(refused, TooManyGroups):
         return overloaded(

@@ -15,6 +15,7 @@ class Queue:
     count: int
     cost: int
     oldest: float
+    rank: int = 0  # its highest lane with work
 
 
 def limits(**kw: object) -> Limits:
@@ -36,6 +37,8 @@ B_YOUNGER = Queue("b", count=3, cost=6, oldest=NOW - 0.001)
 B_FULL = Queue("b", count=8, cost=16, oldest=NOW - 0.001)
 B_HEAVY = Queue("b", count=1, cost=100, oldest=NOW - 0.001)
 EMPTY = Queue("e", count=0, cost=0, oldest=NOW - 5)
+# Only batch-lane work (rank 1), waiting long.
+C_LOW_OLD = Queue("c", count=2, cost=4, oldest=NOW - 1.0, rank=1)
 
 # (case, groups, limits, wanted): a group's name with (inputs, tokens) to send; a time to look
 # again; or None.
@@ -52,6 +55,8 @@ CASES = [
     ("upstream's in-flight cap reached", [A_DUE], limits(inputs_free=0), None),
     ("upstream's in-flight cap bounds the batch", [A_DUE], limits(inputs_free=3), ("a", 3, 100)),
     ("no wake-up in adaptive mode", [], limits(adaptive=True), None),
+    ("a higher lane's group first", [C_LOW_OLD, A_YOUNG], limits(adaptive=True), ("a", 8, 100)),
+    ("a lower lane's group when only it is ready", [C_LOW_OLD, A_YOUNG], limits(), ("c", 8, 100)),
 ]
 
 

@@ -224,3 +224,66 @@ async def test_settings_update_applies_to_next_batches() -> None:
     calls = [b.submit("k", [str(i)], [1], far()) for i in range(21)]
     await asyncio.gather(*(results(c) for c in calls))
     assert max(len(items) for _, items in rec.batches) == 10
+
+
+LANES = [
+    {"name": "interactive", "queue_capacity": 4},
+    {"name": "batch", "queue_capacity": 8, "min_share": 0.25},
+]
+
+
+async def test_a_full_lane_never_refuses_another_lanes_request() -> None:
+    rec = Recorder(delay=0.05)
+    full: list[str] = []
+    b: Batcher = Batcher(
+        rec, settings(lanes=LANES, max_concurrency=1, max_batch_size=4), on_full=full.append
+    )
+    b.submit("k", [f"b{i}" for i in range(8)], [1] * 8, far(), "batch", "indexer")
+    with pytest.raises(Full) as info:
+        b.submit("k", ["b8"], [1], far(), "batch", "indexer")
+    answer = refusal(info.value)
+    assert answer.status == 429 and "lane 'batch'" in answer.message
+    assert full == ["batch"]
+    assert await results(b.submit("k", ["i0"], [1], far(), "interactive", "user")) == ["I0"]
+    assert await b.drain(5)
+
+
+async def test_a_batch_is_filled_from_the_highest_lane_with_the_lower_lanes_share() -> None:
+    rec = Recorder(delay=0.05)
+    b: Batcher = Batcher(rec, settings(lanes=LANES, max_concurrency=1, max_batch_size=4))
+    blocker = b.submit("k", ["x"], [1], far())  # holds the only slot while the rest queues
+    await asyncio.sleep(0)
+    low = b.submit("k", [f"b{i}" for i in range(8)], [1] * 8, far(), "batch", "indexer")
+    high = b.submit("k", [f"i{i}" for i in range(4)], [1] * 4, far(), None, "user")
+    await asyncio.gather(results(blocker), results(low), results(high))
+    # 25% of 4 is one batch-lane input per batch while the interactive lane has work.
+    assert [items for _, items in rec.batches] == [
+        ["x"],
+        ["b0", "i0", "i1", "i2"],
+        ["b1", "i3", "b2", "b3"],
+        ["b4", "b5", "b6", "b7"],
+    ]
+
+
+async def test_lane_figures_the_signal_lanes_and_a_reload_that_drops_a_lane() -> None:
+    rec = Recorder(delay=0.05)
+    sent: list[tuple[int, set[str]]] = []
+    b: Batcher = Batcher(
+        rec,
+        settings(lanes=LANES, signal_lanes=["interactive"], max_concurrency=1, max_batch_size=2),
+        on_batch=lambda batch, now: sent.append((len(batch), {e.lane.name for e in batch})),
+    )
+    b.submit("k", ["x"], [1], far())
+    await asyncio.sleep(0)
+    low = b.submit("k", ["b0", "b1", "b2"], [1] * 3, far(), "batch", "indexer")
+    assert [(x.name, x.queued, x.inflight) for x in b.lanes] == [
+        ("interactive", 0, 1),
+        ("batch", 3, 0),
+    ]
+    assert b.signal_depth == 1  # the batch lane does not count
+    b.update(settings=settings(lanes=LANES[:1], max_concurrency=1, max_batch_size=2))
+    assert [(x.name, x.queued) for x in b.lanes] == [("interactive", 3)]
+    assert b.signal_depth == 4  # no signal lanes named: all of them
+    assert await results(low) == ["B0", "B1", "B2"]
+    assert sent == [(1, {"interactive"}), (2, {"interactive"}), (1, {"interactive"})]
+    assert b.lanes[0].inflight == 0 and b.queue_depth == 0

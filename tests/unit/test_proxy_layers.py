@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "proxy" / "embedding_proxy"
 # Bottom to top. A subpackage (bench, simulator) counts as one module.
 LAYERS: list[tuple[str, set[str]]] = [
     # Plain data and rules about it: settings, error shapes, the pure flush policy.
-    ("model", {"config", "errors", "smoothing", "batch_policy"}),
+    ("model", {"config", "lane_config", "errors", "smoothing", "batch_policy", "lanes"}),
     # Decisions without I/O: batching, the dialects, splitting answers, retries, rate limits,
     # what a forwarded request may carry, the command line's flags.
     (
@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "ratelimit",
             "forwarding",
             "flags",
+            "priority",
         },
     ),
     # Sockets, files, logs and metrics: the HTTP server and clients, the upstream, key files,
