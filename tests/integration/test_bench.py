@@ -129,3 +129,26 @@ def test_bench_flags_that_do_not_go_together(flags: tuple[str, ...], needle: str
     done = run_bench(*flags)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
+
+
+def test_two_populations_runs_idle_no_lanes_and_lanes() -> None:
+    done = run_bench(
+        "--two-populations", "--duration", "1", "--requests", "200", "--tokens", "5",
+        "--interactive-callers", "4", "--batch-clients", "2", "--batch-queued", "128",
+        "--batch-request-inputs", "16", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    runs = {r["run"]: r for r in report["results"]}
+    assert list(runs) == ["idle", "no lanes", "lanes"]
+    assert runs["idle"]["batch"] == []
+    for run in runs.values():
+        assert run["failed"] == 0
+        assert run["interactive"]["ok"] > 0
+        assert run["upstream_call_ms"] > 0
+    for name in ("no lanes", "lanes"):
+        assert [c["name"] for c in runs[name]["batch"]] == ["batch-0", "batch-1"]
+        assert all(c["ok"] > 0 for c in runs[name]["batch"])
+        assert sum(runs[name]["client_shares"]) == pytest.approx(1)
+    assert report["settings"]["ideal_inputs_per_s"] > 0
+    assert len(report["targets"]) == 4  # the four, each measured

@@ -34,6 +34,13 @@ def _sweep(value: str) -> tuple[str, list[int]]:
     return parse_sweep(value)
 
 
+def _share(value: str) -> float:
+    share = float(value)
+    if not 0 <= share <= 0.9:
+        raise argparse.ArgumentTypeError(f"must be within 0 and 0.9, got {value}")
+    return share
+
+
 def _rate(value: str) -> float:
     rate = float(value)
     if not rate > 0:
@@ -108,3 +115,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--plot", metavar="FILE.png", help="with --sweep: draw the curves (PNG, and SVG beside)"
     )
     p.add_argument("--csv", metavar="FILE", help="with --sweep: the CSV (default: beside --plot)")
+    mix = p.add_argument_group(
+        "two populations", "interactive callers beside batch clients: idle, no lanes, lanes"
+    )
+    mix.add_argument(
+        "--two-populations",
+        action="store_true",
+        help="measure priority lanes (each run lasts --duration, default 10 s)",
+    )
+    mix.add_argument(
+        "--interactive-callers", type=_positive, default=32, help="single-input callers (32)"
+    )
+    mix.add_argument("--batch-clients", type=_positive, default=1, help="batch clients (1)")
+    mix.add_argument(
+        "--batch-queued", type=_positive, default=4096, help="inputs each keeps outstanding (4096)"
+    )
+    mix.add_argument(
+        "--batch-request-inputs", type=_positive, default=64, help="inputs a batch request (64)"
+    )
+    mix.add_argument(
+        "--min-share", type=_share, default=0.1, help="the batch lane's min_share (0.1)"
+    )

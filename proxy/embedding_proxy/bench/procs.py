@@ -192,9 +192,9 @@ class Watch:
 class LoadProcess:
     """The load generator child: spec in, "warm" out, "go" in, result out."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], module: str = "embedding_proxy.bench.load") -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "embedding_proxy.bench.load"],
+            [PYTHON, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

@@ -17,9 +17,10 @@ class HttpError(Exception):
     """The connection failed or the answer could not be framed."""
 
 
-def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
+def build_request(host: str, port: int, path: str, body: bytes, extra: str = "") -> bytes:
+    """A POST of `body`; `extra`: more header lines, each ending in CRLF."""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

@@ -173,7 +173,7 @@ def check_flags(args: argparse.Namespace) -> None:
             "add --upstream with the proxy's TEI, or --targets proxy",
             2,
         )
-    if args.duration and not args.rate:
+    if args.duration and not args.rate and not getattr(args, "two_populations", False):
         raise Failure("--duration", "it is the length of an open-loop run", "add --rate", 2)
     if args.rate and args.connections:
         raise Failure("--rate and --connections", "they are different runs", "give one", 2)
@@ -191,6 +191,10 @@ def main(args: argparse.Namespace) -> int:
         print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
         return 2
     check_flags(args)
+    if getattr(args, "two_populations", False):
+        from .mix import main as mix
+
+        return mix(args)
     if getattr(args, "sweep", None):
         from .sweep import main as sweep
 

@@ -1,0 +1,190 @@
+"""The two-population load generator, run as its own process
+(`python -m embedding_proxy.bench.mix_load`), with bench/load.py's protocol on stdin/stdout:
+
+    parent -> spec            child -> {"phase": "warm"}   (every worker has run `warmup_s`)
+    parent -> {"go": true}    child -> result              (after `duration_s` more)
+
+Interactive callers send one input each, in a closed loop. Each batch client keeps `queued`
+inputs outstanding at all times: `queued / size` connections, each sending its next request of
+`size` inputs as soon as its last one is answered. Every worker runs without pause from start to
+end; only answers that arrive inside the measured window count. Every input is a distinct text,
+so no answer comes from the simulator's vector cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from . import rawhttp
+from .load import make_text, percentile
+
+
+@dataclass
+class Population:
+    """One client's answers inside the window: inputs answered right, latencies, failures."""
+
+    name: str
+    inputs: int = 0
+    ok: int = 0
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    first_error: str = ""
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "failed": self.failed,
+            "inputs": self.inputs,
+            "inputs_per_s": self.inputs / seconds if seconds > 0 else 0.0,
+            "p50_ms": percentile(lat, 50) * 1000,
+            "p99_ms": percentile(lat, 99) * 1000,
+            "statuses": dict(self.statuses),
+            "first_error": self.first_error,
+        }
+
+
+class Window:
+    """The measured part: answers that arrive between `start` and `end` count."""
+
+    def __init__(self) -> None:
+        self.start = float("inf")
+        self.end = float("inf")
+
+    def holds(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+async def worker(
+    spec: dict[str, Any],
+    who: Population,
+    size: int,
+    headers: str,
+    window: Window,
+    texts: itertools.count[int],
+    salt: str,
+) -> None:
+    parts = urlsplit(spec["url"])
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+    tokens, timeout = spec["tokens"], spec["timeout_s"]
+    conn = await rawhttp.connect(host, port)
+    while True:
+        inputs: str | list[str] = [make_text(salt, next(texts), tokens) for _ in range(size)]
+        body = orjson.dumps({"inputs": inputs[0] if size == 1 else inputs})
+        data = rawhttp.build_request(host, port, path, body, headers)
+        started = time.perf_counter()
+        try:
+            if conn.closed:
+                conn = await rawhttp.connect(host, port)
+            status, answer = await conn.request(data, timeout)
+        except (OSError, rawhttp.HttpError, TimeoutError) as e:
+            conn.close()
+            conn.closed = True
+            if window.holds(time.perf_counter()):
+                _fail(who, type(e).__name__, str(e))
+            await asyncio.sleep(0.01)
+            continue
+        done = time.perf_counter()
+        if not window.holds(done):
+            continue
+        if status == 200 and answer.count(b"[") == size + 1:
+            who.ok += 1
+            who.inputs += size
+            who.latencies.append(done - started)
+        else:
+            _fail(who, str(status), rawhttp.error_text(answer))
+
+
+def _fail(who: Population, status: str, detail: str) -> None:
+    who.failed += 1
+    who.statuses[status] += 1
+    if not who.first_error:
+        who.first_error = f"{status}: {detail[:200]}"
+
+
+async def _readline(reader: asyncio.StreamReader) -> dict[str, Any]:
+    line = await reader.readline()
+    if not line:
+        raise SystemExit("bench mix: parent closed stdin")
+    return orjson.loads(line)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
+    sys.stdout.flush()
+
+
+def _header(key: str | None) -> str:
+    return f"Authorization: Bearer {key}\r\n" if key else ""
+
+
+async def main_async() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    spec = await _readline(reader)
+    window = Window()
+    texts = itertools.count()
+    interactive = Population("interactive")
+    tasks = [
+        worker(spec, interactive, 1, _header(spec["interactive_key"]), window, texts, "i")
+        for _ in range(spec["interactive"])
+    ]
+    batch = []
+    for n, client in enumerate(spec["batch_clients"]):
+        who = Population(f"batch-{n}")
+        batch.append(who)
+        size = client["size"]
+        tasks += [
+            worker(spec, who, size, _header(client["key"]), window, texts, f"b{n}-")
+            for _ in range(max(1, client["queued"] // size))
+        ]
+    running = [loop.create_task(t) for t in tasks]
+    try:
+        await asyncio.sleep(spec["warmup_s"])
+        _emit({"phase": "warm"})
+        await _readline(reader)
+        cpu0 = time.process_time()
+        window.start = time.perf_counter()
+        await asyncio.sleep(spec["duration_s"])
+        window.end = time.perf_counter()
+        cpu = time.process_time() - cpu0
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    seconds = window.end - window.start
+    _emit(
+        {
+            "wall_s": seconds,
+            "loadgen_cpu_s": cpu,
+            "interactive": interactive.summary(seconds),
+            "batch": [who.summary(seconds) for who in batch],
+        }
+    )
+
+
+def main() -> None:
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main_async())
+
+
+if __name__ == "__main__":
+    main()
