@@ -131,7 +131,10 @@ class Batcher(Generic[K, I, R]):
     # Live figures.
     @property
     def queue_depth(self) -> int:
-        return sum(lane.queued for lane in self._lanes)
+        queued = 0
+        for lane in self._lanes:
+            queued += lane.queued
+        return queued
 
     @property
     def lanes(self) -> list[LaneState]:
@@ -388,5 +391,5 @@ class Batcher(Generic[K, I, R]):
             self._schedule()
 
     def _check_idle(self) -> None:
-        if not self._calls and not any(lane.queued for lane in self._lanes):
+        if not self._calls and not self.queue_depth:
             self._idle.set()

@@ -223,12 +223,16 @@ def _take(lane: Lane, want: int, work: _Fill) -> None:
             continue
         if caller.deficit < 1:
             caller.deficit += caller.weight
+        entries = caller.entries
         while caller.deficit >= 1 and caller.count and got < want:
-            entry = caller.head()
+            entry = entries[0]
+            if not entry.queued:
+                entries.popleft()  # cancelled
+                continue
             if batch and work.tokens + entry.cost > work.budget:
                 work.full = True
                 break
-            caller.entries.popleft()
+            entries.popleft()
             unqueue(entry, work.now)
             caller.deficit -= 1
             if work.keep(entry):

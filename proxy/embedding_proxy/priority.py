@@ -20,13 +20,9 @@ class Key(NamedTuple):
     weight: int | None = None  # its weight among the callers of a lane
 
 
-class Who(NamedTuple):
-    """A request's lane, caller (its key, or its address without auth) and weight: in the order
-    of Batcher.submit's last arguments."""
-
-    lane: str
-    client: str
-    weight: int | None
+# A request's lane, caller (its key, or its address without auth) and weight, in the order of
+# Batcher.submit's last arguments. A plain tuple: one is made per request.
+Who = tuple[str, str, int | None]
 
 
 class Priorities:
@@ -40,8 +36,9 @@ class Priorities:
         """`asked`: the X-Priority header. A key's lane is the highest its caller may use: the
         header may ask for a lower one, not a higher one."""
         if key is None:
-            return Who(self.lane(asked, None), remote or "unknown", None)
-        return Who(self.lane(asked, key.lane), key.key, key.weight)
+            lane = self.default if asked is None else self.lane(asked, None)
+            return lane, remote or "unknown", None
+        return self.lane(asked, key.lane), key.key, key.weight
 
     def lane(self, asked: str | None, allowed: str | None) -> str:
         if allowed is not None and allowed not in self.rank:

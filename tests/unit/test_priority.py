@@ -6,7 +6,7 @@ import pytest
 
 from embedding_proxy.config import BatchingConfig
 from embedding_proxy.errors import ProxyError
-from embedding_proxy.priority import Key, Priorities, Who
+from embedding_proxy.priority import Key, Priorities
 
 LANES = [
     {"name": "interactive", "queue_capacity": 10},
@@ -40,10 +40,10 @@ def test_lane_of_a_request(header: str | None, key: Key | None, wanted: str | in
         assert info.value.status == wanted
         assert "X-Priority" in info.value.message
     else:
-        assert P.who(header, key, "10.0.0.1").lane == wanted
+        assert P.who(header, key, "10.0.0.1")[0] == wanted
 
 
 def test_the_caller_is_the_key_or_else_the_address() -> None:
-    assert P.who(None, Key("secret", None, 4), "10.0.0.1") == Who("normal", "secret", 4)
-    assert P.who(None, None, "10.0.0.1") == Who("normal", "10.0.0.1", None)
-    assert P.who(None, None, None).client == "unknown"
+    assert P.who(None, Key("secret", None, 4), "10.0.0.1") == ("normal", "secret", 4)
+    assert P.who(None, None, "10.0.0.1") == ("normal", "10.0.0.1", None)
+    assert P.who(None, None, None)[1] == "unknown"
