@@ -65,7 +65,9 @@ def key_line(line: str) -> tuple[str, str | None, int | None]:
         elif name == "weight" and weight is None and value.isdigit() and 0 < int(value) <= 1000:
             weight = int(value)
         else:
+            # Not quoted: a key with a space in it would be half in the log.
             raise ValueError(
-                f"an API key's options are lane=NAME and weight=1..{MAX_WEIGHT}; got {name!r}"
+                f"an API key's options, after it and a space, are lane=NAME and "
+                f"weight=1..{MAX_WEIGHT}, each once"
             )
     return key, lane, weight

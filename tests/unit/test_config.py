@@ -112,7 +112,8 @@ def test_without_lanes_interactive_takes_the_queue_capacity_and_batch_a_tenth() 
         ("  default_lane: fast\n  signal_lanes: [nope]\n", {}, "signal_lanes ['nope']"),
         ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 lane=nope"}, "lane 'nope' is not one of"),
         ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 weight=0"}, "weight=1..1000"),
-        ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 colour=red"}, "got 'colour'"),
+        ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 colour=red"}, "options, after it"),
+        ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 lane=fast lane=slow"}, "each once"),
     ],
 )
 def test_bad_lanes_name_the_setting(

@@ -12,6 +12,7 @@ import shlex
 import sys
 import tempfile
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +53,32 @@ def batch_key(n: int) -> str:
     return f"bench-batch-{n}"
 
 
-def load_spec(run: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
-    clients = [] if run == "idle" else range(args.batch_clients)
-    return {
+def load_specs(run: str, args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
+    """One load generator for the interactive callers and one for the batch clients: each its own
+    process, so that the batch clients' big answers do not delay the interactive callers' clocks
+    (as services on different machines would not)."""
+    base = {
         "url": url + "/embed",
         "tokens": args.tokens,
         "timeout_s": args.timeout,
-        "interactive": args.interactive_callers,
+        "interactive": 0,
         "interactive_key": INTERACTIVE_KEY,
-        "batch_clients": [
+        "batch_clients": [],
+        "warmup_s": WARMUP_S,
+        "duration_s": args.duration or 10.0,
+    }
+    specs = [{**base, "interactive": args.interactive_callers}]
+    if run != "idle":
+        clients = [
             {
                 "key": batch_key(n) if run == "lanes" else INTERACTIVE_KEY,
                 "queued": args.batch_queued,
                 "size": args.batch_request_inputs,
             }
-            for n in clients
-        ],
-        "warmup_s": WARMUP_S,
-        "duration_s": args.duration or 10.0,
-    }
+            for n in range(args.batch_clients)
+        ]
+        specs.append({**base, "batch_clients": clients})
+    return specs
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -98,21 +106,32 @@ def one_run(run: str, args: argparse.Namespace, upstream: str) -> dict[str, Any]
         yaml.safe_dump(proxy_config(run, args), f)
     config = Path(f.name)
     proxy: Service | None = None
-    load: LoadProcess | None = None
+    loads: list[LoadProcess] = []
     try:
         try:
             proxy = start_proxy(upstream, ["--config", str(config), *shlex.split(args.proxy_args)])
         except ServiceFailed as e:
             raise Failure("the proxy did not start", e.reason, "check --proxy-args", 2) from None
-        load = LoadProcess(load_spec(run, args, proxy.url), "embedding_proxy.bench.mix_load")
-        load.wait_warm()
+        for spec in load_specs(run, args, proxy.url):
+            loads.append(LoadProcess(spec, "embedding_proxy.bench.mix_load"))
+        for load in loads:
+            load.wait_warm()
         watch = Watch(proxy.proc.pid)
         watch.start()
-        result = load.go()
+        with ThreadPoolExecutor(len(loads)) as pool:  # both go at once
+            parts = list(pool.map(LoadProcess.go, loads))
         watch.stop()
-        result.update(scrape(proxy.url), run=run, proxy_cpu_s=watch.cpu_s)
+        result = {
+            "run": run,
+            "wall_s": parts[0]["wall_s"],
+            "loadgen_cpu_s": sum(p["loadgen_cpu_s"] for p in parts),
+            "interactive": parts[0]["interactive"],
+            "batch": parts[-1]["batch"],
+            "proxy_cpu_s": watch.cpu_s,
+            **scrape(proxy.url),
+        }
     finally:
-        if load is not None:
+        for load in loads:
             load.kill()
         if proxy is not None:
             proxy.stop()
