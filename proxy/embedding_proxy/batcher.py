@@ -252,7 +252,7 @@ class Batcher(Generic[K, I, R]):
         changed = [lane.name for lane in lanes] != [lane.name for lane in self._lanes]
         self._lanes = lanes
         self._lane_at = {lane.name: i for i, lane in enumerate(lanes)}
-        self._default = self._lane_at[settings.default_lane]
+        self._default = self._lane_at[settings.lane_default]
         self._signal = [lanes[self._lane_at[name]] for name in settings.signal_lanes]
         if changed and self._groups:
             now = asyncio.get_running_loop().time()

@@ -186,7 +186,11 @@ class BatchingConfig(Section):
         description="Priority lanes, highest first (flag: name:capacity:min_share[:weight],...); "
         "unset: interactive, then batch.",
     )
-    default_lane: str = Field("interactive", description="Lane of a request that names none.")
+    default_lane: str = Field(
+        "interactive",
+        description="Lane of a request that names none (unset and no lane of that name: the "
+        "first lane).",
+    )
     signal_lanes: list[str] = Field(
         default_factory=list,
         description="Lanes counted in queue_depth_avg (the autoscaling signal); none: all.",
@@ -212,14 +216,18 @@ class BatchingConfig(Section):
             raise ValueError(f"lanes: names must be unique, got {names}")
         if sum(lane.min_share for lane in self.lane_list) > MAX_SHARES + 1e-9:
             raise ValueError(f"lanes: min_share values add up to more than {MAX_SHARES}")
-        if self.default_lane not in names:
-            raise ValueError(
-                f"default_lane {self.default_lane!r} is not one of the lanes {names}: name one"
-            )
+        if "default_lane" in self.model_fields_set and self.default_lane not in names:
+            raise ValueError(f"default_lane {self.default_lane!r} is not one of the lanes {names}")
         unknown = [n for n in self.signal_lanes if n not in names]
         if unknown:
             raise ValueError(f"signal_lanes {unknown} are not among the lanes {names}")
         return self
+
+    @property
+    def lane_default(self) -> str:
+        """default_lane; left unset with no lane of that name: the first lane."""
+        names = [lane.name for lane in self.lane_list]
+        return self.default_lane if self.default_lane in names else names[0]
 
     @property
     def lane_list(self) -> list[LaneConfig]:

@@ -30,7 +30,7 @@ class Priorities:
         lanes = settings.lane_list
         self.rank = {lane.name: i for i, lane in enumerate(lanes)}
         self.lowest = lanes[-1].name
-        self.default = settings.default_lane
+        self.default = settings.lane_default
 
     def who(self, asked: str | None, key: Key | None, remote: str | None) -> Who:
         """`asked`: the X-Priority header. A key's lane is the highest its caller may use: the

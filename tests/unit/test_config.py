@@ -90,6 +90,16 @@ def test_lanes_from_a_file_the_environment_and_flags(tmp_path: Path) -> None:
     assert [x.name for x in load(None, flags, {}).batching.lane_list] == ["x"]
 
 
+def test_lanes_without_interactive_and_no_default_lane_default_to_the_first(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(LANES)
+    assert load(f, None, {}).batching.lane_default == "fast"
+    f.write_text(LANES + "  default_lane: slow\n")
+    assert load(f, None, {}).batching.lane_default == "slow"
+
+
 def test_without_lanes_interactive_takes_the_queue_capacity_and_batch_a_tenth() -> None:
     batching = load(None, {"batching": {"queue_capacity": 77}}, {}).batching
     assert [(x.name, x.queue_capacity, x.min_share) for x in batching.lane_list] == [
@@ -108,7 +118,6 @@ def test_without_lanes_interactive_takes_the_queue_capacity_and_batch_a_tenth() 
         ("", {"EMBEDDING_PROXY_BATCHING__LANES": "a"}, "name:queue_capacity"),
         ("", {"EMBEDDING_PROXY_BATCHING__LANES": "a:1:0.5,b:1:0.5"}, "add up to more than 0.9"),
         ("  default_lane: nope\n", {}, "default_lane 'nope' is not one of the lanes"),
-        ("  signal_lanes: []\n", {}, "default_lane 'interactive' is not one of the lanes"),
         ("  default_lane: fast\n  signal_lanes: [nope]\n", {}, "signal_lanes ['nope']"),
         ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 lane=nope"}, "lane 'nope' is not one of"),
         ("", {"EMBEDDING_PROXY_AUTH__API_KEYS": "k1 weight=0"}, "weight=1..1000"),
