@@ -191,7 +191,8 @@ class Proxy:
         return [f.result() for f in futures]
 
     def admit(self, request: Request) -> Who:
-        """Who the caller is and its lane; refused while stopping, without a valid key, etc."""
+        """The caller and its lane; refused while stopping, without a valid key, over the
+        client's rate, or asking for a lane above its key's."""
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
         headers = request.headers

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from . import rawhttp
-from .load import make_text, percentile
+from .tally import percentile
+from .workload import make_text
 
 
 @dataclass
