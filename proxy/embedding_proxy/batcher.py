@@ -1,4 +1,5 @@
-"""Coalesces items from many callers into batches, one queue per group.
+"""Coalesces items from many callers into batches: one queue per group, and in it one per lane
+and caller (lanes.py decides which of them fill each batch).
 
 Generic: it knows nothing of HTTP or TEI. A caller submits items under a group key and gets one
 future per item; a dispatch function turns a batch of items into results in the same order.
