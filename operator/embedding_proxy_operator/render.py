@@ -71,12 +71,35 @@ def proxy_config(spec: ProxySpec) -> Obj:
             "rate_burst": lim.burst,
         },
     }
+    config["batching"].update(_lanes(spec))
     # Secrets are mounted as files; the config holds only their paths.
     if spec.auth.api_keys_secret_ref:
         config["auth"]["api_keys_file"] = f"{names.API_KEYS_DIR}/{names.API_KEYS_FILE}"
     if spec.auth.upstream_api_key_secret_ref:
         config["upstream"]["api_key_file"] = f"{names.UPSTREAM_KEY_DIR}/{names.UPSTREAM_KEY_FILE}"
     return {"version": _digest(config), **config}
+
+
+def _lanes(spec: ProxySpec) -> Obj:
+    """The lane settings, only where the spec has lanes, so that a spec without them renders
+    the config (and its version) it rendered before lanes existed."""
+    bat, out = spec.batching, {}
+    if bat.lanes:
+        out["lanes"] = [
+            {
+                "name": lane.name,
+                "queue_capacity": lane.queue_capacity,
+                "min_share": lane.min_share,
+                **({"weight": lane.weight} if lane.weight is not None else {}),
+            }
+            for lane in bat.lanes
+        ]
+    if bat.default_lane is not None:
+        out["default_lane"] = bat.default_lane
+    if spec.autoscaling.lanes:
+        # The lanes embedding_proxy_queue_depth_avg counts: every autoscaler reads that metric.
+        out["signal_lanes"] = list(spec.autoscaling.lanes)
+    return out
 
 
 def restart_hash(config: Mapping[str, Any]) -> str:

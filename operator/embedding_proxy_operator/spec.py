@@ -7,7 +7,7 @@ stored before a CRD upgrade added a field, or an API server that does not apply 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -130,6 +130,28 @@ class Sidecar(CamelModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# Priority lanes (docs/operator.md, "Priority lanes"). The CRD's CEL rules say the same, with the
+# same messages; the bound on the number of lanes keeps those rules within CEL's cost budget.
+LANE_PATTERN = "^[a-z][a-z0-9-]{0,30}$"
+MAX_LANES = 8
+MAX_MIN_SHARE_SUM = 0.9
+# Shares are fractions in binary floating point: 0.1 + 0.2 + 0.6 adds up to 0.9000000000000001.
+MIN_SHARE_SLACK = 1e-9
+LANES_UNIQUE = "batching.lanes must have unique names"
+DEFAULT_LANE_UNKNOWN = "batching.defaultLane must name one of batching.lanes"
+MIN_SHARE_SUM = "the minShare of all batching.lanes must add up to at most 0.9"
+SIGNAL_LANE_UNKNOWN = "autoscaling.lanes must name lanes of batching.lanes"
+SIGNAL_LANES_REPEATED = "autoscaling.lanes must not name a lane twice"
+
+
+class Lane(CamelModel):
+    name: str = Field(pattern=LANE_PATTERN)
+    queue_capacity: int = Field(4096, ge=1)
+    # The least part of each batch the lane gets while it has work queued.
+    min_share: float = Field(0.1, ge=0, le=MAX_MIN_SHARE_SUM, allow_inf_nan=False)
+    weight: int | None = Field(None, ge=1, le=1000)
+
+
 class Batching(CamelModel):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_tokens: int = Field(16_384, ge=1)
@@ -137,6 +159,25 @@ class Batching(CamelModel):
     max_concurrency: int = Field(4, ge=1, le=1024)
     queue_capacity: int = Field(4096, ge=1)
     flush_mode: Literal["adaptive", "deadline"] = "adaptive"
+    # Highest priority first; None: one queue for everything, as without lanes.
+    lanes: tuple[Lane, ...] | None = Field(None, max_length=MAX_LANES)
+    default_lane: str | None = None
+
+    @model_validator(mode="after")
+    def _lanes(self) -> Batching:
+        lanes = self.lanes or ()
+        names = [lane.name for lane in lanes]
+        if len(set(names)) != len(names):
+            raise ValueError(LANES_UNIQUE)
+        if self.default_lane is not None and self.default_lane not in names:
+            raise ValueError(DEFAULT_LANE_UNKNOWN)
+        if sum(lane.min_share for lane in lanes) > MAX_MIN_SHARE_SUM + MIN_SHARE_SLACK:
+            raise ValueError(MIN_SHARE_SUM)
+        return self
+
+    @property
+    def lane_names(self) -> tuple[str, ...]:
+        return tuple(lane.name for lane in self.lanes or ())
 
 
 class Limits(CamelModel):
@@ -238,11 +279,17 @@ class Autoscaling(CamelModel):
     poll_seconds: int = Field(5, ge=1, le=300)
     behavior: Behavior = Behavior()
     keda: Keda = Keda()
+    # The lanes whose queues the scaling signal counts; None: all of them.
+    lanes: tuple[Annotated[str, Field(pattern=LANE_PATTERN)], ...] | None = Field(
+        None, max_length=MAX_LANES
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.lanes and len(set(self.lanes)) != len(self.lanes):
+            raise ValueError(SIGNAL_LANES_REPEATED)
         return self
 
 
@@ -268,6 +315,12 @@ class ProxySpec(CamelModel):
                 f"upstream.url {self.upstream.url} points at the proxy's own port "
                 f"{self.upstream.port}; TEI must listen on another one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _signal_lanes(self) -> ProxySpec:
+        if not set(self.autoscaling.lanes or ()) <= set(self.batching.lane_names):
+            raise ValueError(SIGNAL_LANE_UNKNOWN)
         return self
 
     @property

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from tests.helpers import lane_specs
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.upstream_urls import ACCEPTED, BAD_URL, REFUSED, SELF_LOOP
 
@@ -121,6 +122,43 @@ def test_replica_bounds_are_int32(crds: ControlPlane, field: str) -> None:
     out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
     assert out.returncode != 0
     assert "2147483647" in out.stderr
+
+
+@pytest.mark.parametrize(("spec", "message"), lane_specs.REFUSED)
+def test_lane_rules_refuse_with_their_messages(
+    crds: ControlPlane, spec: dict[str, Any], message: str
+) -> None:
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+@pytest.mark.parametrize("spec", lane_specs.ACCEPTED)
+def test_lane_specs_the_operator_accepts_are_accepted(
+    crds: ControlPlane, spec: dict[str, Any]
+) -> None:
+    crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec))
+
+
+def test_lanes_are_defaulted_and_bounded(crds: ControlPlane) -> None:
+    spec = {"batching": {"lanes": [{"name": "interactive", "minShare": 0}, {"name": "batch"}]}}
+    out = crds.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=proxy(spec))
+    stored = json.loads(out.stdout)["spec"]["batching"]["lanes"]
+    assert stored == [
+        {"name": "interactive", "minShare": 0, "queueCapacity": 4096},
+        {"name": "batch", "minShare": 0.1, "queueCapacity": 4096},
+    ]
+    for bad, field in (
+        ({"lanes": [{"name": "Batch"}]}, "name"),
+        ({"lanes": [{"name": "b", "minShare": 0.95}]}, "minShare"),
+        ({"lanes": [{"name": "b", "queueCapacity": 0}]}, "queueCapacity"),
+        ({"lanes": [{"name": f"l{i}", "minShare": 0} for i in range(9)]}, "lanes"),
+    ):
+        out = crds.kubectl(
+            "apply", "--dry-run=server", "-f", "-", stdin=proxy({"batching": bad}), check=False
+        )
+        assert out.returncode != 0 and "spec.batching.lanes" in out.stderr, bad
+        assert field in out.stderr
 
 
 # CEL functions and macros a Kubernetes 1.29 API server offers in CRD validation rules (the
