@@ -62,6 +62,8 @@ TARGET_FOUND = "TargetFound"
 SIDECAR_INJECTED = "SidecarInjected"
 CONFIG_APPLIED = "ConfigApplied"
 AUTOSCALING = "Autoscaling"
+# True when rolling the target out needs a spare GPU (docs/operator.md, "GPUs and rollouts").
+ROLLOUT_NEEDS_SPARE_GPU = "RolloutNeedsSpareGPU"
 
 
 def configmap_name(proxy_name: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import names, patches, render
+from . import names, patches, render, rollout
 from .conditions import Fact
 from .settings import image_allowed
 from .spec import ProxySpec, SpecError, parse
@@ -144,6 +144,12 @@ def plan(
         )
         message = f"{spec.sidecar.image} runs as {where} in Deployment {target!r}"
         out.facts = [found, Fact(names.SIDECAR_INJECTED, "True", "Injected", message)]
+    # Rolling the pods (injection in Deployment mode; in both modes, every change that needs a
+    # restart) may need a GPU that is not there.
+    surge = rollout.surge_fact(deployment, target)
+    out.facts.append(surge)
+    if surge.status == "True":
+        out.warnings.append(Notice(names.ROLLOUT_NEEDS_SPARE_GPU, surge.message))
     out.warnings += _advice(deployment, spec)
     if native and patches.pod_spec(deployment).get("shareProcessNamespace"):
         out.warnings.append(

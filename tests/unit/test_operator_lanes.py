@@ -4,14 +4,19 @@ lanes into the proxy's config, where they apply live."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.helpers import lane_specs
 from tests.helpers.lane_specs import TWO, lanes
 
 from embedding_proxy_operator import render
+from embedding_proxy_operator import spec as spec_module
 from embedding_proxy_operator.spec import SpecError, parse
+
+CRD = Path(__file__).resolve().parents[2] / "manifests" / "crd.yaml"
 
 
 def spec(fields: dict[str, Any]) -> Any:
@@ -101,3 +106,21 @@ def test_a_change_of_lanes_is_applied_live(change: dict[str, Any]) -> None:
     assert after["version"] != before["version"]
     # The pods do not roll: batching is reloaded by the running proxy.
     assert render.restart_hash(after) == render.restart_hash(before)
+
+
+def test_the_crd_says_what_the_operator_says() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    batching = schema["properties"]["batching"]
+    messages = {r["message"] for r in batching["x-kubernetes-validations"]}
+    messages |= {r["message"] for r in schema["x-kubernetes-validations"]}
+    for name in ("LANES_UNIQUE", "DEFAULT_LANE_UNKNOWN", "MIN_SHARE_SUM", "SIGNAL_LANE_UNKNOWN"):
+        assert getattr(spec_module, name) == getattr(lane_specs, name) in messages
+    lane = batching["properties"]["lanes"]
+    assert lane["maxItems"] == spec_module.MAX_LANES
+    assert lane["items"]["properties"]["name"]["pattern"] == spec_module.LANE_PATTERN
+    signal = schema["properties"]["autoscaling"]["properties"]["lanes"]
+    assert signal["maxItems"] == spec_module.MAX_LANES
+    assert signal["items"]["pattern"] == spec_module.LANE_PATTERN
+    share = lane["items"]["properties"]["minShare"]
+    assert share["maximum"] == spec_module.MAX_MIN_SHARE_SUM

@@ -23,6 +23,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "conditions",
         "render",
         "patches",
+        "rollout",
         "reconcile",
         "hpa_policy",
         "hpa",

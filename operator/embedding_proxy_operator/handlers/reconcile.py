@@ -179,6 +179,10 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
 
         for notice in result.warnings:
             state.post_event(proxy, "Warning", notice.reason, notice.message, once=True)
+        for fact in facts:
+            if fact.type == names.ROLLOUT_NEEDS_SPARE_GPU and fact.status == "False":
+                # Fixed: should the trap come back, it is news again.
+                state.forget_notices(proxy, names.ROLLOUT_NEEDS_SPARE_GPU)
 
         status = dict(proxy.get("status") or {})
         if written and status.get("configVersion") != result.version:

@@ -114,6 +114,12 @@ class State:
             message = message[: MAX_EVENT_MESSAGE - 1] + "…"
         kopf.event(dict(proxy), type=type_, reason=reason, message=message)
 
+    def forget_notices(self, proxy: Mapping[str, Any], reason: str) -> None:
+        """Let the next `once` event of this reason through again."""
+        key = (proxy["metadata"]["namespace"], proxy["metadata"]["name"])
+        seen = self.notices.get(key, set())
+        seen -= {n for n in seen if n[0] == reason}
+
     async def close(self) -> None:
         self.closed = True
         if self._kube is not None:
