@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from embedding_proxy_operator import rollout
+
 EXAMPLE_GPU = ("--set", "example.enabled=true")
 EXAMPLE_CPU = ("--set", "example.enabled=true", "--set", "example.variant=cpu")
 NAMESPACED = (
@@ -319,6 +321,8 @@ def test_example_wires_tei_proxy_and_service(variant: str, render: Any, kit: Any
         assert container["image"].startswith("ghcr.io/huggingface/text-embeddings-inference:cpu-")
         assert "nvidia.com/gpu" not in limits
         assert "tolerations" not in pod["spec"]
+    # The GPU variant rolls in place: the sidecar's injection must not wait for a second GPU.
+    assert rollout.surge_fact(tei, "tei").status == "False"
     assert "--model-id=BAAI/bge-small-en-v1.5" in container["args"]
     assert "--hostname=0.0.0.0" in container["args"]
     tei_port = container["ports"][0]["containerPort"]
