@@ -159,6 +159,10 @@ def test_lanes_are_defaulted_and_bounded(crds: ControlPlane) -> None:
         )
         assert out.returncode != 0 and "spec.batching.lanes" in out.stderr, bad
         assert field in out.stderr
+    # A lane named twice in the signal's list: refused as a set's duplicate.
+    spec = {**lane_specs.lanes(*lane_specs.TWO), "autoscaling": {"lanes": ["batch", "batch"]}}
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
+    assert out.returncode != 0 and "spec.autoscaling.lanes[1]: Duplicate value" in out.stderr
 
 
 # CEL functions and macros a Kubernetes 1.29 API server offers in CRD validation rules (the
