@@ -25,12 +25,6 @@ FIX = (
 
 
 @dataclass(frozen=True)
-class Gpu:
-    container: str
-    resource: str
-
-
-@dataclass(frozen=True)
 class Fenceposts:
     """A RollingUpdate's bounds, in pods, as the Deployment controller resolves them."""
 
@@ -39,9 +33,9 @@ class Fenceposts:
     replicas: int
 
 
-def gpu_request(deployment: Mapping[str, Any]) -> Gpu | None:
-    """The first container (init containers too) that requests or limits a GPU: any extended
-    resource named `<vendor>/gpu` (nvidia.com/gpu, amd.com/gpu, ...), at a count above 0."""
+def gpu_request(deployment: Mapping[str, Any]) -> str | None:
+    """The GPU resource the first container (init containers too) requests or limits that asks
+    for one: any extended resource `<vendor>/gpu` (nvidia.com/gpu, amd.com/gpu, ...) above 0."""
     pod = patches.pod_spec(deployment)
     for field in ("initContainers", "containers"):
         for c in pod.get(field) or []:
@@ -49,7 +43,7 @@ def gpu_request(deployment: Mapping[str, Any]) -> Gpu | None:
             for kind in ("limits", "requests"):
                 for resource, amount in (resources.get(kind) or {}).items():
                     if str(resource).endswith("/gpu") and _positive(amount):
-                        return Gpu(str(c.get("name", "?")), str(resource))
+                        return str(resource)
     return None
 
 
@@ -108,13 +102,13 @@ def surge_fact(deployment: Mapping[str, Any], target: str) -> Fact:
     )
     if posts.max_surge == 0 or posts.max_unavailable > 0:
         msg = (
-            f"Deployment {target!r} requests {gpu.resource} and rolls out with {bounds}: "
+            f"Deployment {target!r} requests {gpu} and rolls out with {bounds}: "
             "an old pod may stop before its replacement starts, so no spare GPU is needed"
         )
         return Fact(kind, "False", "RolloutFits", msg)
     # Under an Event's length limit (handlers.state.MAX_EVENT_MESSAGE) for a usual name.
     msg = (
-        f"Deployment {target!r} requests {gpu.resource} and rolls out with {bounds}: each "
+        f"Deployment {target!r} requests {gpu} and rolls out with {bounds}: each "
         "rollout (the operator's included) needs a spare GPU, or its new pod stays Pending for "
         f"good. To roll in place, {FIX}"
     )
