@@ -145,9 +145,9 @@ def plan(
         message = f"{spec.sidecar.image} runs as {where} in Deployment {target!r}"
         out.facts = [found, Fact(names.SIDECAR_INJECTED, "True", "Injected", message)]
     # Rolling the pods (injection in Deployment mode; in both modes, every change that needs a
-    # restart) may need a GPU that is not there.
+    # restart) may need a GPU that is not there. (SidecarInjected stays the last fact.)
     surge = rollout.surge_fact(deployment, target)
-    out.facts.append(surge)
+    out.facts.insert(0, surge)
     if surge.status == "True":
         out.warnings.append(Notice(names.ROLLOUT_NEEDS_SPARE_GPU, surge.message))
     out.warnings += _advice(deployment, spec)

@@ -107,8 +107,11 @@ def test_a_value_the_api_server_would_refuse_is_not_called_a_trap() -> None:
     assert rollout.surge_fact(deployment(strategy=rolling("one", 0)), "tei").status == "False"
 
 
-def test_the_plan_says_so_in_a_condition_and_a_warning() -> None:
-    proxy = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"targetRef": {"name": "tei"}}}
+@pytest.mark.parametrize("mode", ["Deployment", "Webhook"])
+def test_the_plan_says_so_in_a_condition_and_a_warning(mode: str) -> None:
+    # Both modes roll the pods for a change that needs a restart.
+    spec = {"targetRef": {"name": "tei"}, "injection": mode}
+    proxy = {"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}
     trapped = plan(proxy, deployment(), True)
     (fact,) = [f for f in trapped.facts if f.type == names.ROLLOUT_NEEDS_SPARE_GPU]
     assert fact.status == "True"
