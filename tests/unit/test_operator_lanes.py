@@ -12,6 +12,7 @@ import yaml
 from tests.helpers import lane_specs
 from tests.helpers.lane_specs import TWO, lanes
 
+from embedding_proxy import config as proxy_config
 from embedding_proxy_operator import render
 from embedding_proxy_operator import spec as spec_module
 from embedding_proxy_operator.spec import SpecError, parse
@@ -33,6 +34,17 @@ def test_refused_lane_specs(fields: dict[str, Any], message: str) -> None:
 @pytest.mark.parametrize("fields", lane_specs.ACCEPTED)
 def test_accepted_lane_specs(fields: dict[str, Any]) -> None:
     spec(fields)
+
+
+@pytest.mark.parametrize("fields", lane_specs.ACCEPTED)
+def test_the_proxy_takes_every_accepted_lane_spec(fields: dict[str, Any]) -> None:
+    """What the operator accepts and writes, the proxy loads: the same lanes, default and signal."""
+    rendered = render.proxy_config(spec(fields))
+    batching = proxy_config.validate(rendered).batching
+    assert [lane.name for lane in batching.lane_list] == [
+        lane["name"] for lane in rendered["batching"]["lanes"]
+    ]
+    assert batching.signal_lanes == rendered["batching"].get("signal_lanes", [])
 
 
 @pytest.mark.parametrize(
