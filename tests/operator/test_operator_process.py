@@ -92,7 +92,9 @@ async def test_batching_change_rewrites_the_configmap_and_leaves_pods_alone(
     template = (await injected(api, paths))["spec"]["template"]
     first = await eventually(lambda: config_of(api, paths), "the ConfigMap")
 
-    await api.merge(f"{paths.proxies}/tei", {"spec": {"batching": {"maxWaitMilliseconds": 20}}})
+    lanes = [{"name": "search", "minShare": 0}, {"name": "indexing", "minShare": 0.2}]
+    batching = {"maxWaitMilliseconds": 20, "lanes": lanes, "defaultLane": "indexing"}
+    await api.merge(f"{paths.proxies}/tei", {"spec": {"batching": batching}})
 
     async def rewritten() -> Obj | None:
         config = await config_of(api, paths)
@@ -100,7 +102,12 @@ async def test_batching_change_rewrites_the_configmap_and_leaves_pods_alone(
 
     second = await eventually(rewritten, "the new batching settings in the ConfigMap")
     assert second["version"] != first["version"]
-    Config.model_validate(second)
+    loaded = Config.model_validate(second).batching
+    assert [(lane.name, lane.min_share) for lane in loaded.lane_list] == [
+        ("search", 0.0),
+        ("indexing", 0.2),
+    ]
+    assert loaded.default_lane == "indexing"
 
     async def reported() -> Obj | None:
         cr = await api.get(f"{paths.proxies}/tei")
