@@ -167,7 +167,13 @@ class BatchingConfig(Section):
     max_wait_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest an input waits for its batch to fill."
     )
-    max_concurrency: int = Field(4, ge=1, le=1024, description="Upstream calls at once.")
+    max_concurrency: int | Literal["auto"] = Field(
+        "auto",
+        description="Upstream calls at once; auto: found while running (concurrency_limit.py).",
+    )
+    max_concurrency_limit: int = Field(
+        32, ge=1, le=1024, description="Most upstream calls at once under auto (and TEI's permits)."
+    )
     queue_capacity: int = Field(4096, ge=1, description="Inputs waiting at most; beyond that, 429.")
     flush_mode: Literal["adaptive", "deadline"] = Field(
         "adaptive",
@@ -235,6 +241,16 @@ class BatchingConfig(Section):
         if self.lanes:
             return self.lanes
         return default_lanes(self.queue_capacity)
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        # "auto", or a number of calls (flags and environment give strings).
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
+            return value
+        raise ValueError("must be auto or a number of calls from 1 to 1024")
 
 
 class AuthConfig(Section):

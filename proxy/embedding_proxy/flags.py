@@ -97,6 +97,15 @@ def _default(field: FieldInfo) -> str:
     return str(value)
 
 
+def _metavar(kind: Any) -> str:
+    """INT, FLOAT, FILE or TEXT; `int | Literal["auto"]` → INT|auto."""
+    if get_origin(kind) in (Union, types.UnionType):
+        return "|".join(_metavar(k) for k in get_args(kind))
+    if get_origin(kind) is Literal:
+        return "|".join(str(c) for c in get_args(kind))
+    return {int: "INT", float: "FLOAT", Path: "FILE"}.get(kind, "TEXT")
+
+
 def _comma_list(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
@@ -121,8 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel] = Conf
         elif get_origin(kind) is list:
             kwargs.update(type=_comma_list, metavar="A,B")
         else:
-            metavar = {int: "INT", float: "FLOAT", Path: "FILE"}.get(kind, "TEXT")
-            kwargs["metavar"] = metavar
+            kwargs["metavar"] = _metavar(kind)
         groups[section].add_argument(flag.option, **kwargs)
 
 

@@ -49,6 +49,11 @@ class Metrics:
             "Most inputs one upstream call may hold now: the setting, capped by TEI's limit.",
             registry=r,
         )
+        self.upstream_concurrency_limit = Gauge(
+            PREFIX + "upstream_concurrency_limit",
+            "Upstream calls that may run at once now: max_concurrency, or what auto has found.",
+            registry=r,
+        )
         self.upstream_up = Gauge(
             PREFIX + "upstream_up",
             "1 while the upstream answers its health check, 0 while it does not.",

@@ -15,7 +15,7 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
     assert config.batching.max_batch_size == 10  # file
     assert config.batching.max_wait_ms == 9  # env over file
     assert config.server.port == 9002  # flags over env
-    assert config.batching.max_concurrency == 4  # default
+    assert config.batching.max_concurrency == "auto"  # default
     assert config.version == "abc"
 
 

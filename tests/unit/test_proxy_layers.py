@@ -12,8 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "proxy" / "embedding_proxy"
 
 # Bottom to top. A subpackage (bench, simulator) counts as one module.
 LAYERS: list[tuple[str, set[str]]] = [
-    # Plain data and rules about it: settings, error shapes, the pure flush policy.
-    ("model", {"config", "lane_config", "errors", "smoothing", "batch_policy", "lanes"}),
+    # Plain data and rules about it: settings, error shapes, the pure flush policy and
+    # concurrency controller.
+    (
+        "model",
+        {"config", "lane_config", "errors", "smoothing", "batch_policy", "lanes", "concurrency_limit"},
+    ),
     # Decisions without I/O: batching, the dialects, splitting answers, retries, rate limits,
     # what a forwarded request may carry, the command line's flags.
     (
