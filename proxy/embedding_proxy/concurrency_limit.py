@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 LATENCY_WEIGHT = 0.125  # the price of latency: 8% more latency must buy 1% more inputs/s
 MARGIN = 0.025  # a step is kept when it raises the score by more than this (about 2.5%)
-WINDOW_ROUNDS = 8  # a window holds at least this many rounds of calls (limit x rounds calls) ...
+WINDOW_ROUNDS = 16  # a window holds at least this many rounds of calls (limit x rounds calls) ...
 MIN_WINDOW_CALLS = 8  # ... and at least this many calls ...
-MIN_WINDOW_S = 0.1  # ... over at least this long
+MIN_WINDOW_S = 0.2  # ... over at least this long
 MAX_WINDOW_S = 2.0  # a window with at least MIN_WINDOW_CALLS ends after this long anyway
 HOLD_WINDOWS = 2  # windows at the held limit before the next probe ...
 MAX_HOLD_WINDOWS = 8  # ... doubling while probes are refused, up to this
@@ -176,7 +176,9 @@ class ConcurrencyLimit:
         up = self.up
         if (up and self.held >= self.bound) or (not up and self.held <= 1):
             up = not up
-        step = max(1, self.held // 2 if up else self.held // 3) * self.boost
+        # Up at least 2: one more call may gain nothing where two do (a pass running and the
+        # next one forming), and a plateau of one step must not hold the climb.
+        step = (max(2, self.held // 2) if up else max(1, self.held // 3)) * self.boost
         target = min(self.bound, self.held + step) if up else max(1, self.held - step)
         if target == self.held:  # bound is 1
             self.held_windows = 0
