@@ -28,7 +28,7 @@ def _positive(value: str) -> int:
     return n
 
 
-def _sweep(value: str) -> tuple[str, list[int]]:
+def _sweep(value: str) -> tuple[str, list[int | str]]:
     from .sweep import parse_sweep
 
     return parse_sweep(value)
@@ -109,7 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sweep",
         type=_sweep,
         metavar="NAME=V1,V2,...",
-        help="run at each value, e.g. concurrency=1,4,16,64,256; writes the curves as CSV",
+        help="run at each value, e.g. concurrency=1,4,16,64,256 or max-concurrency=1,2,4,auto; "
+        "writes the curves as CSV",
     )
     p.add_argument(
         "--plot", metavar="FILE.png", help="with --sweep: draw the curves (PNG, and SVG beside)"

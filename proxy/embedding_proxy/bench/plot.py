@@ -29,7 +29,15 @@ def curves(
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     targets = list(dict.fromkeys(r["target"] for r in rows))
     for target in targets:
-        mine = sorted((r for r in rows if r["target"] == target), key=lambda r: r["value"])
+        # A value that is not a number (max-concurrency's auto): a level across the plot.
+        for r in rows:
+            if r["target"] == target and not isinstance(r["value"], int):
+                level = dict(color=STYLE.get(target, {}).get("color"), linestyle="-.")
+                left.axhline(r["inputs_per_s"], label=f"{target} {r['value']}", **level)
+        mine = sorted(
+            (r for r in rows if r["target"] == target and isinstance(r["value"], int)),
+            key=lambda r: r["value"],
+        )
         xs = [r["value"] for r in mine]
         style = STYLE.get(target, {})
         left.plot(xs, [r["inputs_per_s"] for r in mine], label=target, **style)
@@ -39,7 +47,7 @@ def curves(
         right.plot(xs, [r["p99_ms"] for r in mine], label=f"{target} p99", **p99)
     for ax in (left, right):
         ax.set_xscale("log", base=2)
-        values = sorted({r["value"] for r in rows})
+        values = sorted({r["value"] for r in rows if isinstance(r["value"], int)})
         ax.set_xticks(values, [str(v) for v in values])
         ax.set_xlabel(label)
         ax.grid(True, which="major", alpha=0.3)

@@ -43,6 +43,20 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return orjson.loads(resp.read())
 
 
+def concurrency_limit(proxy_url: str) -> int | None:
+    """The proxy's `embedding_proxy_upstream_concurrency_limit` now, from its /metrics (None when
+    it serves them elsewhere or has no such gauge)."""
+    try:
+        with urllib.request.urlopen(proxy_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("embedding_proxy_upstream_concurrency_limit "):
+            return int(float(line.split()[1]))
+    return None
+
+
 class ServiceFailed(RuntimeError):
     """A started server exited before it answered; `reason` is the last line it wrote."""
 

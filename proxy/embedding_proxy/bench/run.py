@@ -19,6 +19,7 @@ from .procs import (
     Service,
     ServiceFailed,
     Watch,
+    concurrency_limit,
     get_json,
     local_pid,
     raise_nofile_limit,
@@ -31,11 +32,16 @@ DEFAULT_DURATION = 10.0
 MEMORY_TARGET_MB = 150
 
 
+# `ideal`'s calls at once when the proxy's max_concurrency is auto (it has no one number).
+AUTO_IDEAL_CONCURRENCY = 4
+
+
 def _proxy_max_concurrency(proxy_args: list[str]) -> int:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--max-concurrency", type=int)
+    p.add_argument("--max-concurrency")
     known, _ = p.parse_known_args(proxy_args)
-    return known.max_concurrency or BatchingConfig().max_concurrency
+    value = known.max_concurrency or BatchingConfig().max_concurrency
+    return int(value) if str(value).isdigit() else AUTO_IDEAL_CONCURRENCY
 
 
 def default_targets(args: argparse.Namespace) -> list[str]:
@@ -144,6 +150,9 @@ def run_target(
         result = load.go()
         for watch in watches.values():
             watch.stop()
+        if target == "proxy":
+            # What the proxy ran at by the end (auto's finding, or the fixed setting).
+            result["proxy_concurrency_limit"] = concurrency_limit(url)
     finally:
         if load is not None:
             load.kill()

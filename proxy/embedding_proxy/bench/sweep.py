@@ -18,8 +18,9 @@ from .procs import Service, get_json
 from .procs import start_simulator as start_sim
 from .run import run_target, settings_of
 
-# What a sweep may vary: the bench's own flags that take a positive integer.
-SWEEPABLE = ("concurrency", "inputs_per_request", "requests")
+# What a sweep may vary: the bench's own flags that take a positive integer, and the proxy's
+# max_concurrency (a number, or auto).
+SWEEPABLE = ("concurrency", "inputs_per_request", "requests", "max_concurrency")
 CSV_COLUMNS = (
     "target",
     "requests",
@@ -30,25 +31,28 @@ CSV_COLUMNS = (
     "p95_ms",
     "p99_ms",
     "proxy_cpu_us_per_request",
+    "proxy_concurrency_limit",
 )
 
 
-def parse_sweep(value: str) -> tuple[str, list[int]]:
-    """`NAME=v1,v2,...` -> (NAME, values), NAME one of SWEEPABLE (dashes or underscores)."""
+def parse_sweep(value: str) -> tuple[str, list[int | str]]:
+    """`NAME=v1,v2,...` -> (NAME, values), NAME one of SWEEPABLE (dashes or underscores);
+    max-concurrency also takes `auto`."""
     name, sep, values = value.partition("=")
     name = name.strip().replace("-", "_")
     if not sep or name not in SWEEPABLE:
         names = ", ".join(n.replace("_", "-") for n in SWEEPABLE)
         raise argparse.ArgumentTypeError(f"--sweep takes NAME=V1,V2,... with NAME one of {names}")
+    words = [v.strip() for v in values.split(",") if v.strip()]
+    auto = name == "max_concurrency" and "auto" in words
     try:
-        numbers = [int(v) for v in values.split(",") if v.strip()]
+        numbers = [int(v) for v in words if not (auto and v == "auto")]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--sweep values must be integers, got {values!r}"
-        ) from None
-    if not numbers or min(numbers) < 1:
+        what = "integers or auto" if name == "max_concurrency" else "integers"
+        raise argparse.ArgumentTypeError(f"--sweep values must be {what}, got {values!r}") from None
+    if not words or (numbers and min(numbers) < 1):
         raise argparse.ArgumentTypeError("--sweep needs at least one value, each at least 1")
-    return name, numbers
+    return name, [v if v == "auto" else int(v) for v in words]
 
 
 def csv_path(args: argparse.Namespace) -> Path:
@@ -86,7 +90,10 @@ def main(args: argparse.Namespace) -> int:
         settings: dict[str, Any] = {}
         for value in values:
             point = copy.copy(args)
-            setattr(point, name, value)
+            if name == "max_concurrency":
+                point.proxy_args = f"{args.proxy_args} --max-concurrency {value}"
+            else:
+                setattr(point, name, value)
             settings = settings_of(point, upstream, info)
             for target in settings["targets"]:
                 print(f"bench: {name}={value} {target} ...", file=sys.stderr, flush=True)
@@ -122,7 +129,11 @@ def read_csv(path: Path) -> tuple[str, list[dict[str, Any]]]:
         name = (reader.fieldnames or ["value"])[0]
         rows = []
         for r in reader:
-            row: dict[str, Any] = {"value": int(r[name]), "target": r["target"]}
+            value = r[name]
+            row: dict[str, Any] = {
+                "value": int(value) if value.isdigit() else value,
+                "target": r["target"],
+            }
             for c in CSV_COLUMNS[1:]:
                 row[c] = float(r[c]) if r[c] else None
             rows.append(row)
@@ -147,6 +158,12 @@ def summary(name: str, settings: dict[str, Any], rows: list[dict[str, Any]]) -> 
         ]
         for r in rows
     ]
+    if name == "max_concurrency":
+        # What each proxy ran at by the end: the setting, or where auto had got to.
+        headers.append("limit at end")
+        for row, r in zip(cells, rows, strict=True):
+            limit = r.get("proxy_concurrency_limit")
+            row.append("-" if limit is None else str(int(limit)))
     lines = [
         f"embedding-proxy bench --sweep {name}: {settings.get('tokens')} tokens/input, "
         f"{settings.get('inputs_per_request')} input(s)/request",
