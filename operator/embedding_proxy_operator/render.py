@@ -60,6 +60,7 @@ def proxy_config(spec: ProxySpec) -> Obj:
             "max_batch_tokens": bat.max_batch_tokens,
             "max_wait_ms": bat.max_wait_milliseconds,
             "max_concurrency": bat.max_concurrency,
+            "max_concurrency_limit": bat.max_concurrency_limit,
             "queue_capacity": bat.queue_capacity,
             "flush_mode": bat.flush_mode,
         },

@@ -10,7 +10,14 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Quantity = str | int
 MAX_INT32 = 2**31 - 1
@@ -156,7 +163,9 @@ class Batching(CamelModel):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_tokens: int = Field(16_384, ge=1)
     max_wait_milliseconds: int = Field(5, ge=0, le=10_000)
-    max_concurrency: int = Field(4, ge=1, le=1024)
+    # A number of calls, or "auto": the proxy finds it (left out: auto, as the CRD has it).
+    max_concurrency: int | Literal["auto"] = "auto"
+    max_concurrency_limit: int = Field(32, ge=1, le=1024)
     queue_capacity: int = Field(4096, ge=1)
     flush_mode: Literal["adaptive", "deadline"] = "adaptive"
     # Highest priority first; None: one queue for everything, as without lanes.
@@ -178,6 +187,13 @@ class Batching(CamelModel):
     @property
     def lane_names(self) -> tuple[str, ...]:
         return tuple(lane.name for lane in self.lanes or ())
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
+            return value
+        raise ValueError("must be auto or a number of calls from 1 to 1024")
 
 
 class Limits(CamelModel):

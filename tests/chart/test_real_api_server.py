@@ -35,6 +35,9 @@ def test_minimal_resource_is_accepted_and_defaulted(crds: ControlPlane) -> None:
     assert spec["sidecar"]["ports"]["api"] != spec["sidecar"]["ports"]["metrics"]
     assert spec["autoscaling"]["minReplicas"] <= spec["autoscaling"]["maxReplicas"]
     assert spec["upstream"]["url"] == "http://127.0.0.1:80"
+    # Left out, maxConcurrency is auto (the operator's and the proxy's default); its bound is set.
+    assert "maxConcurrency" not in spec["batching"]
+    assert spec["batching"]["maxConcurrencyLimit"] == 32
 
 
 @pytest.mark.parametrize(
@@ -78,10 +81,34 @@ def test_each_rule_refuses_with_its_message(
         {"upstream": {"url": "http://tei.default.svc:8000"}},
         {"sidecar": {"ports": {"api": 8080}}, "upstream": {"url": "http://localhost:8000/"}},
         {"autoscaling": {"minReplicas": 2}},
+        {"batching": {"maxConcurrency": "auto", "maxConcurrencyLimit": 8}},
+        {"batching": {"maxConcurrency": 6}},
     ],
 )
 def test_valid_partial_resources_are_accepted(crds: ControlPlane, spec: dict[str, Any]) -> None:
     crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec))
+
+
+RANGE = "maxConcurrency must be auto or a number of calls from 1 to 1024"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("fast", RANGE),
+        ("8", RANGE),
+        (0, RANGE),
+        (1025, RANGE),
+        (2.5, "spec.batching.maxConcurrency: Invalid value"),  # neither integer nor string
+    ],
+)
+def test_max_concurrency_is_auto_or_a_number_of_calls(
+    crds: ControlPlane, value: Any, message: str
+) -> None:
+    spec = {"batching": {"maxConcurrency": value}}
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
 
 
 # What an outside test found the CRD let through although the operator refused it, or both let

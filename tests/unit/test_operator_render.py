@@ -64,7 +64,13 @@ def apply(dep: Obj, ops: list[Obj]) -> Obj:
 FULL = {
     "upstream": {"url": "https://tei.internal:8443", "timeoutMilliseconds": 5000},
     "sidecar": {"ports": {"api": 8100, "metrics": 9100}, "drainSeconds": 3, "logLevel": "debug"},
-    "batching": {"maxBatchSize": 128, "maxWaitMilliseconds": 0, "flushMode": "deadline"},
+    "batching": {
+        "maxBatchSize": 128,
+        "maxWaitMilliseconds": 0,
+        "flushMode": "deadline",
+        "maxConcurrency": 6,
+        "maxConcurrencyLimit": 12,
+    },
     "limits": {"requestsPerSecond": 50, "burst": 100},
     "auth": {
         "apiKeysSecretRef": {"name": "keys", "key": "k"},
@@ -82,12 +88,19 @@ def test_the_config_is_one_the_proxy_accepts(fields: Obj) -> None:
     assert parsed.server.metrics_port != parsed.server.port
 
 
+def test_concurrency_is_auto_unless_set() -> None:
+    parsed = Config.model_validate(render.proxy_config(spec()))
+    assert parsed.batching.max_concurrency == "auto"
+    assert parsed.batching.max_concurrency_limit == 32
+
+
 def test_full_config_carries_every_setting() -> None:
     parsed = Config.model_validate(render.proxy_config(spec(**FULL)))
     assert parsed.server.port == 8100 and parsed.server.metrics_port == 9100
     assert parsed.upstream.url == "https://tei.internal:8443"
     assert parsed.upstream.timeout_ms == 5000
     assert parsed.batching.max_batch_size == 128 and parsed.batching.flush_mode == "deadline"
+    assert parsed.batching.max_concurrency == 6 and parsed.batching.max_concurrency_limit == 12
     assert parsed.limits.rate_per_second == 50 and parsed.limits.rate_burst == 100
     assert str(parsed.auth.api_keys_file) == f"{names.API_KEYS_DIR}/{names.API_KEYS_FILE}"
     assert str(parsed.upstream.api_key_file).startswith(names.UPSTREAM_KEY_DIR)
@@ -240,6 +253,8 @@ def test_user_ports_see_running_containers_only() -> None:
         ({"upstream": {"url": "tei:80"}}, "upstream.url must be http(s)://"),
         ({"batching": {"maxBatchSize": 0}}, "spec.batching.maxBatchSize"),
         ({"batching": {"maxBatchSzie": 8}}, "unknown field"),
+        ({"batching": {"maxConcurrency": "8"}}, "maxConcurrency: must be auto or a number"),
+        ({"batching": {"maxConcurrency": 0}}, "maxConcurrency: must be auto or a number"),
     ],
 )
 def test_bad_specs_are_named(fields: Obj, words: str) -> None:
