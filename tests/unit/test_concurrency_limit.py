@@ -5,17 +5,21 @@ changes."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import pytest
 from upstream_model import Model, Upstream, throughput
 
+from embedding_proxy.batch_policy import Caps
+from embedding_proxy.batcher import Batcher
 from embedding_proxy.concurrency_limit import (
     DECREASE,
     MIN_WINDOW_S,
     WINDOW_ROUNDS,
     ConcurrencyLimit,
 )
+from embedding_proxy.config import BatchingConfig
 
 
 def window(
@@ -177,3 +181,20 @@ def test_settles_again_within_ten_seconds_of_a_change(before: str, after: str) -
     _, good = best(after)
     held = run(model, c, 45.0)
     assert sum(h in good for h in held) >= 0.9 * len(held), sorted(set(held))
+
+
+async def test_the_batcher_reads_auto_or_the_number_and_keeps_within_its_bounds() -> None:
+    async def upper(key: object, items: list[str], deadline: float) -> list[str]:
+        await asyncio.sleep(0)
+        return [i.upper() for i in items]
+
+    b: Batcher = Batcher(upper, BatchingConfig(), Caps(max_inflight_inputs=3))
+    assert b.concurrency_limit == 3  # auto starts at 4, TEI's permits say 3
+    b.update(settings=BatchingConfig(max_concurrency_limit=2))
+    assert b.concurrency_limit == 2
+    deadline = asyncio.get_running_loop().time() + 30
+    entries = [b.submit("k", [f"t{i}"], [1], deadline)[0] for i in range(500)]
+    assert [await e.future for e in entries] == [f"T{i}" for i in range(500)]
+    assert 1 <= b.concurrency_limit <= 2
+    b.update(settings=BatchingConfig(max_concurrency=7))
+    assert b.concurrency_limit == 7
