@@ -176,7 +176,8 @@ class Batcher(Generic[K, I, R]):
         if fixed != "auto":
             return fixed
         if self._auto is None:
-            self._auto = ConcurrencyLimit(self._auto_bound(), asyncio.get_running_loop().time())
+            # Started at loop time 0: no call has run under it yet, so none is left out.
+            self._auto = ConcurrencyLimit(self._auto_bound(), 0.0)
         return self._auto.limit
 
     def _auto_bound(self) -> int:
