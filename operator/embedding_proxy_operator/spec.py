@@ -163,7 +163,7 @@ class Batching(CamelModel):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_tokens: int = Field(16_384, ge=1)
     max_wait_milliseconds: int = Field(5, ge=0, le=10_000)
-    # A number of calls, or "auto": the proxy finds it (left out: auto, as the CRD has it).
+    # A number of calls, or "auto": the proxy finds it (the default, as in the CRD).
     max_concurrency: int | Literal["auto"] = "auto"
     max_concurrency_limit: int = Field(32, ge=1, le=1024)
     queue_capacity: int = Field(4096, ge=1)

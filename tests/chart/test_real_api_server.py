@@ -35,8 +35,8 @@ def test_minimal_resource_is_accepted_and_defaulted(crds: ControlPlane) -> None:
     assert spec["sidecar"]["ports"]["api"] != spec["sidecar"]["ports"]["metrics"]
     assert spec["autoscaling"]["minReplicas"] <= spec["autoscaling"]["maxReplicas"]
     assert spec["upstream"]["url"] == "http://127.0.0.1:80"
-    # Left out, maxConcurrency is auto (the operator's and the proxy's default); its bound is set.
-    assert "maxConcurrency" not in spec["batching"]
+    # Left out, maxConcurrency is auto (the operator's and the proxy's default), with its bound.
+    assert spec["batching"]["maxConcurrency"] == "auto"
     assert spec["batching"]["maxConcurrencyLimit"] == 32
 
 
