@@ -275,7 +275,7 @@ class Proxy:
         m.queue_depth_avg.set(self.housekeeping.queue_depth_avg.value)
         m.groups.set(b.group_count)
         m.batch_size_limit.set(b.batch_size_limit)
-        m.upstream_concurrency_limit.set(b.concurrency_limit)
+        m.upstream_concurrency_limit.set(b.concurrency.limit())
         m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 

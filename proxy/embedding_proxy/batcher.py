@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 from .batch_policy import Caps, Flush, Limits, next_batch
-from .concurrency_limit import ConcurrencyLimit
+from .concurrency import Concurrency
 from .config import BatchingConfig
 from .lanes import Caller, Group, LaneState, fill, realign, unqueue
 
@@ -107,7 +107,8 @@ class Batcher(Generic[K, I, R]):
         answers: tuple[type[Exception], ...] = (),
         on_full: Callable[[str], None] | None = None,
     ) -> None:
-        self._dispatch = dispatch
+        self.concurrency = Concurrency(lambda: (self.settings, self.caps))  # calls at once
+        self._dispatch = self.concurrency.watch(dispatch)
         # Exceptions a dispatch raises as an answer (passed on quietly), not as a fault (logged).
         self._answers = answers
         self.settings = settings
@@ -129,7 +130,6 @@ class Batcher(Generic[K, I, R]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._set_lanes(settings)
-        self._auto: ConcurrencyLimit | None = None  # max_concurrency: auto
 
     # Live figures.
     @property
@@ -168,21 +168,6 @@ class Batcher(Generic[K, I, R]):
     @property
     def group_count(self) -> int:
         return len(self._groups)
-
-    @property
-    def concurrency_limit(self) -> int:
-        """Upstream calls that may run at once now: the setting, or what auto has found."""
-        fixed = self.settings.max_concurrency
-        if fixed != "auto":
-            return fixed
-        if self._auto is None:
-            # Started at loop time 0: no call has run under it yet, so none is left out.
-            self._auto = ConcurrencyLimit(self._auto_bound(), 0.0)
-        return self._auto.limit
-
-    def _auto_bound(self) -> int:
-        # The setting's bound, and TEI's permits (one call holds at least one).
-        return min(self.settings.max_concurrency_limit, self.caps.max_inflight_inputs)
 
     def submit(
         self,
@@ -240,10 +225,6 @@ class Batcher(Generic[K, I, R]):
             self._set_lanes(settings)
         if caps is not None:
             self.caps = caps
-        if self.settings.max_concurrency != "auto":
-            self._auto = None
-        elif self._auto is not None:
-            self._auto.rebound(self._auto_bound(), asyncio.get_running_loop().time())
         self._schedule()
 
     async def drain(self, timeout: float) -> bool:
@@ -318,7 +299,7 @@ class Batcher(Generic[K, I, R]):
             batch_tokens=min(s.max_batch_tokens, c.max_batch_tokens),
             max_wait=s.max_wait_ms / 1000,
             adaptive=s.flush_mode == "adaptive",
-            calls_free=self.concurrency_limit - self._calls,
+            calls_free=self.concurrency.limit() - self._calls,
             inputs_free=c.max_inflight_inputs - self._inflight_inputs,
             flush_all=self._flush_all,
         )
@@ -376,13 +357,12 @@ class Batcher(Generic[K, I, R]):
             lane.sent += 1
         if self._on_batch is not None:
             self._on_batch(batch, now)
-        task = asyncio.get_running_loop().create_task(self._run(key, batch, now, self._calls))
+        task = asyncio.get_running_loop().create_task(self._run(key, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: K, batch: list[Entry[I, R]], started: float, inflight: int) -> None:
+    async def _run(self, key: K, batch: list[Entry[I, R]]) -> None:
         deadline = max(e.deadline for e in batch)
-        ok = False
         try:
             results = await self._dispatch(key, [e.item for e in batch], deadline)
             if len(results) != len(batch):
@@ -399,7 +379,6 @@ class Batcher(Generic[K, I, R]):
                 if not entry.future.done():
                     entry.future.set_exception(exc)
         else:
-            ok = True
             for entry, result in zip(batch, results, strict=True):
                 if entry.future.done():
                     continue
@@ -412,18 +391,7 @@ class Batcher(Generic[K, I, R]):
             self._inflight_inputs -= len(batch)
             for entry in batch:
                 entry.lane.inflight -= 1  # type: ignore[union-attr]
-            if self._auto is not None:
-                self._tune(started, len(batch), inflight, ok)
             self._schedule()
-
-    def _tune(self, started: float, inputs: int, inflight: int, ok: bool) -> None:
-        """Feed auto one finished call; log a change of its limit (debug only)."""
-        auto = self._auto
-        assert auto is not None
-        before = auto.limit
-        now = asyncio.get_running_loop().time()
-        if auto.sample(started, now, inputs, inflight, ok, self._auto_bound()) != before:
-            log.debug("upstream concurrency limit %d -> %d", before, auto.limit)
 
     def _check_idle(self) -> None:
         if not self._calls and not self.queue_depth:

@@ -1,6 +1,6 @@
 """The self-tuning upstream concurrency behind `batching.max_concurrency: auto`, pure: no loop,
-no clock, no I/O. The batcher feeds it one sample per finished upstream call (times passed in)
-and reads `limit`. Tested by table and against modelled upstreams in
+no clock, no I/O. The batcher (through concurrency.py) feeds it one sample per finished upstream
+call (times passed in) and reads `limit`. Tested by table and against modelled upstreams in
 tests/unit/test_concurrency_limit.py.
 
 What it looks for: the number of calls in flight that gives the most inputs per second without

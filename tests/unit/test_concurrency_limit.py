@@ -189,12 +189,12 @@ async def test_the_batcher_reads_auto_or_the_number_and_keeps_within_its_bounds(
         return [i.upper() for i in items]
 
     b: Batcher = Batcher(upper, BatchingConfig(), Caps(max_inflight_inputs=3))
-    assert b.concurrency_limit == 3  # auto starts at 4, TEI's permits say 3
+    assert b.concurrency.limit() == 3  # auto starts at 4, TEI's permits say 3
     b.update(settings=BatchingConfig(max_concurrency_limit=2))
-    assert b.concurrency_limit == 2
+    assert b.concurrency.limit() == 2
     deadline = asyncio.get_running_loop().time() + 30
     entries = [b.submit("k", [f"t{i}"], [1], deadline)[0] for i in range(500)]
     assert [await e.future for e in entries] == [f"T{i}" for i in range(500)]
-    assert 1 <= b.concurrency_limit <= 2
+    assert 1 <= b.concurrency.limit() <= 2
     b.update(settings=BatchingConfig(max_concurrency=7))
-    assert b.concurrency_limit == 7
+    assert b.concurrency.limit() == 7

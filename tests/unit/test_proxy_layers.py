@@ -16,7 +16,15 @@ LAYERS: list[tuple[str, set[str]]] = [
     # concurrency controller.
     (
         "model",
-        {"config", "lane_config", "errors", "smoothing", "batch_policy", "lanes", "concurrency_limit"},
+        {
+            "config",
+            "lane_config",
+            "errors",
+            "smoothing",
+            "batch_policy",
+            "lanes",
+            "concurrency_limit",
+        },
     ),
     # Decisions without I/O: batching, the dialects, splitting answers, retries, rate limits,
     # what a forwarded request may carry, the command line's flags.
@@ -24,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "logic",
         {
             "batcher",
+            "concurrency",
             "tei_api",
             "openai_api",
             "splitting",
