@@ -6,7 +6,7 @@ added until the next would push the batch over `max_batch_tokens` (or it holds
 `max_batch_requests`). One batch runs on the GPU while the next is already taken and waiting, so
 inputs that arrive meanwhile wait for the batch after that. Inputs whose caller went away are
 skipped. The forward pass itself is modelled by a sleep whose length follows `CostModel`: the
-simulator uses no CPU for it.
+simulator uses no CPU for it (`torch_backend.TorchEngine` runs a real encoder instead).
 
 With internal batching off, each request is its own forward pass, run one after another: a server
 that does no batching of its own.
@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Forward:
     queue_seconds: float
     inference_seconds: float
     batch_size: int
+    vector: Any = None  # the pooled output of a real forward pass; None for the cost model
 
 
 @dataclass(eq=False, slots=True)
@@ -56,6 +58,7 @@ class Entry:
     group: int  # inputs submitted together (one request) share a group
     future: asyncio.Future[Forward]
     enqueued: float
+    payload: Any = None  # what a real forward pass reads (the tokenized input)
 
 
 def take_batch(
@@ -147,6 +150,9 @@ class Engine:
     internal_batching: bool = True
     replicas: int = 1
     on_forward: OnForward | None = None
+    # What /info reports of the model behind the engine.
+    model_dtype: str = "float16"
+    pooling: str = "cls"
     queue: deque[Entry] = field(default_factory=deque)
     _groups: itertools.count = field(default_factory=itertools.count)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -172,15 +178,17 @@ class Engine:
             entry.future.cancel()
         self.queue.clear()
 
-    def submit(self, tokens: list[int]) -> list[asyncio.Future[Forward]]:
+    def submit(
+        self, tokens: list[int], payloads: Sequence[Any] | None = None
+    ) -> list[asyncio.Future[Forward]]:
         """Queue inputs of one request (all at once, so a batch can take them together)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         group = next(self._groups)
         futures = []
-        for n in tokens:
+        for i, n in enumerate(tokens):
             future: asyncio.Future[Forward] = loop.create_future()
-            self.queue.append(Entry(n, group, future, now))
+            self.queue.append(Entry(n, group, future, now, payloads[i] if payloads else None))
             futures.append(future)
         self._wakeup.set()
         return futures
@@ -213,14 +221,19 @@ class Engine:
                 if not live:
                     continue
                 tokens = sum(e.tokens for e in live)
-                seconds = self.cost.seconds(tokens)
                 started = loop.time()
-                await asyncio.sleep(seconds)
+                vectors = await self.forward(live, tokens)
                 took = loop.time() - started
                 if self.on_forward is not None:
                     self.on_forward(len(live), tokens, took)
-                for e in live:
+                for e, vector in zip(live, vectors, strict=True):
                     if not e.future.done():
-                        e.future.set_result(Forward(started - e.enqueued, took, len(live)))
+                        e.future.set_result(Forward(started - e.enqueued, took, len(live), vector))
             finally:
                 self._slots.release()
+
+    async def forward(self, batch: list[Entry], tokens: int) -> Sequence[Any]:
+        """One forward pass over `batch`: here a sleep as long as the cost model says, with no
+        output per input."""
+        await asyncio.sleep(self.cost.seconds(tokens))
+        return [None] * len(batch)

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from . import schema
+from .backends import build_engine
 from .errors import (
     BODY_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
@@ -22,11 +23,11 @@ from .errors import (
     syntax_error,
 )
 from .faults import Faults
-from .gpu import CostModel, Engine, Forward, Permits
+from .gpu import Forward, Permits
 from .metrics import SimulatorMetrics
 from .settings import SimulatorSettings
 from .tokens import Encoded, encode
-from .vectors import vector_from_key
+from .vectors import model_vector, vector_from_key
 
 T = TypeVar("T")
 Done = tuple[Encoded, Forward]
@@ -41,7 +42,13 @@ class VectorCache:
         self.model_dimensions = model_dimensions
         self._items: OrderedDict[tuple[bytes, bool, int | None], bytes] = OrderedDict()
 
-    def json(self, key: bytes, normalize: bool, dimensions: int | None) -> bytes:
+    def json(
+        self, key: bytes, normalize: bool, dimensions: int | None, pooled: Any = None
+    ) -> bytes:
+        if pooled is not None:  # the model's own output: nothing to cache
+            return orjson.dumps(
+                model_vector(pooled, normalize, dimensions), option=orjson.OPT_SERIALIZE_NUMPY
+            )
         k = (key, normalize, dimensions)
         hit = self._items.get(k)
         if hit is not None:
@@ -70,14 +77,7 @@ class Simulator:
         self.metrics = SimulatorMetrics(
             queue_size=lambda: len(self.engine.queue), in_flight=lambda: self.permits.in_use
         )
-        self.engine = Engine(
-            cost=CostModel(settings.base_ms, settings.knee_tokens, settings.per_token_us),
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_requests=settings.max_batch_requests,
-            internal_batching=settings.internal_batching,
-            replicas=settings.backend_replicas,
-            on_forward=self.metrics.record_forward,
-        )
+        self.engine = build_engine(settings, self.metrics.record_forward)
         self.vectors = VectorCache(settings.vector_cache_size, settings.dimensions)
         self.faults = Faults()
         self.vocabulary: OrderedDict[int, str] = OrderedDict()  # for /decode, learned by /tokenize
@@ -134,7 +134,7 @@ class Simulator:
                 except TeiError as e:
                     outcomes.append(e)
             valid = [o for o in outcomes if isinstance(o, Encoded)]
-            futures = self.engine.submit([o.tokens for o in valid]) if valid else []
+            futures = self.engine.submit([o.tokens for o in valid], valid) if valid else []
             forwards = iter(await asyncio.gather(*futures))
         finally:
             self.permits.release(n)
@@ -154,7 +154,7 @@ class Simulator:
             await self.permits.acquire()
             try:
                 encoded = prepare(item)
-                (future,) = self.engine.submit([encoded.tokens])
+                (future,) = self.engine.submit([encoded.tokens], [encoded])
                 forward = await future
             finally:
                 self.permits.release()

@@ -10,6 +10,10 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+from .torch_backend import DEVICES, MODELS
+
+BACKENDS = ("cost-model", "torch")
+DEFAULT_MODEL_ID = "embedding-proxy/tei-simulator"
 DEFAULT_PROMPTS = {"query": "query: ", "passage": "passage: "}
 
 
@@ -17,7 +21,7 @@ DEFAULT_PROMPTS = {"query": "query: ", "passage": "passage: "}
 class SimulatorSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    model_id: str = "embedding-proxy/tei-simulator"
+    model_id: str = DEFAULT_MODEL_ID
     dimensions: int = 768
     max_client_batch_size: int = 32
     max_batch_tokens: int = 16384
@@ -36,8 +40,17 @@ class SimulatorSettings:
     per_token_us: float = 0.4
     backend_replicas: int = 1
     vector_cache_size: int = 4096
+    # `torch`: a real encoder of `model`'s dimensions runs each pass (see torch_backend.py).
+    backend: str = "cost-model"
+    model: str = "bert-base"
+    device: str = "auto"
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "torch":
+            self._take_model()
         positive = (
             "dimensions",
             "max_client_batch_size",
@@ -64,6 +77,20 @@ class SimulatorSettings:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
+    def _take_model(self) -> None:
+        """The model decides the vector size and the longest input; /info names it."""
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
+        spec = MODELS[self.model]
+        self.dimensions = spec.hidden
+        self.max_input_length = min(self.max_input_length, spec.max_positions)
+        if self.model_id == DEFAULT_MODEL_ID:
+            self.model_id = f"embedding-proxy/random-{self.model}"
+
 
 def _prompt(value: str) -> tuple[str, str]:
     name, sep, text = value.partition("=")
@@ -85,7 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tei = parser.add_argument_group("TEI limits (reported by /info)")
     tei.add_argument("--model-id", default=d.model_id)
-    tei.add_argument("--dimensions", type=int, default=d.dimensions, help="vector size")
+    tei.add_argument(
+        "--dimensions", type=int, help=f"vector size (default {d.dimensions}; torch: the model's)"
+    )
     tei.add_argument("--max-client-batch-size", type=int, default=d.max_client_batch_size)
     tei.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens)
     tei.add_argument("--max-batch-requests", type=int, default=None)
@@ -121,6 +150,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     gpu.add_argument("--vector-cache-size", type=int, default=d.vector_cache_size)
 
+    real = parser.add_argument_group("real forward pass (needs the [torch] extra)")
+    real.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=d.backend,
+        help="cost-model: a sleep per pass (default); torch: a random-weight encoder runs it",
+    )
+    real.add_argument(
+        "--model", choices=list(MODELS), default=d.model, help="torch: whose dimensions (bert-base)"
+    )
+    real.add_argument(
+        "--device", choices=DEVICES, default=d.device, help="torch: auto = cuda if there is one"
+    )
+    real.add_argument("--torch-threads", type=int, help="torch: CPU threads (default: torch's)")
+
 
 def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     """Build settings from parsed flags; a bad value exits with status 2 and one line saying why."""
@@ -133,11 +177,13 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
 
 
 def _settings(args: argparse.Namespace, prompts: dict[str, str]) -> SimulatorSettings:
+    if args.backend == "torch" and args.dimensions is not None:
+        raise ValueError("--dimensions goes with the cost model; with torch, the model decides")
     return SimulatorSettings(
         host=args.host,
         port=args.port,
         model_id=args.model_id,
-        dimensions=args.dimensions,
+        dimensions=768 if args.dimensions is None else args.dimensions,
         max_client_batch_size=args.max_client_batch_size,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_requests=args.max_batch_requests,
@@ -153,4 +199,8 @@ def _settings(args: argparse.Namespace, prompts: dict[str, str]) -> SimulatorSet
         per_token_us=args.per_token_us,
         backend_replicas=args.backend_replicas,
         vector_cache_size=args.vector_cache_size,
+        backend=args.backend,
+        model=args.model,
+        device=args.device,
+        torch_threads=args.torch_threads,
     )

@@ -25,7 +25,7 @@ from .tokens import (
     token_id,
     word_spans,
 )
-from .vectors import unit_score, vector_bytes, vector_from_key
+from .vectors import model_vector, unit_score, vector_bytes, vector_from_key
 
 ID2LABEL = {"0": "LABEL_0", "1": "LABEL_1"}
 
@@ -40,7 +40,7 @@ async def embed(sim: Simulator, request: web.Request) -> web.Response:
         prompt_name=req.prompt_name,
         dimensions=req.dimensions,
     )
-    vectors = [sim.vectors.json(e.key, req.normalize, req.dimensions) for e, _ in done]
+    vectors = [sim.vectors.json(e.key, req.normalize, req.dimensions, f.vector) for e, f in done]
     return json_response(b"[" + b",".join(vectors) + b"]", _headers(started, done))
 
 
@@ -55,14 +55,17 @@ async def openai_embed(sim: Simulator, request: web.Request) -> web.Response:
         dimensions=req.dimensions,
     )
     items = []
-    for i, (e, _) in enumerate(done):
-        if req.base64:
+    for i, (e, f) in enumerate(done):
+        if req.base64 and f.vector is not None:
+            raw = model_vector(f.vector, True, req.dimensions).tobytes()
+            vector = b'"' + base64.b64encode(raw) + b'"'
+        elif req.base64:
             raw = vector_bytes(
                 e.key, dimensions=req.dimensions, model_dimensions=sim.settings.dimensions
             )
             vector = b'"' + base64.b64encode(raw) + b'"'
         else:
-            vector = sim.vectors.json(e.key, True, req.dimensions)
+            vector = sim.vectors.json(e.key, True, req.dimensions, f.vector)
         items.append(b'{"object":"embedding","embedding":%b,"index":%d}' % (vector, i))
     tokens = sum(e.tokens for e, _ in done)
     body = b'{"object":"list","data":[%b],"model":%b,"usage":%b}' % (
@@ -194,7 +197,12 @@ async def similarity(sim: Simulator, request: web.Request) -> web.Response:
         prompt_name=req.prompt_name,
     )
     d = sim.settings.dimensions
-    vectors = [vector_from_key(e.key, model_dimensions=d) for e, _ in done]
+    vectors = [
+        vector_from_key(e.key, model_dimensions=d)
+        if f.vector is None
+        else model_vector(f.vector, True, None).tolist()
+        for e, f in done
+    ]
     source = vectors[0]
     cosines = [sum(a * b for a, b in zip(source, v, strict=True)) for v in vectors[1:]]
     return json_response(orjson.dumps(_f32(cosines)), _headers(started, done))
@@ -248,8 +256,8 @@ async def info(sim: Simulator, request: web.Request) -> web.Response:
             {
                 "model_id": s.model_id,
                 "model_sha": None,
-                "model_dtype": "float16",
-                "model_type": {"embedding": {"pooling": "cls"}},
+                "model_dtype": sim.engine.model_dtype,
+                "model_type": {"embedding": {"pooling": sim.engine.pooling}},
                 "max_concurrent_requests": s.max_concurrent_requests,
                 "max_input_length": s.max_input_length,
                 "max_batch_tokens": s.max_batch_tokens,

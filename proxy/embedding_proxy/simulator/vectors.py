@@ -22,6 +22,7 @@ import functools
 import hashlib
 import math
 from array import array
+from typing import Any
 
 from .tokens import ids_key, text_key
 
@@ -109,6 +110,16 @@ def embedding(
         dimensions=dimensions,
         model_dimensions=model_dimensions,
     )
+
+
+def model_vector(pooled: Any, normalize: bool, dimensions: int | None) -> Any:
+    """A pooled float32 vector from a real forward pass (a numpy array), as TEI answers it: the
+    first `dimensions` components, then normalised to unit length."""
+    vector = pooled[:dimensions] if dimensions else pooled
+    if normalize:
+        norm = float((vector * vector).sum()) ** 0.5
+        vector = vector / max(norm, 1e-12)
+    return vector.astype("<f4")
 
 
 def unit_score(key: bytes, salt: bytes = b"") -> float:
