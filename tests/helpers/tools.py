@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -63,3 +64,15 @@ def helm_template(*flags: str, namespace: str) -> list[dict[str, Any]]:
     )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def require_torch() -> None:
+    """torch and transformers (the simulator's torch backend), or a failure in CI (where
+    scripts/bootstrap --test installs them) and a skip elsewhere."""
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed: run scripts/bootstrap --test"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import math
-import os
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -15,23 +13,12 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from tests.helpers.processes import PYTHON, Process, free_port, start_process
+from tests.helpers.tools import require_torch
 
 from embedding_proxy.simulator.torch_backend import MODELS
 
 JSON = {"Content-Type": "application/json"}
 TINY = MODELS["tiny"]
-
-
-def require_torch() -> None:
-    """In CI scripts/bootstrap --test installs torch and transformers, so a missing one fails;
-    elsewhere these tests skip."""
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    message = f"{', '.join(missing)} not installed: run scripts/bootstrap --test"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

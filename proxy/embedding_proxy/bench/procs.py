@@ -137,7 +137,9 @@ class Service:
         self.log.unlink(missing_ok=True)
 
 
-def start_service(name: str, args: list[str], port: int, ready_path: str) -> Service:
+def start_service(
+    name: str, args: list[str], port: int, ready_path: str, timeout: float = 30.0
+) -> Service:
     log = Path(tempfile.mkstemp(prefix=f"embedding-proxy-bench-{name}-", suffix=".log")[1])
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -145,7 +147,7 @@ def start_service(name: str, args: list[str], port: int, ready_path: str) -> Ser
         )
     service = Service(name, proc, port, log)
     try:
-        service.wait_ready(ready_path)
+        service.wait_ready(ready_path, timeout)
     except BaseException:
         service.stop()
         raise

@@ -124,7 +124,8 @@ class Encoder:
 
     def describe(self) -> str:
         torch = self.torch
-        where = f"CPU, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        where = f"CPU, {threads} thread{'s' if threads != 1 else ''}"
         if self.device.type == "cuda":
             where = torch.cuda.get_device_name(self.device)
         s = self.spec
