@@ -160,7 +160,7 @@ def machine(device: str) -> dict[str, Any]:
 
         if device != "cpu" and torch.cuda.is_available():
             gpu = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    return {**m, "gpu": gpu}
+    return {**m, "gpu": gpu, "load_start": os.getloadavg()[0]}
 
 
 def start_simulator(plan: Plan, model: str) -> Service:
@@ -303,6 +303,9 @@ def _document(
     cells: int,
 ) -> str:
     took = time.monotonic() - plan.started
+    load = "load average {:.1f} at the start, {:.1f} at the end".format(
+        info["load_start"], os.getloadavg()[0]
+    )
     lines = [
         f"`{plan.command}`: {plan.tokens} tokens/input, single-input requests (ideal: batches of "
         f"32, {IDEAL_CONCURRENCY} at once), about {plan.cell_seconds:g} s per cell; "
@@ -310,7 +313,7 @@ def _document(
         "",
         f"- machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB; "
         f"GPU: {info['gpu']}; {info['system']}, Python {platform.python_version()}, "
-        f"torch {info.get('torch', '?')}",
+        f"torch {info.get('torch', '?')}; {load}",
         *references,
         *[f"- {n}" for n in notes],
         "",
