@@ -6,6 +6,8 @@ import argparse
 
 import pytest
 
+from embedding_proxy.simulator.errors import ErrorType, TeiError
+from embedding_proxy.simulator.gpu import CostModel, Engine, Entry
 from embedding_proxy.simulator.settings import (
     SimulatorSettings,
     add_arguments,
@@ -56,3 +58,24 @@ def test_dimensions_flag_is_refused_with_torch(capsys: pytest.CaptureFixture[str
         settings_from_args(args)
     assert e.value.code == 2 and "the model decides" in capsys.readouterr().err
     assert settings_from_args(parser.parse_args(["--dimensions", "100"])).dimensions == 100
+
+
+class FailingEngine(Engine):
+    async def forward(self, batch: list[Entry], tokens: int) -> list[None]:
+        if any(e.tokens == 13 for e in batch):
+            raise TeiError(ErrorType.BACKEND, "out of memory", prefixed=True)
+        return [None] * len(batch)
+
+
+async def test_a_failed_pass_fails_its_inputs_and_the_engine_goes_on() -> None:
+    engine = FailingEngine(CostModel(), max_batch_tokens=16384, internal_batching=False)
+    engine.start()
+    try:
+        (bad,) = engine.submit([13])
+        with pytest.raises(TeiError) as e:
+            await bad
+        assert e.value.status == 424 and e.value.message == "Backend error: out of memory"
+        (good,) = engine.submit([5])
+        assert (await good).batch_size == 1
+    finally:
+        await engine.stop()

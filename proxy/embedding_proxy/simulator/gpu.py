@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TeiError
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -222,7 +224,13 @@ class Engine:
                     continue
                 tokens = sum(e.tokens for e in live)
                 started = loop.time()
-                vectors = await self.forward(live, tokens)
+                try:
+                    vectors = await self.forward(live, tokens)
+                except TeiError as e:  # a pass that failed fails its inputs, not the engine
+                    for entry in live:
+                        if not entry.future.done():
+                            entry.future.set_exception(e)
+                    continue
                 took = loop.time() - started
                 if self.on_forward is not None:
                     self.on_forward(len(live), tokens, took)

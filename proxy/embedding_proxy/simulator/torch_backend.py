@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..failure import Failure
+from .errors import ErrorType, TeiError
 from .gpu import Engine, Entry
 from .tokens import CLS_ID, PAD_ID, SEP_ID, VOCAB_SIZE, Encoded, token_id
 
@@ -168,7 +169,12 @@ class TorchEngine(Engine):
         assert self.encoder is not None
         vocab = self.encoder.spec.vocab
         ids = [input_ids(e.payload, vocab) for e in batch]
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.encoder, ids)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self.encoder, ids)
+        except Exception as e:  # out of memory, say: TEI answers such a pass with a Backend error
+            log.exception("forward pass of %d inputs, %d tokens failed", len(batch), tokens)
+            raise TeiError(ErrorType.BACKEND, str(e) or type(e).__name__, prefixed=True) from e
 
     async def stop(self) -> None:
         await super().stop()
