@@ -276,7 +276,7 @@ def run(plan: Plan) -> str:
 def _row(model: str, target: str, c: int, w: int | None, r: dict[str, Any]) -> list[str]:
     head = [model, target, "-" if target == "ideal" else str(c), "-" if w is None else str(w)]
     if "error" in r:
-        return [*head, "failed: " + r["error"], *["-"] * 6]
+        return [*head, "failed: " + r["error"], *["-"] * 7]
     cpu = r.get("proxy_cpu_us_per_request")
     return [
         *head,
@@ -285,13 +285,14 @@ def _row(model: str, target: str, c: int, w: int | None, r: dict[str, Any]) -> l
         f"{r['p99_ms']:.2f}",
         "-" if cpu is None else f"{cpu:.0f}",
         f"{r['upstream_batch']:.1f}",
+        f"{100 * r['loadgen_cpu_s'] / max(r['wall_s'], 1e-9):.0f}",
         f"{r['ok']:,}",
         f"{r['failed']:,}",
     ]
 
 
 HEADERS = ["model", "target", "concurrency", "workers", "inputs/s", "p50 ms", "p99 ms"]
-HEADERS += ["proxy CPU µs/req", "upstream batch (avg)", "ok", "failed"]
+HEADERS += ["proxy CPU µs/req", "upstream batch (avg)", "load generator CPU %", "ok", "failed"]
 
 
 def _document(
