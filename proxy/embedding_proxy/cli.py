@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__, flags, logs
+from . import __version__, cpus, flags, logs
 from . import config as config_module
 from .config import Config, ConfigError
 from .failure import Failure
@@ -40,6 +40,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args)
     logs.setup(config.server.log_level, config.server.log_format)
     path = args.config or config_module.env_config_path()
+    workers = cpus.workers(config.server.workers)
+    if workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config, workers, path, flags.settings_of(args))
     run(lambda: serve(config, reload=lambda: load_config(args), config_path=path))
     return 0
 

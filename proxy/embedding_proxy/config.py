@@ -28,6 +28,7 @@ from pydantic import (
 from .lane_config import MAX_SHARES, LaneConfig, default_lanes, key_line, lane_of, names
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
+MAX_WORKERS = 1024
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*")
 _USERINFO = re.compile(r"^([^:]+://)[^/?#]*@")
 _QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
@@ -53,6 +54,10 @@ class ServerConfig(Section):
     port: int = Field(8000, ge=1, le=65535, description="API port (TEI and OpenAI routes).")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
+    )
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Worker processes sharing the ports; auto: the container's CPU limit.",
     )
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger bodies get 413.")
     max_head_bytes: int = Field(
@@ -106,6 +111,16 @@ class ServerConfig(Section):
     access_log: bool = Field(
         False, description="Log every API request (method, route, status, inputs, timings, id)."
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        text = str(value).strip()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+            raise ValueError(f"must be auto or a whole number from 1 to {MAX_WORKERS}")
+        return int(text)
 
 
 class RetryConfig(Section):

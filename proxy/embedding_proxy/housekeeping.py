@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .auth import KeyStore
@@ -47,6 +48,8 @@ class Housekeeping:
         self.config = config
         # Queued and in-flight inputs (of signal_lanes), averaged: the `queue_depth_avg` metric.
         self.queue_depth_avg = MovingAverage(AVERAGE_SAMPLES)
+        # A worker process keeps to its share of TEI's limits (shares.worker_caps).
+        self.caps_share: Callable[[Caps], Caps] = lambda caps: caps
 
     async def sample_and_tidy(self) -> None:
         ticks = 0
@@ -75,7 +78,7 @@ class Housekeeping:
             try:
                 if up.info is None or now >= next_info:
                     info = await up.fetch_info()
-                    self.parts.batcher.update(caps=caps_of(info))
+                    self.parts.batcher.update(caps=self.caps_share(caps_of(info)))
                     next_info = now + refresh
                 ok = await up.healthy()
                 reason = "/health did not answer 200"

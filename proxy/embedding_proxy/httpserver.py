@@ -76,9 +76,16 @@ class Server:
         self._listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, backlog: int = 4096) -> None:
+    async def start(
+        self, host: str, port: int, backlog: int = 4096, reuse_port: bool = False
+    ) -> None:
         self._listener = await self.loop.create_server(
-            lambda: Connection(self), host, port, backlog=backlog, reuse_address=True
+            lambda: Connection(self),
+            host,
+            port,
+            backlog=backlog,
+            reuse_address=True,
+            reuse_port=reuse_port or None,  # worker processes share the port (SO_REUSEPORT)
         )
         self._sweeper = self.loop.create_task(self._sweep())
 

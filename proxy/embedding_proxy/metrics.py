@@ -17,6 +17,15 @@ PREFIX = "embedding_proxy_"
 QUEUE_DEPTH_AVG = PREFIX + "queue_depth_avg"
 CONFIG_INFO = PREFIX + "config_info"
 
+# With several worker processes the pod's figure of a sample is the sum over workers
+# (podmetrics.py), gauges included: they are amounts. These gauges are a setting or a state and
+# take the max or min instead; a gauge added later that is not an amount belongs here.
+GAUGE_RULES = {
+    CONFIG_INFO: "max",  # 1 for each version a worker runs
+    PREFIX + "batch_size_limit": "max",  # a limit per call, the same in every worker
+    PREFIX + "upstream_up": "min",  # 0 if any worker finds TEI not answering
+}
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 

@@ -25,10 +25,13 @@ async def serve(
     reload: Callable[[], Config] | None = None,
     config_path: Path | None = None,
     started: Callable[[], None] | None = None,
+    make_proxy: Callable[[Config, Callable[[], Config] | None], Proxy] = Proxy,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and return."""
+    """Serve until SIGTERM or SIGINT, then drain and return. A worker process (worker.py)
+    passes its own kind of proxy and shares the ports with its siblings."""
     server = config.server
-    proxy = Proxy(config, reload)
+    proxy = make_proxy(config, reload)
     listeners = [(server.port, api_handler(proxy, with_metrics=server.metrics_port is None))]
     if server.metrics_port is not None:
         listeners.append((server.metrics_port, metrics_handler(proxy)))
@@ -51,7 +54,7 @@ async def serve(
         vet = _key_check(proxy) if port == server.port else None
         http_server = Server(_after(started_up, handler), limits, vet)
         try:
-            await http_server.start(server.host, port)
+            await http_server.start(server.host, port, reuse_port=reuse_port)
         except OSError as e:
             for started_server in servers:
                 await started_server.close()
