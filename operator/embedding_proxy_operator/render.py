@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import names
+from . import cpu_limit, names
 from .spec import ProxySpec
 
 Obj = dict[str, Any]
@@ -43,6 +43,7 @@ def proxy_config(spec: ProxySpec) -> Obj:
             "host": "0.0.0.0",
             "port": side.ports.api,
             "metrics_port": side.ports.metrics,
+            "workers": cpu_limit.workers(side.workers, side.resources),
             "max_body_bytes": side.max_body_bytes,
             "drain_seconds": side.drain_seconds,
             "grace_seconds": side.grace_seconds,

@@ -130,6 +130,8 @@ class Sidecar(CamelModel):
     mode: Literal["Native", "Container"] = "Native"
     ports: Ports = Ports()
     resources: dict[str, dict[str, Quantity]] = Field(default_factory=default_resources)
+    # Proxy processes; unset: the CPU limit in `resources`, rounded up (cpu_limit.py).
+    workers: int | None = Field(None, ge=1, le=1024)
     drain_seconds: int = Field(5, ge=0, le=300)
     grace_seconds: int = Field(20, ge=0, le=3600)
     request_timeout_milliseconds: int = Field(30_000, ge=1)

@@ -268,10 +268,6 @@ class Proxy:
         return Response(503, body, JSON)
 
     async def handle_metrics(self, request: Request) -> Response:
-        self.refresh_gauges()
-        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
-
-    def refresh_gauges(self) -> None:
         m, b = self.metrics, self.batcher
         m.queue_depth.set(b.queue_depth)
         m.set_lanes(b.lanes)
@@ -281,6 +277,7 @@ class Proxy:
         m.batch_size_limit.set(b.batch_size_limit)
         m.upstream_concurrency_limit.set(b.concurrency.limit())
         m.upstream_up.set(1 if self.upstream.answering else 0)
+        return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
     async def handle_models(self, request: Request) -> Response:
         """OpenAI's model list, from TEI's /info (read now if it was never read)."""

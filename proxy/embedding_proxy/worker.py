@@ -49,6 +49,9 @@ class Spec:
         return orjson.dumps(asdict(self)).decode()
 
 
+_SCRAPE = Request("GET", "/metrics", "", {}, b"", None)
+
+
 class WorkerProxy(Proxy):
     def __init__(self, config: Config, reload: Callable[[], Config] | None, spec: Spec) -> None:
         super().__init__(config, reload)
@@ -76,7 +79,8 @@ class WorkerProxy(Proxy):
 
     async def _answer(self, command: str) -> bytes:
         if command == "metrics":
-            self.refresh_gauges()
+            # The proxy's own handler sets the gauges read at scrape time (whatever they are).
+            await super().handle_metrics(_SCRAPE)
             return podmetrics.encode(podmetrics.snapshot(self.metrics.registry))
         if command == "state":
             return orjson.dumps({"serving": self.serving, "not_ready": self.not_ready()})

@@ -230,3 +230,16 @@ def test_cel_rules_use_only_what_kubernetes_1_29_has(kit: Any) -> None:
         without_strings = re.sub(r"'[^']*'|\"[^\"]*\"", "''", rule)
         called = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", without_strings))
         assert called <= CEL_ON_1_29, f"{rule}: {called - CEL_ON_1_29} may be newer than 1.29"
+
+
+def test_sidecar_workers_is_a_count_left_unset_by_default(crds: ControlPlane) -> None:
+    out = crds.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=proxy({}))
+    assert "workers" not in json.loads(out.stdout)["spec"]["sidecar"]  # the CPU limit decides
+    spec = {"sidecar": {"workers": 4}}
+    out = crds.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=proxy(spec))
+    assert json.loads(out.stdout)["spec"]["sidecar"]["workers"] == 4
+    for bad in (0, 1025, "auto"):
+        spec = {"sidecar": {"workers": bad}}
+        out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
+        assert out.returncode != 0, bad
+        assert "spec.sidecar.workers" in out.stderr

@@ -198,13 +198,15 @@ def pod_processes(mode: str, sidecar: Obj, directory: Path) -> Iterator[tuple[Ob
     config_path = directory / f"proxy-{api_port}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     tei_args = [PYTHON, "-m", "embedding_proxy.simulator", "--port", str(tei_port)]
+    # As many worker processes as the operator rendered (from the CPU limit: 2 by default).
+    workers = ["--workers", str(config["server"]["workers"])]
     with ExitStack() as stack:
         tei = stack.enter_context(
             running([*tei_args, "--base-ms", "20"], tei_port, directory / f"tei-{tei_port}.log")
         )
         proxy = stack.enter_context(
             running(
-                proxy_args(tei.url, api_port, "--config", str(config_path)),
+                proxy_args(tei.url, api_port, "--config", str(config_path), *workers),
                 api_port,
                 directory / f"proxy-{api_port}.log",
                 ready_path="/ready",

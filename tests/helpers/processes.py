@@ -116,5 +116,8 @@ def proxy_args(upstream: str, port: int, *extra: str) -> list[str]:
         str(port),
         "--upstream",
         upstream,
+        # One process, as the tests were written for; a later `--workers` in `extra` wins.
+        "--workers",
+        "1",
         *extra,
     ]

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "forwarding",
             "flags",
             "priority",
+            "shares",
         },
     ),
     # Sockets, files, logs and metrics: the HTTP server and clients, the upstream, key files,
@@ -61,12 +62,18 @@ LAYERS: list[tuple[str, set[str]]] = [
             "reload",
             "auth",
             "failure",
+            "cpus",
+            "control",
+            "podmetrics",
         },
     ),
     # The proxy's handlers and what runs beside them.
     ("handlers", {"app", "routes", "respond", "housekeeping"}),
     # Programs made of the parts.
-    ("programs", {"serve", "cli", "demo", "bench", "simulator", "__init__"}),
+    (
+        "programs",
+        {"serve", "cli", "demo", "bench", "simulator", "__init__", "worker", "supervisor"},
+    ),
 ]
 
 # What model and logic must not import: sockets, HTTP, processes, metrics exposition.

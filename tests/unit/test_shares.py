@@ -1,0 +1,48 @@
+"""Pod-level limits split among worker processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedding_proxy.batch_policy import Caps
+from embedding_proxy.config import validate
+from embedding_proxy.shares import oversubscribed, share, worker_caps, worker_config
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 7, 16])
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5, 16, 64, 100, 512, 4096])
+def test_shares_add_up_to_the_limit_and_none_is_zero(limit: int, workers: int) -> None:
+    shares = [share(limit, i, workers) for i in range(workers)]
+    assert min(shares) >= 1
+    assert max(shares) - min(shares) <= 1  # as even as whole numbers go
+    assert sum(shares) == max(limit, workers)  # exactly the limit, unless it is below 1 each
+
+
+def test_a_worker_runs_with_its_share_of_the_pods_limits() -> None:
+    config = validate(
+        {
+            "server": {"workers": 3},
+            "batching": {"max_concurrency": 8, "queue_capacity": 100, "max_batch_size": 64},
+            "upstream": {"max_connections": 10},
+        }
+    )
+    ones = [worker_config(config, i, 3) for i in range(3)]
+    assert [c.batching.max_concurrency for c in ones] == [3, 3, 2]
+    assert [c.batching.queue_capacity for c in ones] == [34, 33, 33]
+    assert [c.upstream.max_connections for c in ones] == [4, 3, 3]
+    # Limits per upstream call hold for every call as they are.
+    assert {c.batching.max_batch_size for c in ones} == {64}
+    assert worker_config(config, 0, 1) is config
+
+
+def test_teis_concurrent_inputs_are_split_and_its_batch_limits_kept() -> None:
+    caps = Caps(max_batch_size=32, max_batch_tokens=16384, max_inflight_inputs=512)
+    parts = [worker_caps(caps, i, 3) for i in range(3)]
+    assert sum(p.max_inflight_inputs for p in parts) == 512
+    assert {(p.max_batch_size, p.max_batch_tokens) for p in parts} == {(32, 16384)}
+
+
+def test_limits_below_one_a_worker_are_named() -> None:
+    config = validate({"batching": {"max_concurrency": 2}})
+    assert oversubscribed(config, 4) == ["batching.max_concurrency=2"]
+    assert oversubscribed(config, 2) == []
