@@ -35,6 +35,22 @@ async def until(condition, what: str, seconds: float = 30.0) -> None:  # type: i
     pytest.fail(f"not within {seconds} s: {what}")
 
 
+async def answer_from_a_running_worker(url: str) -> tuple[str, tuple[int, str]]:
+    """/metrics and /ready on a new connection each try, until one lands on a worker that runs
+    (the kernel spreads connections by their addresses; a stopped worker answers none)."""
+    for _ in range(30):
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=4)) as http:
+                async with http.get(url + "/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                async with http.get(url + "/ready") as resp:
+                    return text, (resp.status, (await resp.json())["reason"])
+        except TimeoutError:
+            continue
+    pytest.fail("no running worker answered")
+
+
 def holds_a_client(worker: psutil.Process, port: int) -> bool:
     return any(
         c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
@@ -69,6 +85,20 @@ async def test_workers_answer_every_caller_and_metrics_are_the_pods(
         assert m["embedding_proxy_workers"] == WORKERS
         assert m["embedding_proxy_upstream_up"] == 1
         assert m["embedding_proxy_config_info{version=}"] == 1
+
+        # A stuck worker holds up no scrape: the other answers, within about a second, with the
+        # stuck one's last figures; the pod is not ready meanwhile.
+        stuck = workers[1]
+        stuck.suspend()
+        try:
+            text, ready = await answer_from_a_running_worker(proxy.url)
+        finally:
+            stuck.resume()
+        assert (
+            f'embedding_proxy_requests_total{{route="/embed",status="200"}} {len(requests)}.0'
+            in text
+        )
+        assert ready[0] == 503 and ready[1].endswith("did not answer"), ready
 
         # A worker that dies is restarted, logged, and what it had counted is still counted.
         victim = workers[0]

@@ -41,6 +41,12 @@ def _share(value: str) -> float:
     return share
 
 
+def _workers(value: str) -> str:
+    if value != "auto":
+        _positive(value)
+    return value
+
+
 def _rate(value: str) -> float:
     rate = float(value)
     if not rate > 0:
@@ -80,6 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--proxy-args", default="", help='flags for `serve`, e.g. --proxy-args="--max-wait-ms 2"'
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default="1",
+        help="worker processes of the started proxy: a number or auto (1, as earlier tables)",
     )
     p.add_argument(
         "--warmup", type=int, help="untimed requests per target first (default: concurrency, ≥200)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import socket
 import subprocess
@@ -67,13 +68,20 @@ class ServiceFailed(RuntimeError):
 
 
 def listens(pid: int, port: int) -> bool:
-    """Whether process `pid` itself has a listening socket on `port`: what answers on the port
-    may be another program that had it first."""
+    """Whether process `pid` itself (or, with worker processes, one of its children) has a
+    listening socket on `port`: what answers on the port may be another program that had it
+    first."""
     try:
-        conns = psutil.Process(pid).net_connections(kind="tcp")
+        conns = [c for p in _family(pid) for c in p.net_connections(kind="tcp")]
     except psutil.Error:
         return False
     return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    """The process and its children: a proxy with worker processes is all of them."""
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
 
 
 def local_pid(url: str) -> int | None:
@@ -169,7 +177,8 @@ def start_proxy(upstream: str, extra: list[str]) -> Service:
 
 @dataclass
 class Watch:
-    """CPU seconds (user + system) between start() and stop(), and peak RSS sampled every 50 ms."""
+    """CPU seconds (user + system) between start() and stop(), and peak RSS sampled every 50 ms,
+    of a process and its children (a proxy's worker processes)."""
 
     pid: int
     interval: float = 0.05
@@ -180,21 +189,28 @@ class Watch:
     _thread: threading.Thread | None = None
 
     def _cpu(self) -> float:
-        t = psutil.Process(self.pid).cpu_times()
-        return t.user + t.system
+        """The process's CPU and its children's (worker processes), alive ones."""
+        total = 0.0
+        for proc in _family(self.pid):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def _rss(self) -> int:
+        return sum(p.memory_info().rss for p in _family(self.pid))
 
     def _sample(self) -> None:
-        proc = psutil.Process(self.pid)
         while not self._stop.is_set():
             try:
-                self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+                self.peak_rss = max(self.peak_rss, self._rss())
             except psutil.Error:
                 return
             self._stop.wait(self.interval)
 
     def start(self) -> None:
         self._cpu0 = self._cpu()
-        self.peak_rss = psutil.Process(self.pid).memory_info().rss
+        self.peak_rss = self._rss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 

@@ -115,6 +115,7 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"upstream: {settings['upstream']}"
         + (" (through the proxy)" if settings["upstream"] == settings["proxy_url"] else ""),
         *([f"proxy: {settings['proxy_url']} (already running)"] if settings["proxy_url"] else []),
+        *([f"proxy: {settings['workers']} worker process(es)"] if settings.get("workers") else []),
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; load generator, "
         "proxy and a local upstream share them",
         "",
@@ -127,6 +128,11 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         lines.append("")
         lines.append("  ".join(f"{k}: {v:.2f}" for k, v in rat.items()))
     for r in results:
+        if "answers_checked" in r:
+            lines.append(
+                f"{r['target']}: {r['answers_checked'] - r['answers_wrong']} of "
+                f"{r['answers_checked']} answers checked equal the upstream's own"
+            )
         if r["failed"]:
             lines.append(f"{r['target']}: failures {r['statuses']}; first: {r['first_error']}")
     return "\n".join(lines)

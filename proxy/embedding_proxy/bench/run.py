@@ -13,7 +13,7 @@ import orjson
 
 from ..config import BatchingConfig
 from ..failure import Failure
-from . import report
+from . import report, verify
 from .procs import (
     LoadProcess,
     Service,
@@ -75,6 +75,7 @@ def settings_of(args: argparse.Namespace, upstream: str, info: dict[str, Any]) -
         "progress": sys.stderr.isatty(),
         "simulator_args": args.simulator_args if not (args.upstream or args.proxy) else None,
         "proxy_args": proxy_args,
+        "workers": args.workers if not args.proxy else None,
         "ideal_batch_size": args.ideal_batch_size or int(info.get("max_client_batch_size", 32)),
         "ideal_concurrency": args.ideal_concurrency or _proxy_max_concurrency(proxy_args),
         "timeout_s": args.timeout,
@@ -128,7 +129,8 @@ def run_target(
     running = settings["proxy_url"]
     try:
         if target == "proxy" and not running:
-            proxy = start_proxy(upstream, settings["proxy_args"])
+            workers = ["--workers", settings["workers"]]  # --proxy-args may say otherwise
+            proxy = start_proxy(upstream, [*workers, *settings["proxy_args"]])
     except ServiceFailed as e:
         raise Failure("the proxy did not start", e.reason, "check --proxy-args", 2) from None
     load: LoadProcess | None = None
@@ -153,6 +155,10 @@ def run_target(
         if target == "proxy":
             # What the proxy ran at by the end (auto's finding, or the fixed setting).
             result["proxy_concurrency_limit"] = concurrency_limit(url)
+        if target == "proxy" and url != upstream:
+            # Then, unmeasured: are the answers still each caller's own, in order?
+            checked = verify.answers(url, upstream, run_id)
+            result["answers_checked"], result["answers_wrong"] = checked
     finally:
         if load is not None:
             load.kill()
@@ -244,7 +250,7 @@ def main(args: argparse.Namespace) -> int:
         print(report.text_report(settings, results))
         if settings["connections"]:
             _print_memory_check(results)
-    return 0 if all(r["failed"] == 0 for r in results) else 1
+    return 0 if all(r["failed"] == 0 and not r.get("answers_wrong") for r in results) else 1
 
 
 def _print_memory_check(results: list[dict[str, Any]]) -> None:
