@@ -1,13 +1,21 @@
-"""The private line between the workers and their supervisor: unix sockets in a directory only
-this user may enter (the supervisor makes it with mode 0700). One command a connection: the
-asker writes a line, the server writes its answer and closes. Every wait is bounded, so a stuck
-peer costs the asker its timeout, never a hang."""
+"""The private line between the workers and their supervisor: unix sockets. On Linux in the
+abstract namespace (a name, no file: the sidecar's root filesystem is read-only), named with 64
+random bits a pod; elsewhere in a directory only this user may enter. Either way they carry only
+what `/metrics` and `/ready` tell anyone: the figures and the readiness of each worker.
+
+One command a connection: the asker writes a line, the server writes its answer and closes. Every
+wait is bounded, so a stuck peer costs the asker its timeout, never a hang."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,22 @@ async def listen(path: str, answer: Answer) -> asyncio.AbstractServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    return await asyncio.start_unix_server(handle, path, limit=MAX_COMMAND * 2)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)  # by hand: uvloop's own refuses abstract names
+    except OSError:
+        sock.close()
+        raise
+    return await asyncio.start_unix_server(handle, sock=sock, limit=MAX_COMMAND * 2)
+
+
+def addresses(names: list[str]) -> tuple[list[str], str | None]:
+    """Socket addresses for `names`, and the directory that holds them (None: abstract)."""
+    if sys.platform == "linux":
+        prefix = f"\0embedding-proxy-{secrets.token_hex(8)}-"
+        return [prefix + n for n in names], None
+    directory = tempfile.mkdtemp(prefix="embedding-proxy-")  # mode 0700
+    return [os.path.join(directory, n) for n in names], directory
 
 
 async def ask(path: str, command: str, timeout: float) -> bytes:
@@ -44,7 +67,14 @@ async def ask(path: str, command: str, timeout: float) -> bytes:
 
 
 async def _ask(path: str, command: str) -> bytes:
-    reader, writer = await asyncio.open_unix_connection(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, path)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         writer.write(command.encode() + b"\n")
         await writer.drain()

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,9 @@ class Supervisor:
         self.workers = workers
         self.config_path = config_path
         self.flags = flags
-        self.dir = tempfile.mkdtemp(prefix="embedding-proxy-")  # mode 0700: this user only
-        self.pod = os.path.join(self.dir, "pod.sock")
-        self.slots = [Slot(i, os.path.join(self.dir, f"worker-{i}.sock")) for i in range(workers)]
+        names = ["pod", *(f"worker-{i}" for i in range(workers))]
+        (self.pod, *sockets), self.dir = control.addresses(names)
+        self.slots = [Slot(i, address) for i, address in enumerate(sockets)]
         self.retired: podmetrics.Snapshot = []  # counts of workers that exited
         self.restarts = 0
         self.up = False  # every worker has served once: from now on one that exits is restarted
@@ -64,7 +63,11 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        pod = await control.listen(self.pod, self._answer)
+        try:
+            pod = await control.listen(self.pod, self._answer)
+        except OSError:
+            self._remove_dir()
+            raise
         handlers = {
             signal.SIGTERM: self._stop,
             signal.SIGINT: self._stop,
@@ -92,10 +95,14 @@ class Supervisor:
             for sig in handlers:
                 loop.remove_signal_handler(sig)
             pod.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self._remove_dir()
         if self.failed is None:
             log.info("stopped")
         return self.failed or 0
+
+    def _remove_dir(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # Signals.
     def _stop(self) -> None:
@@ -138,8 +145,9 @@ class Supervisor:
                 str(self.config_path) if self.config_path else None,
                 self.flags,
             )
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(slot.control)
+            if self.dir is not None:  # a socket file the last worker left
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(slot.control)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "embedding_proxy.worker", spec.encode(),
                 stdin=asyncio.subprocess.DEVNULL,

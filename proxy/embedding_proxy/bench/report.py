@@ -128,6 +128,10 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         lines.append("")
         lines.append("  ".join(f"{k}: {v:.2f}" for k, v in rat.items()))
     for r in results:
+        if r.get("proxy_inputs_per_call"):
+            lines.append(
+                f"{r['target']}: {r['proxy_inputs_per_call']:.1f} inputs per upstream call"
+            )
         if "answers_checked" in r:
             lines.append(
                 f"{r['target']}: {r['answers_checked'] - r['answers_wrong']} of "

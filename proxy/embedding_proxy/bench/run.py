@@ -155,6 +155,8 @@ def run_target(
         if target == "proxy":
             # What the proxy ran at by the end (auto's finding, or the fixed setting).
             result["proxy_concurrency_limit"] = concurrency_limit(url)
+        if proxy is not None:
+            result["proxy_inputs_per_call"] = verify.inputs_per_call(proxy.url)
         if target == "proxy" and url != upstream:
             # Then, unmeasured: are the answers still each caller's own, in order?
             checked = verify.answers(url, upstream, run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.request
 
 import aiohttp
 
@@ -41,3 +42,22 @@ async def _check(proxy: str, upstream: str, salt: str) -> tuple[int, int]:
 def answers(proxy: str, upstream: str, salt: str) -> tuple[int, int]:
     """(requests checked, requests whose answer differed from the upstream's or failed)."""
     return asyncio.run(_check(proxy, upstream, salt))
+
+
+def inputs_per_call(proxy: str) -> float | None:
+    """Inputs per upstream call so far, from the proxy's /metrics (the pod's, with workers)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(proxy + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in ("embedding_proxy_batch_size_sum", "embedding_proxy_batch_size_count")
+    }
+    calls = values.get("embedding_proxy_batch_size_count")
+    return values["embedding_proxy_batch_size_sum"] / calls if calls else None
