@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import orjson
 
 from . import control, podmetrics
 from .config import Config
+from .failure import cannot_listen
 from .metrics import GAUGE_RULES, PREFIX
 from .worker import Spec
 
@@ -105,8 +107,8 @@ class Supervisor:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # Signals.
-    def _stop(self) -> None:
-        if not self.stopping:
+    def _stop(self, quiet: bool = False) -> None:
+        if not self.stopping and not quiet:
             log.info("signal received: every worker drains and stops")
         self.stopping = True
         self.stop.set()
@@ -164,7 +166,7 @@ class Supervisor:
             if not self.up:  # the pod never started: stop it with this worker's code
                 log.error("worker %d exited with %s while starting", slot.index, code)
                 self.failed = code if code and code > 0 else 1
-                self._stop()
+                self._stop(quiet=True)
                 return
             self.restarts += 1
             if loop.time() - began >= STABLE_SECONDS:
@@ -260,10 +262,34 @@ class Supervisor:
         return None
 
 
+def check_ports(config: Config) -> None:
+    """Fail in one line, as one process would, when a port is taken: bound here without
+    SO_REUSEPORT, so that also another proxy's workers on it count (they would share it)."""
+    server = config.server
+    ports = [(server.port, "--port")]
+    if server.metrics_port is not None:
+        ports.append((server.metrics_port, "--metrics-port"))
+    for port, flag in ports:
+        try:
+            found = socket.getaddrinfo(
+                server.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, address in found:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind(address)
+        except OSError as e:
+            raise cannot_listen(server.host, port, e, flag) from None
+
+
 def supervise(config: Config, workers: int, config_path: Path | None, flags: dict[str, Any]) -> int:
     """Run `workers` worker processes until SIGTERM; the exit code."""
     from .serve import run
     from .shares import oversubscribed
+
+    check_ports(config)
 
     for limit in oversubscribed(config, workers):
         log.warning(

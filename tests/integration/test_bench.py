@@ -45,6 +45,23 @@ def test_bench_json_has_a_row_per_target(client: str) -> None:
     assert {"proxy/direct", "proxy/ideal"} <= set(report["ratios"])
 
 
+def test_bench_runs_the_proxy_with_worker_processes() -> None:
+    done = run_bench(
+        "--requests", "200", "--concurrency", "16", "--tokens", "5", "--warmup", "10",
+        "--targets", "proxy", "--workers", "2", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["settings"]["workers"] == "2"
+    (row,) = report["results"]
+    assert row["requests"] == row["ok"] == 200
+    # Each caller's answer equal to the upstream's own for the same inputs, in order.
+    assert row["answers_checked"] > 0 and row["answers_wrong"] == 0
+    # Every input counted once in the pod's metrics, whichever worker took it.
+    assert row["proxy_inputs_per_call"] >= 1
+    assert row["proxy_cpu_us_per_request"] > 0
+
+
 def test_bench_table_with_batches_of_several_inputs() -> None:
     done = run_bench(
         "--requests", "40", "--concurrency", "4", "--inputs-per-request", "3",

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 from tests.helpers.calls import close, embed, metrics
-from tests.helpers.processes import PYTHON, Process, Starter
+from tests.helpers.processes import PYTHON, Process, Starter, proxy_args
 
 from embedding_proxy.simulator.vectors import embedding
 
@@ -63,6 +63,19 @@ async def test_workers_answer_every_caller_and_metrics_are_the_pods(
 ) -> None:
     proxy = start_proxy(simulator.url, "--workers", str(WORKERS), ready_path="/ready")
     assert len(workers_of(proxy)) == WORKERS
+    # A second proxy on the same port is refused in one line, as one process would be, not let
+    # in to share it (its workers could: SO_REUSEPORT).
+    second = subprocess.run(
+        proxy_args(simulator.url, proxy.port, "--workers", str(WORKERS)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"embedding-proxy serve: cannot listen on 127.0.0.1:{proxy.port}: address already in "
+        "use; another program is using it: stop that, or choose another port with --port"
+    ]
     # Many connections, so that the kernel hands some to each worker; kept open to check that.
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:

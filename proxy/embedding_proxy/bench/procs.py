@@ -100,6 +100,21 @@ def local_pid(url: str) -> int | None:
     return None
 
 
+def supervisor_of(pid: int | None) -> int | None:
+    """A running proxy's own process: with worker processes, the supervisor of the worker that
+    listens (its CPU and its workers' are then all counted)."""
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        parent = proc.parent()
+        if parent is not None and "embedding_proxy.worker" in " ".join(proc.cmdline()):
+            return parent.pid
+    except psutil.Error:
+        pass
+    return pid
+
+
 @dataclass
 class Service:
     """A started server process with its log file."""
@@ -184,6 +199,8 @@ class Watch:
     interval: float = 0.05
     cpu_s: float = 0.0
     peak_rss: int = 0
+    switches: int = 0
+    _switches0: int = 0
     _cpu0: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -195,6 +212,14 @@ class Watch:
             with contextlib.suppress(psutil.Error):
                 t = proc.cpu_times()
                 total += t.user + t.system
+        return total
+
+    def _switches(self) -> int:
+        """Context switches so far (a process woken for fewer events switches more a request)."""
+        total = 0
+        for proc in _family(self.pid):
+            with contextlib.suppress(psutil.Error):
+                total += sum(proc.num_ctx_switches())
         return total
 
     def _rss(self) -> int:
@@ -209,6 +234,7 @@ class Watch:
             self._stop.wait(self.interval)
 
     def start(self) -> None:
+        self._switches0 = self._switches()
         self._cpu0 = self._cpu()
         self.peak_rss = self._rss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -216,6 +242,7 @@ class Watch:
 
     def stop(self) -> None:
         self.cpu_s = self._cpu() - self._cpu0
+        self.switches = self._switches() - self._switches0
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

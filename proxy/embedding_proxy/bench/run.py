@@ -24,6 +24,7 @@ from .procs import (
     local_pid,
     raise_nofile_limit,
     start_proxy,
+    supervisor_of,
 )
 from .procs import start_simulator as start_sim
 
@@ -129,7 +130,7 @@ def run_target(
     running = settings["proxy_url"]
     try:
         if target == "proxy" and not running:
-            workers = ["--workers", settings["workers"]]  # --proxy-args may say otherwise
+            workers = ["--workers", str(settings["workers"])]  # --proxy-args may say otherwise
             proxy = start_proxy(upstream, [*workers, *settings["proxy_args"]])
     except ServiceFailed as e:
         raise Failure("the proxy did not start", e.reason, "check --proxy-args", 2) from None
@@ -143,7 +144,9 @@ def run_target(
         if target == "proxy":
             url = proxy.url if proxy is not None else running
             # A running proxy's CPU is measured when it runs on this machine.
-            pids["proxy"] = proxy.proc.pid if proxy is not None else local_pid(running)
+            pids["proxy"] = (
+                proxy.proc.pid if proxy is not None else supervisor_of(local_pid(running))
+            )
         load = LoadProcess(load_spec(settings, target, url, run_id))
         load.wait_warm()
         watches = {name: Watch(pid) for name, pid in pids.items() if pid is not None}
@@ -174,6 +177,7 @@ def run_target(
         result["proxy_cpu_s"] = w.cpu_s
         result["proxy_cpu_us_per_request"] = w.cpu_s / max(1, result["requests"]) * 1e6
         result["proxy_peak_rss_mb"] = w.peak_rss / 2**20
+        result["proxy_switches_per_request"] = w.switches / max(1, result["requests"])
     return result
 
 

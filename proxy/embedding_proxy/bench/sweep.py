@@ -19,8 +19,8 @@ from .procs import start_simulator as start_sim
 from .run import run_target, settings_of
 
 # What a sweep may vary: the bench's own flags that take a positive integer, and the proxy's
-# max_concurrency (a number, or auto).
-SWEEPABLE = ("concurrency", "inputs_per_request", "requests", "max_concurrency")
+# max_concurrency (a number, or auto) and workers.
+SWEEPABLE = ("concurrency", "inputs_per_request", "requests", "max_concurrency", "workers")
 CSV_COLUMNS = (
     "target",
     "requests",
@@ -32,6 +32,7 @@ CSV_COLUMNS = (
     "p99_ms",
     "proxy_cpu_us_per_request",
     "proxy_concurrency_limit",
+    "proxy_inputs_per_call",
 )
 
 
@@ -109,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
 
         for written in plot.curves(rows, name, settings, Path(args.plot)):
             print(f"wrote {written}")
-    return 0 if all(r["failed"] == 0 for r in rows) else 1
+    return 0 if all(r["failed"] == 0 and not r.get("answers_wrong") for r in rows) else 1
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
