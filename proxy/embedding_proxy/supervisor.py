@@ -126,8 +126,9 @@ class Supervisor:
         self._signal(signal.SIGHUP)
 
     def _signal(self, sig: int, every: bool = False) -> None:
-        """To the serving workers (or, `every`, to all: one still starting would not know
-        SIGUSR1 or SIGHUP yet, and is told what it missed once it serves)."""
+        """To the serving workers, or, `every`, to all. One still starting would die of SIGUSR1
+        or SIGHUP (no handler yet): it reads the config file as it starts, and is told of a
+        drain once it serves."""
         for slot in self.slots:
             if slot.proc is not None and slot.proc.returncode is None and (every or slot.serving):
                 with contextlib.suppress(ProcessLookupError):

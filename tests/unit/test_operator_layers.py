@@ -34,6 +34,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "batchfill",
         "injection",
         "certs",
+        "cpu_limit",
     ),
     # Talking to the API server, the pods and Prometheus.
     "io": ("kube", "writes", "fetch", "metrics", "peering", "webhook_server"),
