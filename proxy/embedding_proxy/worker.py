@@ -26,7 +26,7 @@ from . import control, logs, podmetrics
 from .app import Proxy
 from .config import Config, ConfigError
 from .failure import Failure
-from .httpserver import Request, Response
+from .httpmessage import Request, Response
 from .shares import worker_caps, worker_config
 
 JSON = "application/json"
