@@ -46,3 +46,11 @@ def test_limits_below_one_a_worker_are_named() -> None:
     config = validate({"batching": {"max_concurrency": 2}})
     assert oversubscribed(config, 4) == ["batching.max_concurrency=2"]
     assert oversubscribed(config, 2) == []
+
+
+def test_each_lanes_capacity_is_split_too() -> None:
+    config = validate({"batching": {"lanes": "interactive:100,batch:7:0.1"}})
+    ones = [worker_config(config, i, 2) for i in range(2)]
+    lanes = [[(lane.name, lane.queue_capacity) for lane in c.batching.lanes or []] for c in ones]
+    assert lanes == [[("interactive", 50), ("batch", 4)], [("interactive", 50), ("batch", 3)]]
+    assert {c.batching.lanes[1].min_share for c in ones} == {0.1}  # type: ignore[index]
