@@ -1,11 +1,12 @@
 """Pod-level limits split among worker processes, pure.
 
 With `server.workers` > 1 each worker has its own batcher, so a limit meant for the pod (upstream
-calls at once, TEI's `max_concurrent_requests`, queue capacity and each lane's, memory for
-bodies, pooled upstream connections) is divided: worker `index` of `workers` gets `limit // workers`, and the
-first `limit % workers` workers one more, so the shares add up to the limit exactly. A share is
-never below 1 (a worker with no upstream slot could not serve), so only where the limit is below
-the number of workers do the shares add up to more: `workers` then, and the proxy says so at start.
+calls at once, TEI's `max_concurrent_requests`, queue capacity and each lane's, memory for bodies,
+pooled upstream connections) is divided: worker `index` of `workers` gets `limit // workers`, and
+the first `limit % workers` workers one more, so the shares add up to the limit exactly. A share
+is never below 1 (a worker with no upstream slot could not serve), so only where the limit is
+below the number of workers do the shares add up to more: `workers` then, and the proxy says so
+at start.
 """
 
 from __future__ import annotations

@@ -187,6 +187,7 @@ def start_proxy(upstream: str, extra: list[str]) -> Service:
     port = free_port()
     args = [PYTHON, "-m", "embedding_proxy.cli", "serve", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--upstream", upstream, "--log-level", "warning"]
+    args += ["--workers", "1"]  # one process, as every table was measured; `extra` may differ
     return start_service("proxy", [*args, *extra], port, "/ready")
 
 
