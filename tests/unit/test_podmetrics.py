@@ -54,7 +54,7 @@ def test_counters_histograms_and_amounts_add_up_settings_do_not() -> None:
 def test_one_worker_renders_as_the_registry_itself() -> None:
     a = Metrics()
     a.requests.labels(route="/embed", status="200").inc(3)
-    a.queue_wait.observe(0.2)
+    a.batch_size.observe(7)
     from prometheus_client import generate_latest
 
     assert podmetrics.render(podmetrics.merge([wire(a.registry)], GAUGE_RULES)) == generate_latest(
