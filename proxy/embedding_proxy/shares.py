@@ -27,8 +27,8 @@ def share(limit: int, index: int, workers: int) -> int:
 
 def worker_config(config: Config, index: int, workers: int) -> Config:
     """The config one worker runs with: the pod-level amounts replaced by its shares. Settings
-    that are not whole numbers (e.g. `max_concurrency: auto`) are left for their own logic, which
-    splits its bound with `share`."""
+    that are not whole numbers (`max_concurrency: auto`) are left to their controller, whose
+    bound, `max_concurrency_limit`, is split like the rest."""
     if workers <= 1:
         return config
 
@@ -39,7 +39,7 @@ def worker_config(config: Config, index: int, workers: int) -> Config:
             if isinstance(v := getattr(section, n), int) and not isinstance(v, bool)
         }
 
-    update = split(config.batching, "max_concurrency", "queue_capacity")
+    update = split(config.batching, "max_concurrency", "max_concurrency_limit", "queue_capacity")
     if config.batching.lanes:  # each lane's capacity is the pod's too (its 429s)
         update["lanes"] = [
             lane.model_copy(update=split(lane, "queue_capacity")) for lane in config.batching.lanes

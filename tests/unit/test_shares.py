@@ -54,3 +54,10 @@ def test_each_lanes_capacity_is_split_too() -> None:
     lanes = [[(lane.name, lane.queue_capacity) for lane in c.batching.lanes or []] for c in ones]
     assert lanes == [[("interactive", 50), ("batch", 4)], [("interactive", 50), ("batch", 3)]]
     assert {c.batching.lanes[1].min_share for c in ones} == {0.1}  # type: ignore[index]
+
+
+def test_auto_concurrency_keeps_auto_and_its_bound_is_split() -> None:
+    config = validate({"batching": {"max_concurrency": "auto", "max_concurrency_limit": 9}})
+    ones = [worker_config(config, i, 2) for i in range(2)]
+    assert {c.batching.max_concurrency for c in ones} == {"auto"}
+    assert [c.batching.max_concurrency_limit for c in ones] == [5, 4]
