@@ -8,7 +8,6 @@ e.g. `EMBEDDING_PROXY_BATCHING__MAX_BATCH_SIZE=64`.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,23 +25,10 @@ from pydantic import (
 )
 
 from .lane_config import MAX_SHARES, LaneConfig, default_lanes, key_line, lane_of, names
+from .redaction import redact
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
 MAX_WORKERS = 1024
-_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*")
-_USERINFO = re.compile(r"^([^:]+://)[^/?#]*@")
-_QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
-
-
-def redact(text: str) -> str:
-    """`text` with the secrets of every URL in it masked: its credentials (`http://user:pw@host`)
-    and its query values (`?api_key=...`). The upstream URL may carry either, and it is shown in
-    /ready, in error bodies and in logs."""
-    return _URL.sub(_redact_url, text)
-
-
-def _redact_url(match: re.Match[str]) -> str:
-    return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub(r"\1***@", match.group()))
 
 
 class Section(BaseModel):

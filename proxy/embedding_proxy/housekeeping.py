@@ -12,8 +12,9 @@ from typing import Any, Protocol
 from .auth import KeyStore
 from .batch_policy import Caps
 from .batcher import Batcher
-from .config import UpstreamConfig, redact
+from .config import UpstreamConfig
 from .ratelimit import RateLimiter
+from .redaction import redact
 from .smoothing import MovingAverage
 from .upstream import Upstream, UpstreamError, UpstreamInfo
 

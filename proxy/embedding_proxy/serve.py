@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .app import Proxy
-from .config import Config, redact
+from .config import Config
 from .errors import ProxyError
 from .failure import cannot_listen
 from .httpmessage import Handler, Limits, Request, Response, Vet
 from .httpserver import Server
+from .redaction import redact
 from .routes import api_handler, metrics_handler
 
 log = logging.getLogger("embedding_proxy")

@@ -17,10 +17,11 @@ import orjson
 from yarl import URL
 
 from . import errors, httpclient, logs
-from .config import UpstreamConfig, redact
+from .config import UpstreamConfig
 from .errors import TIMEOUT, UPSTREAM, ProxyError
 from .forwarding import answer_headers, request_headers, target_url, url_credentials
 from .metrics import Metrics
+from .redaction import redact
 from .reload import Fingerprint, fingerprint
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
 from .splitting import share, split

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from embedding_proxy.config import ConfigError, load, redact
+from embedding_proxy.config import ConfigError, load
+from embedding_proxy.redaction import redact
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "config",
             "lane_config",
+            "redaction",
             "errors",
             "smoothing",
             "batch_policy",
