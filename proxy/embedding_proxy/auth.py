@@ -22,14 +22,20 @@ def read_keys(path: Path) -> list[str]:
 
 
 def parse_keys(lines: list[str], where: str) -> list[tuple[bytes, Key]]:
-    """Each line's key and options; a line with bad options is left out (its key refused)."""
+    """Each line's key and options; a line with bad options is left out (its key refused). A key
+    listed again keeps its first line: an appended line must not lift a key into a higher lane."""
     out = []
+    seen: set[str] = set()
     for number, line in enumerate(lines, 1):
         try:
             key, lane, weight = key_line(line)
         except ValueError as e:
             log.error("%s, key %d: %s; that key is refused", where, number, e)
             continue
+        if key in seen:
+            log.error("%s, key %d: listed before; its first line holds", where, number)
+            continue
+        seen.add(key)
         out.append((key.encode(), Key(key, lane, weight)))
     return out
 
@@ -80,8 +86,8 @@ class KeyStore:
         found: Key | None = None
         # Compare with every key so the time taken says nothing about which one matched.
         for key, grant in (*self._config_keys, *self._file_keys):
-            if hmac.compare_digest(token, key):
-                found = grant
+            if hmac.compare_digest(token, key) and found is None:
+                found = grant  # auth.api_keys first, then the file: the first line of a key holds
         if found is None:
             raise unauthorized("invalid API key")
         return found

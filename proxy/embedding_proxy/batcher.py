@@ -38,11 +38,11 @@ class Refused(Exception):
 class Full(Refused):
     """Admission: a lane holds `capacity` inputs at most."""
 
-    def __init__(self, queued: int, capacity: int, lane: str = "", retry_after: int = 1) -> None:
+    def __init__(
+        self, queued: int, capacity: int, lane: str = "", retry_after: int = 1, asked: int = 0
+    ) -> None:
         super().__init__(f"queue full: {queued} of {capacity} inputs waiting")
-        self.queued = queued
-        self.capacity = capacity
-        self.lane = lane
+        self.queued, self.capacity, self.lane, self.asked = queued, capacity, lane, asked
         self.retry_after = retry_after  # seconds: about the time the lane takes to drain
 
 
@@ -185,7 +185,7 @@ class Batcher(Generic[K, I, R]):
         index = self._default if lane is None else self._lane_at.get(lane, self._default)
         state = self._lanes[index]
         if state.queued + len(items) > state.capacity:
-            self._refuse(state)
+            self._refuse(state, len(items))
         loop = asyncio.get_running_loop()
         now = loop.time()
         group = self._groups.get(key)
@@ -201,12 +201,14 @@ class Batcher(Generic[K, I, R]):
         self._schedule()
         return entries
 
-    def _refuse(self, state: LaneState) -> None:
+    def _refuse(self, state: LaneState, asked: int) -> None:
         if self._on_full is not None:
             self._on_full(state.name)
         # About the time the lane's queue takes to go, at its recent pace (1 to 60 s).
         wait = state.queued / state.rate if state.rate > 0 else 1
-        raise Full(state.queued, state.capacity, state.name, min(60, max(1, math.ceil(wait))))
+        raise Full(
+            state.queued, state.capacity, state.name, min(60, max(1, math.ceil(wait))), asked
+        )
 
     def cancel(self, entries: Sequence[Entry[I, R]]) -> None:
         """The caller has gone: drop its queued items so they are never sent upstream."""

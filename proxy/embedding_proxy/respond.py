@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
-from .errors import TIMEOUT, UNHEALTHY, ProxyError, overloaded
+from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
 from .httpmessage import Handler, Request, Response
 
 JSON = "application/json"
@@ -18,6 +18,14 @@ def refusal(refused: Refused) -> ProxyError:
     """The answer for what the batcher refused or gave up on."""
     if isinstance(refused, Full):
         lane = f" for lane {refused.lane!r}" if refused.lane else ""
+        if refused.asked > refused.capacity:  # no wait would make room: not a 429 to retry
+            return ProxyError(
+                413,
+                f"{refused.asked} inputs exceed the queue{lane} ({refused.capacity} inputs); "
+                "send fewer at once",
+                VALIDATION,
+                reason="too_large",
+            )
         return overloaded(
             f"proxy queue{lane} is full ({refused.queued} of {refused.capacity} inputs waiting); "
             "retry later",

@@ -124,6 +124,17 @@ async def test_full_queue_is_refused_with_429() -> None:
     assert refusal(info.value).headers["Retry-After"]
 
 
+async def test_a_request_larger_than_its_lanes_queue_is_413_not_a_429_to_retry() -> None:
+    rec = Recorder()
+    b: Batcher = Batcher(rec, settings(queue_capacity=4))
+    with pytest.raises(Full) as info:
+        b.submit("k", list("abcde"), [1] * 5, far())  # the queue is empty: no wait would help
+    answer = refusal(info.value)
+    assert answer.status == 413 and "Retry-After" not in answer.headers
+    assert "5 inputs exceed the queue" in answer.message and answer.reason == "too_large"
+    assert await results(b.submit("k", list("abcd"), [1] * 4, far())) == list("ABCD")
+
+
 async def test_cancelled_inputs_are_never_dispatched() -> None:
     rec = Recorder(delay=0.05)
     b: Batcher = Batcher(rec, settings(max_concurrency=1, max_batch_size=1))
