@@ -171,33 +171,44 @@ def _seconds(value: Any) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def segment(name: str) -> str:
+    """One path segment: a name never adds segments, climbs out of its namespace or is empty.
+
+    The CRD and spec.py already hold names to DNS-1123; this holds even if one got past them.
+    `/` is refused, not escaped: the API server decodes `%2F` before it splits the path.
+    """
+    if name in ("", ".", "..") or "/" in name or "%" in name:
+        raise ValueError(f"{name!r} is not an object name")
+    return quote(name, safe="")
+
+
 def deployment_path(namespace: str, name: str) -> str:
-    return f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments/{quote(name)}"
+    return f"/apis/apps/v1/namespaces/{segment(namespace)}/deployments/{segment(name)}"
 
 
 def configmap_path(namespace: str, name: str | None = None) -> str:
-    base = f"/api/v1/namespaces/{quote(namespace)}/configmaps"
-    return f"{base}/{quote(name)}" if name else base
+    base = f"/api/v1/namespaces/{segment(namespace)}/configmaps"
+    return f"{base}/{segment(name)}" if name is not None else base
 
 
 def pods_path(namespace: str) -> str:
-    return f"/api/v1/namespaces/{quote(namespace)}/pods"
+    return f"/api/v1/namespaces/{segment(namespace)}/pods"
 
 
 def proxy_path(namespace: str, name: str) -> str:
     return (
-        f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{quote(namespace)}/"
-        f"{names.PLURAL}/{quote(name)}"
+        f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{segment(namespace)}/"
+        f"{names.PLURAL}/{segment(name)}"
     )
 
 
 def hpa_path(namespace: str) -> str:
-    return f"/apis/autoscaling/v2/namespaces/{quote(namespace)}/horizontalpodautoscalers"
+    return f"/apis/autoscaling/v2/namespaces/{segment(namespace)}/horizontalpodautoscalers"
 
 
 def scaledobject_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/keda.sh/v1alpha1/namespaces/{quote(namespace)}/scaledobjects"
-    return f"{base}/{quote(name)}" if name else base
+    base = f"/apis/keda.sh/v1alpha1/namespaces/{segment(namespace)}/scaledobjects"
+    return f"{base}/{segment(name)}" if name is not None else base
 
 
 def scale_path(namespace: str, deployment: str) -> str:

@@ -7,6 +7,7 @@ stored before a CRD upgrade added a field, or an API server that does not apply 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -78,10 +79,25 @@ class CamelModel(Model):
     )
 
 
+# Object names (DNS-1123 subdomain) and Secret data keys, as the CRD patterns them: a name is
+# pasted into API paths, so nothing else (no `/`, no `..`) may reach the operator.
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
+
+
+def target_name(spec: Mapping[str, Any] | None) -> str:
+    """spec.targetRef.name when it is an object name, else "" (an object the CRD of an older
+    release let in must still be deletable: its target was never touched)."""
+    name = ((spec or {}).get("targetRef") or {}).get("name")
+    ok = isinstance(name, str) and len(name) <= 253 and re.fullmatch(OBJECT_NAME, name)
+    return name if ok else ""
+
+
 class TargetRef(CamelModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    name: str = Field(min_length=1, max_length=253)
+    name: ObjectName
 
 
 class Upstream(CamelModel):
@@ -206,16 +222,16 @@ class Limits(CamelModel):
 
 
 class SecretKeyRef(CamelModel):
-    name: str = Field(min_length=1, max_length=253)
-    key: str = Field(min_length=1)
+    name: ObjectName
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY)
 
 
 class ApiKeysRef(SecretKeyRef):
-    key: str = Field("api-keys", min_length=1)
+    key: str = Field("api-keys", min_length=1, max_length=253, pattern=SECRET_KEY)
 
 
 class UpstreamKeyRef(SecretKeyRef):
-    key: str = Field("api-key", min_length=1)
+    key: str = Field("api-key", min_length=1, max_length=253, pattern=SECRET_KEY)
 
 
 class Auth(CamelModel):
@@ -262,7 +278,7 @@ class Behavior(CamelModel):
 class ScaleTargetRef(CamelModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    name: str = Field(min_length=1, max_length=253)
+    name: ObjectName
 
 
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"

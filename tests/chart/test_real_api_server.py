@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from tests.helpers import lane_specs
+from tests.helpers import lane_specs, object_names
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.upstream_urls import ACCEPTED, BAD_URL, REFUSED, SELF_LOOP
 
@@ -190,6 +190,28 @@ def test_lanes_are_defaulted_and_bounded(crds: ControlPlane) -> None:
     spec = {**lane_specs.lanes(*lane_specs.TWO), "autoscaling": {"lanes": ["batch", "batch"]}}
     out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=proxy(spec), check=False)
     assert out.returncode != 0 and "spec.autoscaling.lanes[1]: Duplicate value" in out.stderr
+
+
+def probes(cases: list[tuple[str, str]]) -> str:
+    """One dry-run List of EmbeddingProxies probe-0, probe-1, … (one kubectl call for a table)."""
+    items = [json.loads(proxy({})) | {"spec": object_names.at(f, v)} for f, v in cases]
+    for i, item in enumerate(items):
+        item["metadata"]["name"] = f"probe-{i}"
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def test_object_names_that_could_leave_an_api_path_are_refused(crds: ControlPlane) -> None:
+    cases = object_names.REFUSED
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probes(cases), check=False)
+    assert out.returncode != 0
+    for i, (field, value) in enumerate(cases):
+        refused = re.search(rf'"probe-{i}" is invalid: \[?spec\.{re.escape(field)}\b', out.stderr)
+        assert refused, (field, value)
+    assert "created" not in out.stdout and "configured" not in out.stdout
+
+
+def test_object_names_the_operator_accepts_are_accepted(crds: ControlPlane) -> None:
+    crds.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probes(object_names.ACCEPTED))
 
 
 # CEL functions and macros a Kubernetes 1.29 API server offers in CRD validation rules (the

@@ -35,7 +35,9 @@ PUBLISH_RETRY_SECONDS = 10.0
 
 
 def configuration_path(name: str) -> str:
-    return f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+    return (
+        f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{kube.segment(name)}"
+    )
 
 
 async def no_server(fn: Any) -> AsyncIterator[dict[str, Any]]:
@@ -159,7 +161,8 @@ async def _injection(
     if not candidates:
         # Just created, maybe, and not yet seen by the operator's watch: ask the API server.
         listing = await api.request(
-            "GET", f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"
+            "GET",
+            f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{kube.segment(namespace)}/{names.PLURAL}",
         )
         candidates = sorted(
             p["metadata"]["name"]
@@ -269,7 +272,7 @@ async def recreate_escaped(
     api = state.client()
     for pod in victims:
         meta = pod["metadata"]
-        path = f"{kube.pods_path(namespace)}/{meta['name']}"
+        path = f"{kube.pods_path(namespace)}/{kube.segment(meta['name'])}"
         try:
             await api.request("DELETE", path, {"preconditions": {"uid": meta["uid"]}})
         except ApiError as e:

@@ -29,7 +29,7 @@ from ..conditions import Fact
 from ..kube import ApiError, list_if_served
 from ..reconcile import config_fact
 from ..settings import image_allowed
-from ..spec import ProxySpec, SpecError, parse
+from ..spec import ProxySpec, SpecError, parse, target_name
 from ..writes import remove_scaled_object, write_status
 from .admission import recreate_escaped
 from .state import State, state_of
@@ -86,7 +86,7 @@ async def observe_once(
     proxy = await api.get(kube.proxy_path(namespace, name))
     if proxy is None or proxy["metadata"].get("deletionTimestamp"):
         return None
-    target = ((proxy.get("spec") or {}).get("targetRef") or {}).get("name", "")
+    target = target_name(proxy.get("spec"))
     deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
     if deployment is None:
         return None

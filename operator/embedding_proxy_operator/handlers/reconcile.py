@@ -22,6 +22,7 @@ from ..conditions import Fact, now
 from ..kube import ApiError
 from ..reconcile import Plan, config_fact, plan
 from ..settings import retry_delay
+from ..spec import target_name
 from ..writes import CONFLICT, delete_configmap, write_configmap, write_status
 from .state import State, state_of
 
@@ -37,7 +38,7 @@ def proxies_by_target(
     namespace: str, name: str, spec: Mapping[str, Any], **_: Any
 ) -> dict[tuple[str, str], str] | None:
     """Which EmbeddingProxy targets which Deployment."""
-    target = (spec.get("targetRef") or {}).get("name")
+    target = target_name(spec)
     return {(namespace, target): name} if target else None
 
 
@@ -56,8 +57,8 @@ async def reconcile_proxy(
 ) -> None:
     state = state_of(memo)
     try:
-        old_target = ((old or {}).get("spec") or {}).get("targetRef", {}).get("name")
-        new_target = ((new or {}).get("spec") or {}).get("targetRef", {}).get("name")
+        old_target = target_name((old or {}).get("spec"))
+        new_target = target_name((new or {}).get("spec"))
         if old_target and old_target != new_target:
             await release_target(state, namespace, name, old_target, logger)
         await reconcile(state, namespace, name, logger)
@@ -101,7 +102,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         proxy = await api.get(kube.proxy_path(namespace, name))
         if proxy is None or proxy["metadata"].get("deletionTimestamp"):
             return
-        target = ((proxy.get("spec") or {}).get("targetRef") or {}).get("name", "")
+        target = target_name(proxy.get("spec"))
         native = await state.native_supported()
         sleep_action = await state.sleep_action_supported()
         deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
@@ -283,7 +284,7 @@ async def release(
     **_: Any,
 ) -> None:
     state = state_of(memo)
-    target = (spec.get("targetRef") or {}).get("name")
+    target = target_name(spec)
     try:
         async with state.lock(namespace, name):
             if target:
