@@ -53,11 +53,13 @@ def plan(
     allowed_images: tuple[str, ...] = (),
     default_injection: str = "Deployment",
     previous_hash: str | None = None,
+    webhook: bool = True,
 ) -> Plan:
     """`sleep_action`: whether the cluster knows the preStop `sleep` handler (1.30 and later);
     `allowed_images`: the operator's allow list of sidecar images (empty: any);
     `default_injection`: the mode of an EmbeddingProxy without `spec.injection`;
-    `previous_hash`: Webhook mode, the injection the pods were given so far (from status)."""
+    `previous_hash`: Webhook mode, the injection the pods were given so far (from status);
+    `webhook`: whether this operator runs the admission webhook (not in namespaced mode)."""
     meta = proxy.get("metadata", {})
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()
@@ -90,6 +92,19 @@ def plan(
             Fact(names.CONFIG_APPLIED, "False", "ImageNotAllowed", msg),
         ]
         out.warnings.append(Notice("ImageNotAllowed", msg))
+        return out
+    if out.injection == "Webhook" and not webhook:
+        # A namespaced operator may not hold a cluster-wide webhook (docs/security.md).
+        msg = (
+            "injection Webhook needs the operator's admission webhook, which this operator does "
+            "not run (it needs cluster mode); set spec.injection to Deployment. Nothing was written"
+        )
+        out.facts = [
+            _target_fact(deployment, spec.target_ref.name, namespace),
+            Fact(names.SIDECAR_INJECTED, "False", "WebhookUnavailable", msg),
+            Fact(names.CONFIG_APPLIED, "False", "WebhookUnavailable", msg),
+        ]
+        out.warnings.append(Notice("WebhookUnavailable", msg))
         return out
     out.config = render.proxy_config(spec)
     out.configmap = render.configmap(name, namespace, meta.get("uid"), out.config)

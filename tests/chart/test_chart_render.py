@@ -209,12 +209,18 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: An
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == kit.namespace
-    # Cluster-wide, only what kopf reads to find its resources and namespaces.
-    assert rules_of(kit.one(objects, "ClusterRole")) == {
-        **CRD_READ,
-        **NAMESPACES_READ,
-        **WEBHOOK_CONFIG,
-    }
+    # Cluster-wide, only what kopf reads to find its resources and namespaces: nothing on the
+    # (cluster-wide) webhook configuration, which is not rendered, nor is the webhook.
+    assert rules_of(kit.one(objects, "ClusterRole")) == {**CRD_READ, **NAMESPACES_READ}
+    assert not kit.by_kind(objects, "MutatingWebhookConfiguration")
+    assert [s["metadata"]["name"] for s in kit.by_kind(objects, "Service")] == [
+        s["metadata"]["name"]
+        for s in kit.by_kind(render(), "Service")
+        if not s["metadata"]["name"].endswith("-webhook")
+    ]
+    container = operator_container(objects, kit)
+    assert not [e for e in container["env"] if "WEBHOOK" in e["name"]]
+    assert "webhook" not in [p["name"] for p in container["ports"]]
     peerings = kit.by_kind(objects, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not kit.by_kind(objects, "ClusterKopfPeering")
@@ -222,6 +228,18 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: An
     assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--all-namespaces" not in args
     assert f"--peering={peerings[0]['metadata']['name']}" in args
+
+
+def test_webhook_injection_needs_cluster_mode(render: Any, kit: Any) -> None:
+    with pytest.raises(
+        AssertionError, match=r"injection=Webhook needs operator\.watch\.mode=cluster"
+    ):
+        render(*NAMESPACED, "--set", "operator.injection=Webhook")
+    objects = render("--set", "operator.injection=Webhook")
+    assert kit.one(objects, "MutatingWebhookConfiguration")
+    assert rules_of(kit.one(objects, "ClusterRole"))[
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+    ]
 
 
 def test_namespaced_mode_defaults_to_the_release_namespace(render: Any, kit: Any) -> None:

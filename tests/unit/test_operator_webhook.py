@@ -273,3 +273,15 @@ def test_the_template_copy_never_leaks_into_the_pod_plan() -> None:
     kept = copy.deepcopy(original)
     injection.pod_plan(proxy(), original, True, True, ())
     assert original == kept
+
+
+def test_webhook_injection_without_the_webhook_writes_nothing_and_says_why() -> None:
+    # A namespaced operator runs no webhook (it would be cluster-wide): nothing is written.
+    result = plan(proxy(injection="Webhook"), deployment(), True, webhook=False)
+    assert result.ops == [] and result.configmap is None
+    injected = [f for f in result.facts if f.type == names.SIDECAR_INJECTED]
+    assert injected[0].status == "False" and injected[0].reason == "WebhookUnavailable"
+    assert "cluster mode" in injected[0].message
+    assert [w.reason for w in result.warnings] == ["WebhookUnavailable"]
+    # Deployment mode is unaffected.
+    assert plan(proxy(injection="Deployment"), deployment(), True, webhook=False).ops

@@ -108,10 +108,11 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
         allowed = state.options.allowed_images
         default = state.options.injection
+        webhook = bool(state.options.webhook_port)
         previous = _injected_hash(proxy)
 
         def planned_for(current: Obj | None) -> Plan:
-            return plan(proxy, current, native, sleep_action, allowed, default, previous)
+            return plan(proxy, current, native, sleep_action, allowed, default, previous, webhook)
 
         result = planned_for(deployment)
         facts = list(result.facts)
