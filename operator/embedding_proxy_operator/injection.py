@@ -93,16 +93,15 @@ def client_config(url: str, service: str, port: int, ca_bundle: str, handler: st
 def namespace_selector(
     watched: Sequence[str], own: str, labels: Sequence[tuple[str, str]] = ()
 ) -> Obj:
-    """The watched namespaces, or every namespace but the system's and the operator's own (so
-    that the operator's pods never wait for the operator); and of those only the ones with
-    `labels`, if any are given."""
+    """The watched namespaces, or every namespace; never the system's nor the operator's own (so
+    that the operator's pods never wait for the operator, even when its namespace is watched);
+    and of those only the ones with `labels`, if any are given."""
     key = "kubernetes.io/metadata.name"
     out: Obj = {"matchLabels": dict(labels)} if labels else {}
-    if watched:
-        out["matchExpressions"] = [{"key": key, "operator": "In", "values": sorted(watched)}]
-        return out
     excluded = sorted({*SYSTEM_NAMESPACES, *([own] if own else [])})
     out["matchExpressions"] = [{"key": key, "operator": "NotIn", "values": excluded}]
+    if watched:
+        out["matchExpressions"].append({"key": key, "operator": "In", "values": sorted(watched)})
     return out
 
 
@@ -182,3 +181,23 @@ def escaped(items: Iterable[Mapping[str, Any]], selector: Mapping[str, Any]) -> 
     """The Deployment's live pods without the sidecar (made while the webhook was not reached),
     by name."""
     return [p for p in pods.live_pods(items, selector) if not pods.runs_sidecar(p)]
+
+
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference with controller=true, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def controlled_by(obj: Mapping[str, Any], kind: str, uid: str | None) -> bool:
+    """Whether `obj`'s controller is the apps/v1 `kind` with this uid."""
+    ref = controller_of(obj)
+    return bool(
+        ref
+        and uid
+        and ref.get("apiVersion") == "apps/v1"
+        and ref.get("kind") == kind
+        and ref.get("uid") == uid
+    )

@@ -186,6 +186,10 @@ def deployment_path(namespace: str, name: str) -> str:
     return f"/apis/apps/v1/namespaces/{segment(namespace)}/deployments/{segment(name)}"
 
 
+def replicaset_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{segment(namespace)}/replicasets/{segment(name)}"
+
+
 def configmap_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{segment(namespace)}/configmaps"
     return f"{base}/{segment(name)}" if name is not None else base

@@ -52,6 +52,7 @@ NAMESPACED_RULES = {
     ("", "configmaps"): {"get", "create", "patch", "delete"},
     # Ready pods to scrape; Webhook mode deletes pods made without the sidecar, to remake them.
     ("", "pods"): {"list", "delete"},
+    ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
     # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.
     ("apps", "deployments/scale"): {"get", "patch"},

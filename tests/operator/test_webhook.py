@@ -264,12 +264,27 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     )
     # It stays while the webhook is down: nothing is deleted that would come back the same.
     assert [p["metadata"]["name"] for p in await pods_of(api, paths, "app", "tei")] == [pod_name]
+    # A bare pod that merely matches the selector (`kubectl run impostor --labels=app=tei`) is
+    # not the Deployment's: never named, never deleted.
+    impostor = await api.create(
+        f"/api/v1/namespaces/{paths.ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "impostor", "labels": {"app": "tei"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
+        },
+    )
 
     # Back: the pod is made anew, through the webhook.
     await api.merge(path, {"webhooks": working["webhooks"]})
 
     async def replaced() -> list[Obj] | None:
-        pods = await pods_of(api, paths, "app", "tei")
+        pods = [
+            p
+            for p in await pods_of(api, paths, "app", "tei")
+            if p["metadata"]["name"] != "impostor"
+        ]
         fresh = [p for p in pods if p["metadata"]["name"] != pod_name]
         return fresh if len(pods) == 1 and fresh and has_sidecar(fresh[0]) else None
 
@@ -285,6 +300,10 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     dep = await api.get(f"{paths.deployments}/tei")
     assert pod_spec(dep)["containers"][0]["name"] == "tei" and sidecar(dep) is None
     assert any(e.get("reason") == "EscapedPodsDeleted" for e in await api.items(paths.events))
+    still = await api.get(f"/api/v1/namespaces/{paths.ns}/pods/impostor")
+    assert still is not None and still["metadata"]["uid"] == impostor["metadata"]["uid"]
+    assert not still["metadata"].get("deletionTimestamp")
+    assert not any("impostor" in e.get("message", "") for e in await api.items(paths.events))
 
 
 async def test_the_certificate_is_valid_for_the_address_the_api_server_uses(

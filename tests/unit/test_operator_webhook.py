@@ -168,13 +168,18 @@ def test_the_configuration_is_scoped_narrowly() -> None:
     assert pods_hook["clientConfig"] == {"url": "https://127.0.0.1:9443/pods", "caBundle": "Q0E="}
     assert probe["failurePolicy"] == "Ignore"
     assert probe["objectSelector"] == {"matchLabels": {injection.PROBE_LABEL: "true"}}
-    (watched, _) = injection.webhooks("", "op-webhook.sys", "Q0E=", "Fail", ("a", "b"), "sys")
+    (watched, _) = injection.webhooks("", "op-webhook.sys", "Q0E=", "Fail", ("a", "sys"), "sys")
     assert watched["failurePolicy"] == "Fail"
-    assert watched["namespaceSelector"]["matchExpressions"][0] == {
-        "key": "kubernetes.io/metadata.name",
-        "operator": "In",
-        "values": ["a", "b"],
-    }
+    # The operator's own namespace is never sent to the webhook, even when it is watched.
+    key = "kubernetes.io/metadata.name"
+    assert watched["namespaceSelector"]["matchExpressions"] == [
+        {
+            "key": key,
+            "operator": "NotIn",
+            "values": ["kube-node-lease", "kube-public", "kube-system", "sys"],
+        },
+        {"key": key, "operator": "In", "values": ["a", "sys"]},
+    ]
     (labelled, _) = injection.webhooks("", "w.sys", "Q0E=", "Fail", (), "sys", [("on", "yes")])
     assert labelled["namespaceSelector"]["matchLabels"] == {"on": "yes"}
     assert labelled["namespaceSelector"]["matchExpressions"][0]["operator"] == "NotIn"
@@ -285,3 +290,15 @@ def test_webhook_injection_without_the_webhook_writes_nothing_and_says_why() -> 
     assert [w.reason for w in result.warnings] == ["WebhookUnavailable"]
     # Deployment mode is unaffected.
     assert plan(proxy(injection="Deployment"), deployment(), True, webhook=False).ops
+
+
+def test_only_a_replicaset_of_the_deployment_controls_by_uid() -> None:
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "uid": "d1", "controller": True}
+    rs = {"metadata": {"ownerReferences": [ref]}}
+    assert injection.controlled_by(rs, "Deployment", "d1")
+    assert not injection.controlled_by(rs, "Deployment", "d2")
+    assert not injection.controlled_by(rs, "StatefulSet", "d1")
+    assert not injection.controlled_by(rs, "Deployment", None)
+    not_controller = {"metadata": {"ownerReferences": [{**ref, "controller": False}]}}
+    assert not injection.controlled_by(not_controller, "Deployment", "d1")
+    assert not injection.controlled_by({"metadata": {"labels": {"app": "tei"}}}, "Deployment", "d1")

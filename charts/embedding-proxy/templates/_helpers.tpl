@@ -123,6 +123,10 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "delete"]
+# Webhook mode: a pod is deleted only when its ReplicaSet is one the target Deployment controls.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["get"]
 # Explaining what happened (kopf posts core v1 Events).
 - apiGroups: [""]
   resources: ["events"]

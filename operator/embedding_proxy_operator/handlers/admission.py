@@ -244,7 +244,9 @@ async def recreate_escaped(
     namespace = proxy["metadata"]["namespace"]
     target = deployment["metadata"]["name"]
     selector = (deployment.get("spec") or {}).get("selector") or {}
-    escaped = sorted(injection.escaped(items, selector), key=lambda p: p["metadata"]["name"])
+    # Only the Deployment's own pods: one that merely matches its selector is someone else's.
+    mine = await _deployments_pods(state, namespace, deployment, items)
+    escaped = sorted(injection.escaped(mine, selector), key=lambda p: p["metadata"]["name"])
     names_ = [p["metadata"]["name"] for p in escaped]
     if not escaped:
         if _condition_reason(proxy, names.SIDECAR_INJECTED) in ESCAPED_REASONS:
@@ -294,6 +296,33 @@ async def recreate_escaped(
             f"deleted {gone}: its ReplicaSet makes new pods through the webhook",
         )
     return Fact(names.SIDECAR_INJECTED, "False", "PodsWithoutSidecar", message), names_
+
+
+async def _deployments_pods(
+    state: State, namespace: str, deployment: Mapping[str, Any], items: list[Obj]
+) -> list[Obj]:
+    """The pods a ReplicaSet controls that the Deployment controls (by uid, both links)."""
+    uid = deployment["metadata"].get("uid")
+    ours: dict[str, bool] = {}
+    out = []
+    for pod in items:
+        ref = injection.controller_of(pod)
+        if not ref or ref.get("kind") != "ReplicaSet" or ref.get("apiVersion") != "apps/v1":
+            continue
+        rs_name = str(ref.get("name") or "")
+        if rs_name not in ours:
+            try:
+                rs = await state.client().get(kube.replicaset_path(namespace, rs_name))
+            except ValueError:
+                rs = None  # not a name: no ReplicaSet of ours
+            ours[rs_name] = bool(
+                rs
+                and rs["metadata"].get("uid") == ref.get("uid")
+                and injection.controlled_by(rs, "Deployment", uid)
+            )
+        if ours[rs_name]:
+            out.append(pod)
+    return out
 
 
 def _condition_reason(proxy: Mapping[str, Any], type_: str) -> str | None:
