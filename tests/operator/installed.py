@@ -105,14 +105,18 @@ class Account:
             "POD_ID": f"embedding-proxy-{uuid.uuid4().hex[:9]}-x2kq7",
             "POD_NAMESPACE": self.namespace,
             "EMBEDDING_PROXY_OPERATOR_METRICS_PORT": str(free_port()),
-            # The API server reaches this operator's webhook on loopback (no Service here).
-            **webhook_env(free_port()),
+            # The API server reaches this operator's webhook on loopback (no Service here);
+            # cluster mode only: the chart gives a namespaced operator no webhook.
+            **(webhook_env(free_port()) if WEBHOOK_PORT in self.env else {}),
         }
+
+
+WEBHOOK_PORT = "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT"
 
 
 def webhook_env(port: int) -> dict[str, str]:
     return {
-        "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": str(port),
+        WEBHOOK_PORT: str(port),
         "EMBEDDING_PROXY_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{port}",
     }
 

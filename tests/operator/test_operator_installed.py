@@ -13,8 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 import pytest
-from harness import Api, Operators, Paths, condition, eventually, sidecar, tei_deployment
+from harness import (
+    Api,
+    Operators,
+    Paths,
+    condition,
+    eventually,
+    sidecar,
+    tei_deployment,
+)
 from installed import Account, Grant, check_never_forbidden, grants_used, install_account
 from tests.helpers.control_plane import ControlPlane
 
@@ -35,7 +44,7 @@ AUTOSCALING: set[Grant] = {
 }
 # Granted for Webhook mode's re-creation of pods made without the sidecar, which
 # test_webhook.py exercises (as this account too).
-ESCAPED_PODS: set[Grant] = {("", "pods", "delete")}
+ESCAPED_PODS: set[Grant] = {("", "pods", "delete"), ("apps", "replicasets", "get")}
 
 Obj = dict[str, Any]
 
@@ -209,3 +218,39 @@ async def test_secrets_stay_secret_and_the_chart_grants_exactly_what_is_used(
     missing = {grant: example for grant, example in used.items() if grant not in account.grants}
     assert not missing, f"sent without a grant: {missing}"
     assert account.grants - AUTOSCALING - ESCAPED_PODS - used.keys() == set()
+
+
+async def test_a_namespaced_operator_refuses_webhook_injection_and_deletes_cleanly(
+    api: Api, paths: Paths, operator: Operators, namespaced_account: Account
+) -> None:
+    """The chart's namespaced install has no webhook (it would be cluster-wide): a Webhook-mode
+    EmbeddingProxy gets a clear condition and Event, nothing is written, and deletion completes."""
+    assert "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT" not in namespaced_account.env
+    original = await api.create(paths.deployments, tei_deployment(paths.ns))
+    operator(namespaced_account)
+    await api.create(paths.proxies, harness.embedding_proxy(paths.ns, injection="Webhook"))
+
+    async def refused() -> Obj | None:
+        cond = condition(await api.get(f"{paths.proxies}/tei"), names.SIDECAR_INJECTED)
+        return cond if cond.get("reason") == "WebhookUnavailable" else None
+
+    cond = await eventually(refused, "SidecarInjected WebhookUnavailable", timeout=60)
+    assert cond["status"] == "False" and "cluster mode" in cond["message"]
+
+    async def warned() -> Obj | None:
+        for e in await api.items(paths.events):
+            if e.get("reason") == "WebhookUnavailable" and e.get("type") == "Warning":
+                return e
+        return None
+
+    await eventually(warned, "a WebhookUnavailable Warning event")
+    assert await api.get(f"{paths.configmaps}/{names.configmap_name('tei')}") is None
+    dep = await api.get(f"{paths.deployments}/tei")
+    assert dep["spec"]["template"] == original["spec"]["template"]
+
+    await api.delete(f"{paths.proxies}/tei")
+
+    async def gone() -> bool:
+        return await api.get(f"{paths.proxies}/tei") is None
+
+    await eventually(gone, "the EmbeddingProxy deleted", timeout=60)
