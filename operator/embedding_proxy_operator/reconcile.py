@@ -86,26 +86,16 @@ def plan(
             f"sidecar image {spec.sidecar.image!r} is not allowed by the operator "
             f"(allowed: {', '.join(allowed_images)}); nothing was written"
         )
-        out.facts = [
-            _target_fact(deployment, spec.target_ref.name, namespace),
-            Fact(names.SIDECAR_INJECTED, "False", "ImageNotAllowed", msg),
-            Fact(names.CONFIG_APPLIED, "False", "ImageNotAllowed", msg),
-        ]
-        out.warnings.append(Notice("ImageNotAllowed", msg))
-        return out
+        where = _target_fact(deployment, spec.target_ref.name, namespace)
+        return _refused(out, where, "ImageNotAllowed", msg)
     if out.injection == "Webhook" and not webhook:
         # A namespaced operator may not hold a cluster-wide webhook (docs/security.md).
         msg = (
             "injection Webhook needs the operator's admission webhook, which this operator does "
             "not run (it needs cluster mode); set spec.injection to Deployment. Nothing was written"
         )
-        out.facts = [
-            _target_fact(deployment, spec.target_ref.name, namespace),
-            Fact(names.SIDECAR_INJECTED, "False", "WebhookUnavailable", msg),
-            Fact(names.CONFIG_APPLIED, "False", "WebhookUnavailable", msg),
-        ]
-        out.warnings.append(Notice("WebhookUnavailable", msg))
-        return out
+        where = _target_fact(deployment, spec.target_ref.name, namespace)
+        return _refused(out, where, "WebhookUnavailable", msg)
     out.config = render.proxy_config(spec)
     out.configmap = render.configmap(name, namespace, meta.get("uid"), out.config)
     target = spec.target_ref.name
@@ -197,6 +187,18 @@ def _target_fact(deployment: Mapping[str, Any] | None, target: str, namespace: s
         msg = f"Deployment {target!r} does not exist in namespace {namespace!r}"
         return Fact(names.TARGET_FOUND, "False", "TargetNotFound", msg)
     return Fact(names.TARGET_FOUND, "True", "Found", f"Deployment {target!r} found")
+
+
+def _refused(out: Plan, where: Fact, reason: str, msg: str) -> Plan:
+    """`out` for a spec the operator will not apply: nothing written, the reason in status and
+    in one warning."""
+    out.facts = [
+        where,
+        Fact(names.SIDECAR_INJECTED, "False", reason, msg),
+        Fact(names.CONFIG_APPLIED, "False", reason, msg),
+    ]
+    out.warnings.append(Notice(reason, msg))
+    return out
 
 
 def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact | None:
