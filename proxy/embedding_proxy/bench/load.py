@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..serve import run
 from .loops import (
     RawClient,
     run_aiohttp,
@@ -149,13 +150,7 @@ async def _measure_aiohttp(
 
 
 def main() -> None:
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main_async())
+    run(main_async)
 
 
 if __name__ == "__main__":

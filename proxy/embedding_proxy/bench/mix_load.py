@@ -14,7 +14,6 @@ so no answer comes from the simulator's vector cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import sys
 import time
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ..serve import run
 from . import rawhttp
 from .tally import percentile
 from .workload import make_text
@@ -178,13 +178,7 @@ async def main_async() -> None:
 
 
 def main() -> None:
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main_async())
+    run(main_async)
 
 
 if __name__ == "__main__":
