@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,7 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-Quantity = str | int
+from . import sidecar_rules
+from .quantity import Quantity
+
 MAX_INT32 = 2**31 - 1
 
 
@@ -141,11 +144,16 @@ def default_resources() -> dict[str, dict[str, Quantity]]:
 
 
 class Sidecar(CamelModel):
-    image: str = Field("embedding-proxy:0.1.0", min_length=1)
+    # What pod validation would refuse is refused here (sidecar_rules.py).
+    image: Annotated[str, AfterValidator(sidecar_rules.checked_image)] = Field(
+        "embedding-proxy:0.1.0", min_length=1
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     mode: Literal["Native", "Container"] = "Native"
     ports: Ports = Ports()
-    resources: dict[str, dict[str, Quantity]] = Field(default_factory=default_resources)
+    resources: Annotated[
+        dict[str, dict[str, Quantity]], AfterValidator(sidecar_rules.checked_resources)
+    ] = Field(default_factory=default_resources)
     # Proxy processes; unset: the CPU limit in `resources`, rounded up (cpu_limit.py).
     workers: int | None = Field(None, ge=1, le=1024)
     drain_seconds: int = Field(5, ge=0, le=300)
