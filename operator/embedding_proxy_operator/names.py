@@ -64,6 +64,8 @@ CONFIG_APPLIED = "ConfigApplied"
 AUTOSCALING = "Autoscaling"
 # True when rolling the target out needs a spare GPU (docs/operator.md, "GPUs and rollouts").
 ROLLOUT_NEEDS_SPARE_GPU = "RolloutNeedsSpareGPU"
+# True while the target's ReplicaSet cannot create pods (the Deployment's own ReplicaFailure).
+REPLICA_FAILURE = "ReplicaFailure"
 
 
 def configmap_name(proxy_name: str) -> str:

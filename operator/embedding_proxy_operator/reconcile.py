@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import names, patches, render, rollout
+from . import names, patches, render, replica_failure, rollout
 from .conditions import Fact
 from .settings import image_allowed
 from .spec import ProxySpec, SpecError, parse
@@ -60,6 +60,34 @@ def plan(
     `default_injection`: the mode of an EmbeddingProxy without `spec.injection`;
     `previous_hash`: Webhook mode, the injection the pods were given so far (from status);
     `webhook`: whether this operator runs the admission webhook (not in namespaced mode)."""
+    out = _plan(
+        proxy,
+        deployment,
+        native_supported,
+        sleep_action,
+        allowed_images,
+        default_injection,
+        previous_hash,
+        webhook,
+    )
+    if out.spec is not None:
+        # Whatever was planned, pods the API server refuses to create run no sidecar.
+        out.facts = replica_failure.applied(out.facts, deployment, out.spec.target_ref.name)
+        if out.facts[0].status == "True":
+            out.warnings.append(Notice(names.REPLICA_FAILURE, out.facts[0].message))
+    return out
+
+
+def _plan(
+    proxy: Mapping[str, Any],
+    deployment: Mapping[str, Any] | None,
+    native_supported: bool,
+    sleep_action: bool,
+    allowed_images: tuple[str, ...],
+    default_injection: str,
+    previous_hash: str | None,
+    webhook: bool,
+) -> Plan:
     meta = proxy.get("metadata", {})
     name, namespace = meta["name"], meta["namespace"]
     out = Plan()

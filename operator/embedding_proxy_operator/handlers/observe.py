@@ -22,6 +22,7 @@ from .. import (
     patches,
     pods,
     render,
+    replica_failure,
     scaling_status,
     scrape,
 )
@@ -142,7 +143,8 @@ async def observe_once(
         }
         facts = [fact]
         if escape[0] is not None:
-            facts.append(escape[0])
+            # Never "injected" while the target's new pods cannot be created (reconcile says why).
+            facts.append(replica_failure.guarded(escape[0], deployment, target))
         injected = (fresh.get("status") or {}).get("injection")
         if injected or escape[1]:
             fields["injection"] = {**(injected or {}), "podsWithoutSidecar": escape[1][:20] or None}

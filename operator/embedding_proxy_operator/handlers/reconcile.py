@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from .. import kube, names, patches, pods
+from .. import kube, names, patches, pods, replica_failure
 from ..conditions import Fact, now
 from ..kube import ApiError
 from ..reconcile import Plan, config_fact, plan
@@ -31,6 +31,8 @@ Obj = dict[str, Any]
 # fails and is retried as a whole: by kopf for a change of the EmbeddingProxy, by
 # `target_changed` itself for an event of the Deployment.
 PATCH_ATTEMPTS = 5
+# Conditions whose Warning is posted once, and again should they come back after clearing.
+NEWS_AGAIN = (names.ROLLOUT_NEEDS_SPARE_GPU, names.REPLICA_FAILURE)
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
@@ -181,10 +183,14 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
 
         for notice in result.warnings:
             state.post_event(proxy, "Warning", notice.reason, notice.message, once=True)
+        before = (proxy.get("status") or {}).get("conditions") or []
         for fact in facts:
-            if fact.type == names.ROLLOUT_NEEDS_SPARE_GPU and fact.status == "False":
-                # Fixed: should the trap come back, it is news again.
-                state.forget_notices(proxy, names.ROLLOUT_NEEDS_SPARE_GPU)
+            if fact.type in NEWS_AGAIN and fact.status == "False":
+                # Fixed: should the trouble come back, it is news again.
+                state.forget_notices(proxy, fact.type)
+            if fact.type == names.REPLICA_FAILURE and replica_failure.cleared(before, fact):
+                message = f"the ReplicaSet of Deployment {target!r} creates pods again"
+                state.post_event(proxy, "Normal", replica_failure.CLEARED, message)
 
         status = dict(proxy.get("status") or {})
         if written and status.get("configVersion") != result.version:
