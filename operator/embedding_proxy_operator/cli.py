@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 import kopf.cli
 
-from . import peering
+from . import peering, settings
 
 HANDLERS = "embedding_proxy_operator.handlers"
 # Where the pod's name comes from (the downward API), in order of preference.
@@ -129,6 +130,46 @@ def liveness_problem(args: Sequence[str]) -> str | None:
     return None
 
 
+def namespaced(args: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether kopf would run namespaced: `--namespace`/`-n` given (or kopf's environment
+    variables for it) and not `--all-namespaces`. Parsed as kopf's own `run` parses them."""
+    args = list(args)[1:] if list(args[:1]) == ["run"] else list(args)
+    try:
+        context = kopf.cli.run.make_context(
+            "run", args, resilient_parsing=True, auto_envvar_prefix="KOPF_RUN"
+        )
+    except click.ClickException:
+        return False  # kopf says what is wrong with them
+    params = context.params
+    return bool(params.get("namespaces") or environ.get("KOPF_RUN_NAMESPACE")) and not params.get(
+        "clusterwide"
+    )
+
+
+def webhook_problem(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """Why a namespaced operator must not start with these settings, in one line: the admission
+    webhook is a cluster-wide object (its MutatingWebhookConfiguration sees pods of every
+    namespace), which a namespaced install is not given (docs/security.md); the chart refuses
+    the same. None when the combination is fine."""
+    if not namespaced(args, environ):
+        return None
+    port = environ.get(f"{settings.PREFIX}WEBHOOK_PORT") or "0"
+    if port.strip("0"):
+        return (
+            f"{settings.PREFIX}WEBHOOK_PORT is set ({port}), but the operator runs namespaced "
+            "(--namespace): its admission webhook would be a cluster-wide object that sees pods "
+            "of every namespace, which a namespaced operator is not given (docs/security.md); "
+            "unset it, or run cluster-wide (--all-namespaces)"
+        )
+    if environ.get(f"{settings.PREFIX}INJECTION") == "Webhook":
+        return (
+            f"{settings.PREFIX}INJECTION is Webhook, but the operator runs namespaced "
+            "(--namespace) and so has no admission webhook: set it to Deployment, or run with "
+            "--all-namespaces and a webhook port"
+        )
+    return None
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
@@ -146,7 +187,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(version())
         return
     wants_help = any(a in ("--help", "-h") for a in args)
-    problem = None if wants_help else missing_cluster(os.environ) or liveness_problem(args)
+    problem = None
+    if not wants_help:
+        problem = (
+            webhook_problem(args, os.environ)
+            or missing_cluster(os.environ)
+            or liveness_problem(args)
+        )
     if problem is not None:
         print(f"embedding-proxy-operator: {problem}", file=sys.stderr)
         raise SystemExit(1)

@@ -106,3 +106,67 @@ def test_a_free_liveness_port_passes_the_check() -> None:
     assert liveness_problem(["--standalone"]) is None
     assert liveness_problem(["--liveness", "http://127.0.0.1:0/healthz"]) is None
     assert "cannot listen" in (liveness_problem(["--liveness=http://192.0.2.1:8080/h"]) or "")
+
+
+WEBHOOK_PORT = {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "8443"}
+WEBHOOK_DEFAULT = {"EMBEDDING_PROXY_OPERATOR_INJECTION": "Webhook"}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "refused"),
+    [
+        (["--namespace=gpu"], WEBHOOK_PORT, "WEBHOOK_PORT is set (8443)"),
+        (["-n", "gpu", "-n", "cpu"], WEBHOOK_PORT, "WEBHOOK_PORT is set (8443)"),
+        (["-vn", "gpu"], WEBHOOK_PORT, "WEBHOOK_PORT is set (8443)"),
+        ([], {**WEBHOOK_PORT, "KOPF_RUN_NAMESPACE": "gpu"}, "WEBHOOK_PORT is set"),
+        (["--namespace=gpu"], WEBHOOK_DEFAULT, "INJECTION is Webhook"),
+        # Cluster-wide (or kopf's implicit default), or no webhook: nothing to refuse.
+        (["--all-namespaces"], {**WEBHOOK_PORT, **WEBHOOK_DEFAULT}, None),
+        (["-A"], WEBHOOK_PORT, None),
+        ([], WEBHOOK_PORT, None),
+        (["--namespace=gpu"], {}, None),
+        (["--namespace=gpu"], {"EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "0"}, None),
+        (["--namespace=gpu"], {"EMBEDDING_PROXY_OPERATOR_INJECTION": "Deployment"}, None),
+    ],
+)
+def test_a_namespaced_operator_refuses_a_webhook(
+    args: list[str], env: dict[str, str], refused: str | None
+) -> None:
+    from embedding_proxy_operator.cli import webhook_problem
+
+    problem = webhook_problem(args, env)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused in problem
+        assert "namespaced" in problem and "--all-namespaces" in problem
+
+
+def test_kopfs_own_environment_variable_for_namespaces_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from embedding_proxy_operator.cli import webhook_problem
+
+    monkeypatch.setenv("KOPF_RUN_NAMESPACES", "gpu")
+    assert webhook_problem([], WEBHOOK_PORT) is not None
+
+
+def test_the_refusal_is_one_line_and_exit_1(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "embedding_proxy_operator", "--standalone", "--namespace=gpu"],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), **WEBHOOK_PORT},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("embedding-proxy-operator: EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT")
+    assert "docs/security.md" in lines[0] and "Traceback" not in done.stderr
