@@ -66,7 +66,7 @@ def test_the_crd_uses_the_same_patterns_and_messages() -> None:
         assert amounts["maxProperties"] == len(sidecar_rules.RESOURCE_NAMES)
         rules = {r["message"]: r["rule"] for r in amounts["x-kubernetes-validations"]}
         assert rules[sidecar_rules.RESOURCE_NAMES_MESSAGE] == f"self.all(k, k in [{names}])"
-        assert "sign() >= 0" in rules[sidecar_rules.QUANTITY_MESSAGE]
+        assert "isLessThan(quantity('0'))" in rules[sidecar_rules.QUANTITY_MESSAGE]
         values = amounts["additionalProperties"]
         assert values["pattern"] == quantity.PATTERN
         assert values["maxLength"] == sidecar_rules.QUANTITY_MAX_LENGTH
