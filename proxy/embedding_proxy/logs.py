@@ -29,6 +29,11 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup(level: str, fmt: str = "text") -> None:
+    # With the access log on, every request makes a record: leave out what neither format shows
+    # and logging would otherwise gather for each one (the caller's file and line, found by
+    # walking the stack; thread and process names). logging's documented switches for this.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
