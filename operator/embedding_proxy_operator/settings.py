@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from . import images
 
 PREFIX = "EMBEDDING_PROXY_OPERATOR_"
 
@@ -25,8 +28,9 @@ class Options:
     native_sidecars: Literal["auto", "true", "false"] = "auto"
     # Port of the operator's own /metrics; 0: not served.
     metrics_port: int = 0
-    # Sidecar images an EmbeddingProxy may name (see `image_allowed`); empty: any image, which
-    # lets whoever writes an EmbeddingProxy run any image in the Deployments it targets.
+    # Sidecar images an EmbeddingProxy may name (entries of `images.parse_entry`); empty: any
+    # image, which lets whoever writes an EmbeddingProxy run any image in the Deployments it
+    # targets.
     allowed_images: tuple[str, ...] = ()
     # How EmbeddingProxies without `spec.injection` inject the sidecar.
     injection: Literal["Deployment", "Webhook"] = "Deployment"
@@ -55,6 +59,7 @@ class Options:
             )
         if self.webhook_url and not self.webhook_url.startswith("https://"):
             raise ValueError(f"{PREFIX}WEBHOOK_URL must be https://..., got {self.webhook_url!r}")
+        _checked_images(self.allowed_images)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
@@ -107,13 +112,41 @@ def _choice(environ: Mapping[str, str], key: str, allowed: tuple[str, ...], defa
     return raw
 
 
+# Kubernetes' label syntax (apimachinery's IsQualifiedName and IsValidLabelValue); the chart's
+# values schema holds the same patterns, so that what it lets through the operator takes.
+LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+LABEL_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY_PATTERN = rf"^({LABEL_PREFIX}/)?{LABEL_NAME}$"
+LABEL_VALUE_PATTERN = rf"^({LABEL_NAME})?$"
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """What is wrong with a label, as the API server would say it; None when nothing is."""
+    prefix, _, name = key.rpartition("/")
+    if not re.fullmatch(LABEL_KEY_PATTERN, key) or len(prefix) > 253 or len(name) > 63:
+        return (
+            f"label key {key!r} is not [prefix/]name: a name of at most 63 letters, digits, "
+            "'-', '_' or '.' that begins and ends with a letter or digit, after an optional "
+            "lower-case DNS subdomain prefix of at most 253 characters"
+        )
+    if not re.fullmatch(LABEL_VALUE_PATTERN, value) or len(value) > 63:
+        return (
+            f"label value {value!r} (of {key!r}) must be empty or at most 63 letters, digits, "
+            "'-', '_' or '.' that begin and end with a letter or digit"
+        )
+    return None
+
+
 def _labels(environ: Mapping[str, str], key: str) -> tuple[tuple[str, str], ...]:
-    """`k=v,k2=v2` (what `kubectl label` takes)."""
+    """`k=v,k2=v2` (what `kubectl label` takes), each a valid label."""
     out: list[tuple[str, str]] = []
     for item in environ.get(PREFIX + key, "").replace(",", " ").split():
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ValueError(f"{PREFIX}{key}: {item!r} is not key=value")
+        problem = label_problem(name, value)
+        if problem:
+            raise ValueError(f"{PREFIX}{key}: {problem}")
         out.append((name, value))
     return tuple(out)
 
@@ -126,32 +159,23 @@ def _port(environ: Mapping[str, str], key: str) -> int:
 
 
 def allowed_images(raw: str) -> tuple[str, ...]:
-    """The allow list as the chart writes it: entries separated by commas or white space."""
-    entries = tuple(e for e in raw.replace(",", " ").split() if e)
+    """The allow list as the chart writes it: entries separated by commas or white space, each
+    checked (`images.parse_entry`)."""
+    return _checked_images(tuple(e for e in raw.replace(",", " ").split() if e))
+
+
+def _checked_images(entries: tuple[str, ...]) -> tuple[str, ...]:
     for entry in entries:
-        if entry.startswith(("/", ":", "@")):
-            raise ValueError(f"{PREFIX}ALLOWED_IMAGES: {entry!r} is no image or repository")
+        try:
+            images.parse_entry(entry)
+        except ValueError as e:
+            raise ValueError(f"{PREFIX}ALLOWED_IMAGES: {e}") from None
     return entries
 
 
 def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
-    """Whether `image` is on the allow list (an empty list allows any). An entry ending in `/`
-    allows every image under that registry or path; any other entry allows that repository with
-    any tag or digest (`repo`, `repo:tag`, `repo@sha256:...`), or that exact reference. Images
-    are compared as written: `embedding-proxy` does not allow `docker.io/library/embedding-proxy`.
-    """
-    if not allowed:
-        return True
-    return any(_allows(entry, image) for entry in allowed)
-
-
-def _allows(entry: str, image: str) -> bool:
-    if entry.endswith("/"):
-        return image.startswith(entry)
-    if image == entry or image.startswith(entry + "@"):
-        return True
-    # A tag, not a registry port: `localhost` must not allow `localhost:5000/anything`.
-    return image.startswith(entry + ":") and "/" not in image[len(entry) + 1 :]
+    """Whether `image` is on the allow list (an empty list allows any); see `images`."""
+    return images.image_allowed(image, allowed)
 
 
 def native_from_version(major: str, minor: str) -> bool:

@@ -17,7 +17,7 @@ NAME = "embedding_proxy_operator"
 # Floor by top-level module (a subpackage counts as one module), lowest first.
 FLOORS: dict[str, tuple[str, ...]] = {
     # What an EmbeddingProxy is: names, the spec with its defaults and rules, the options.
-    "model": ("names", "spec", "settings", "quantity", "sidecar_rules"),
+    "model": ("names", "images", "spec", "settings", "quantity", "sidecar_rules"),
     # Pure functions of the model: what to render, plan, decide and say.
     "logic": (
         "conditions",

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from .. import names
+from .. import images, names
 from .admission import server_for
 from .state import state_of
 
@@ -22,6 +22,13 @@ async def configure(
     options = state.options
     if options.allowed_images:
         logger.info("sidecar images allowed: %s", ", ".join(options.allowed_images))
+        for entry in filter(images.names_a_registry, options.allowed_images):
+            logger.warning(
+                "EMBEDDING_PROXY_OPERATOR_ALLOWED_IMAGES: %r has no '/', so it allows only the "
+                "repository of that name; to allow every image of the registry, write %r",
+                entry,
+                entry + "/",
+            )
     else:
         logger.warning(
             "EMBEDDING_PROXY_OPERATOR_ALLOWED_IMAGES is empty: an EmbeddingProxy may run any "
