@@ -24,6 +24,12 @@ RENDERS = [
     ("example, cpu", "ep-cpu", ["--set", "example.enabled=true", "--set", "example.variant=cpu"]),
     ("example, gpu", "ep-gpu", ["--set", "example.enabled=true", "--set", "example.variant=gpu"]),
     (
+        # fullnameOverride's most (63 characters): every name made from it, and the example's.
+        "longest fullname",
+        "ep-longest",
+        ["--set", f"fullnameOverride=ep-{'x' * 60}", "--set", "example.enabled=true"],
+    ),
+    (
         "namespaced mode",
         "ep-namespaced",
         [

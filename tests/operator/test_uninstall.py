@@ -1,7 +1,9 @@
 """Uninstalling as the README says, on the real API server with real helm: the EmbeddingProxies
 deleted (and waited for) while the operator still runs, then `helm uninstall`. Nothing of the
 operator's is left: no EmbeddingProxy, no ConfigMap, the Deployment as the user wrote it. And the
-documented way out for an EmbeddingProxy stuck on its finalizer (the operator gone first) works."""
+documented way out for an EmbeddingProxy stuck on its finalizer (the operator gone first) works.
+The release has the longest fullnameOverride (63 characters): it installs, and the webhook
+configuration the operator writes points at the Service the chart made."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from harness import Api, Operators, Paths, eventually, sidecar, stop, tei_deployment
+from harness import Api, Obj, Operators, Paths, eventually, sidecar, stop, tei_deployment
 from harness import embedding_proxy as proxy_object
 from installed import CHART, account_of
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.tools import require_helm
 
 from embedding_proxy_operator import names
+
+# fullnameOverride's most; names made from it with a suffix (the webhook Service) are cut short.
+LONGEST = "embedding-proxy-" + "x" * 46 + "a"
 
 
 def helm(plane: ControlPlane, *args: str) -> str:
@@ -38,12 +43,29 @@ async def test_the_documented_uninstall_order_leaves_nothing_behind(
     release = system = f"un-{paths.ns[-6:]}"
     cluster.kubectl("create", "namespace", system)
     cluster.kubectl("label", "namespace", system, "pod-security.kubernetes.io/enforce=restricted")
-    helm(cluster, "install", release, str(CHART), "-n", system, "--skip-crds")
+    helm(
+        cluster, "install", release, str(CHART), "-n", system, "--skip-crds",
+        "--set", f"fullnameOverride={LONGEST}",
+    )  # fmt: skip
     manifest = helm(cluster, "get", "manifest", release, "-n", system)
     objects = [d for d in yaml.safe_load_all(manifest) if d]
     operators = Operators(account_of(cluster, tmp_path, release, system, objects), tmp_path)
-    proc = operators()
+    # The API server is sent to the webhook as the chart says, by its Service (elsewhere tests
+    # give a loopback URL instead).
+    proc = operators(EMBEDDING_PROXY_OPERATOR_WEBHOOK_URL="")
     try:
+        configuration = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+
+        async def webhooks_written() -> list[Obj] | None:
+            return ((await api.get(f"{configuration}/{LONGEST}")) or {}).get("webhooks")
+
+        for hook in await eventually(webhooks_written, "the webhooks configured", timeout=60):
+            ref = hook["clientConfig"]["service"]
+            assert ref["namespace"] == system
+            service = await api.get(f"/api/v1/namespaces/{system}/services/{ref['name']}")
+            assert service is not None, f"{hook['name']} points at no Service: {ref}"
+            assert ref["port"] in [p["port"] for p in service["spec"]["ports"]]
+
         before = await api.create(paths.deployments, tei_deployment(paths.ns))
         await api.create(paths.proxies, proxy_object(paths.ns))
 
@@ -69,7 +91,8 @@ async def test_the_documented_uninstall_order_leaves_nothing_behind(
     dep = await api.get(f"{paths.deployments}/tei") or {}
     assert dep["spec"]["template"]["spec"] == before["spec"]["template"]["spec"]
     left = cluster.kubectl(
-        "get", "clusterroles,clusterrolebindings,clusterkopfpeerings", "-o", "name",
+        "get", "clusterroles,clusterrolebindings,clusterkopfpeerings,mutatingwebhookconfigurations",
+        "-o", "name",
         "-l", f"app.kubernetes.io/instance={release}",
     )  # fmt: skip
     assert left.stdout.strip() == ""

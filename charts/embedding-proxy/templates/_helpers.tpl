@@ -17,6 +17,50 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The name of an object named after another (`base`) and what it is for (`suffix`), at most 63
+characters (a Service's limit, and a label value's): "<base>-<suffix>" where that fits; else the
+base cut short (and a "-" it then ends in dropped), then 8 characters of a hash of the whole name,
+then the suffix. So the suffix is never cut off (a Service named like the operator's Deployment,
+or like another suffix, cannot happen) and two long bases that begin alike still give two names.
+Called with (list base suffix).
+*/}}
+{{- define "embedding-proxy.suffixed" -}}
+{{- $base := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $whole := printf "%s-%s" $base $suffix }}
+{{- if le (len $whole) 63 }}
+{{- $whole }}
+{{- else }}
+{{- $keep := sub 53 (len $suffix) | int }}
+{{- if lt $keep 1 }}
+{{- fail (printf "the name suffix %q is too long to share 63 characters with %q" $suffix $base) }}
+{{- end }}
+{{- printf "%s-%s-%s" ($base | trunc $keep | trimSuffix "-") (sha256sum $whole | trunc 8) $suffix }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Service's name must be a DNS-1035 label (a letter first, no dots), which a name made from the
+release's is not always: say so here rather than have the API server refuse the Service.
+*/}}
+{{- define "embedding-proxy.serviceName" -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" .) }}
+{{- fail (printf "the Service name %q is not a DNS-1035 label (lower-case letters, digits and '-', beginning with a letter and at most 63 characters); it comes from the release name: set fullnameOverride to one that begins with a letter and has no dots" .) }}
+{{- end }}
+{{- . }}
+{{- end }}
+
+{{/* The operator's webhook Service; the operator is told this name (EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE). */}}
+{{- define "embedding-proxy.webhookService" -}}
+{{- include "embedding-proxy.serviceName" (include "embedding-proxy.suffixed" (list (include "embedding-proxy.fullname" .) "webhook")) }}
+{{- end }}
+
+{{/* The example's Deployment, Service and EmbeddingProxy. */}}
+{{- define "embedding-proxy.exampleName" -}}
+{{- include "embedding-proxy.serviceName" (include "embedding-proxy.suffixed" (list (include "embedding-proxy.fullname" .) .Values.example.name)) }}
+{{- end }}
+
 {{- define "embedding-proxy.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
