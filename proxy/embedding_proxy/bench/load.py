@@ -15,20 +15,18 @@ request bytes) and `aiohttp` (one pooled session), to cross-check the first. Res
 in full but not parsed: the vectors are counted by their brackets, which is enough to catch a
 wrong count without the cost of decoding floats.
 
-Here: the protocol with the parent and one measured run. What is sent: workload.py; the clients
-and loops: loops.py; what is counted: tally.py.
+Here: one measured run. The protocol's child side: parent.py; what is sent: workload.py; the
+clients and loops: loops.py; what is counted: tally.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from typing import Any
 
 import aiohttp
-import orjson
 
 from ..serve import run
 from .loops import (
@@ -39,6 +37,7 @@ from .loops import (
     run_raw_open,
     show_progress,
 )
+from .parent import Parent
 from .tally import Tally, summary
 from .workload import make_bodies, request_sizes
 
@@ -58,37 +57,23 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-async def _readline(reader: asyncio.StreamReader) -> dict[str, Any]:
-    line = await reader.readline()
-    if not line:
-        raise SystemExit("bench load: parent closed stdin")
-    return orjson.loads(line)
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
-    sys.stdout.flush()
-
-
 async def main_async() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    spec = await _readline(reader)
+    parent = await Parent.connect("load")
+    spec = await parent.receive()
     tokens, salt, as_list = spec["tokens"], spec["salt"], spec["inputs_per_request"] > 1
     sizes = request_sizes(spec["inputs"], spec["inputs_per_request"])
     bodies = make_bodies(salt, sizes, tokens, as_list)
     warm_sizes = request_sizes(spec["warmup_inputs"], spec["inputs_per_request"])
     warm_bodies = make_bodies(salt + "w", warm_sizes, tokens, as_list)
     if spec.get("client", "raw") == "raw":
-        result = await _measure_raw(reader, spec, bodies, sizes, warm_bodies, warm_sizes)
+        result = await _measure_raw(parent, spec, bodies, sizes, warm_bodies, warm_sizes)
     else:
-        result = await _measure_aiohttp(reader, spec, bodies, sizes, warm_bodies, warm_sizes)
-    _emit(result)
+        result = await _measure_aiohttp(parent, spec, bodies, sizes, warm_bodies, warm_sizes)
+    parent.send(result)
 
 
 async def _measure_raw(
-    reader: asyncio.StreamReader,
+    parent: Parent,
     spec: dict[str, Any],
     bodies: list[bytes],
     sizes: list[int],
@@ -101,8 +86,7 @@ async def _measure_raw(
         await client.open(min(spec["concurrency"], len(requests)))
         if warm_requests:
             await run_raw(client, warm_requests, warm_sizes, spec["concurrency"])
-        _emit({"phase": "warm"})
-        await _readline(reader)
+        await parent.warm()
         tally = Tally()
         progress = _progress(spec, len(requests), tally)
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -118,7 +102,7 @@ async def _measure_raw(
 
 
 async def _measure_aiohttp(
-    reader: asyncio.StreamReader,
+    parent: Parent,
     spec: dict[str, Any],
     bodies: list[bytes],
     sizes: list[int],
@@ -135,8 +119,7 @@ async def _measure_aiohttp(
     ) as session:
         if warm_bodies:
             await run_aiohttp(session, url, warm_bodies, warm_sizes, concurrency)
-        _emit({"phase": "warm"})
-        await _readline(reader)
+        await parent.warm()
         tally = Tally()
         progress = _progress(spec, len(bodies), tally)
         cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -1,5 +1,5 @@
 """The two-population load generator, run as its own process
-(`python -m embedding_proxy.bench.mix_load`), with bench/load.py's protocol on stdin/stdout:
+(`python -m embedding_proxy.bench.mix_load`), with bench/load.py's protocol (parent.py):
 
     parent -> spec            child -> {"phase": "warm"}   (every worker has run `warmup_s`)
     parent -> {"go": true}    child -> result              (after `duration_s` more)
@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,35 +23,25 @@ import orjson
 
 from ..serve import run
 from . import rawhttp
-from .tally import percentile
+from .parent import Parent
+from .tally import Tally, summary
 from .workload import make_text
 
 
-@dataclass
-class Population:
-    """One client's answers inside the window: inputs answered right, latencies, failures."""
-
-    name: str
-    inputs: int = 0
-    ok: int = 0
-    failed: int = 0
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    first_error: str = ""
-
-    def summary(self, seconds: float) -> dict[str, Any]:
-        lat = sorted(self.latencies)
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "failed": self.failed,
-            "inputs": self.inputs,
-            "inputs_per_s": self.inputs / seconds if seconds > 0 else 0.0,
-            "p50_ms": percentile(lat, 50) * 1000,
-            "p99_ms": percentile(lat, 99) * 1000,
-            "statuses": dict(self.statuses),
-            "first_error": self.first_error,
-        }
+def client_summary(name: str, tally: Tally, seconds: float) -> dict[str, Any]:
+    """One client's answers inside the window (`seconds` long), as the bench reports them."""
+    s = summary(tally, seconds, 0.0)
+    return {
+        "name": name,
+        "ok": s["ok"],
+        "failed": s["failed"],
+        "inputs": s["inputs_ok"],
+        "inputs_per_s": s["inputs_per_s"],
+        "p50_ms": s["p50_ms"],
+        "p99_ms": s["p99_ms"],
+        "statuses": s["statuses"],
+        "first_error": s["first_error"],
+    }
 
 
 class Window:
@@ -70,7 +57,7 @@ class Window:
 
 async def worker(
     spec: dict[str, Any],
-    who: Population,
+    who: Tally,
     size: int,
     headers: str,
     window: Window,
@@ -94,7 +81,7 @@ async def worker(
             conn.close()
             conn.closed = True
             if window.holds(time.perf_counter()):
-                _fail(who, type(e).__name__, str(e))
+                who.fail(type(e).__name__, str(e))
             await asyncio.sleep(0.01)
             continue
         done = time.perf_counter()
@@ -102,29 +89,10 @@ async def worker(
             continue
         if status == 200 and answer.count(b"[") == size + 1:
             who.ok += 1
-            who.inputs += size
+            who.inputs_ok += size
             who.latencies.append(done - started)
         else:
-            _fail(who, str(status), rawhttp.error_text(answer))
-
-
-def _fail(who: Population, status: str, detail: str) -> None:
-    who.failed += 1
-    who.statuses[status] += 1
-    if not who.first_error:
-        who.first_error = f"{status}: {detail[:200]}"
-
-
-async def _readline(reader: asyncio.StreamReader) -> dict[str, Any]:
-    line = await reader.readline()
-    if not line:
-        raise SystemExit("bench mix: parent closed stdin")
-    return orjson.loads(line)
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
-    sys.stdout.flush()
+            who.fail(str(status), rawhttp.error_text(answer))
 
 
 def _header(key: str | None) -> str:
@@ -133,19 +101,18 @@ def _header(key: str | None) -> str:
 
 async def main_async() -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    spec = await _readline(reader)
+    parent = await Parent.connect("mix")
+    spec = await parent.receive()
     window = Window()
     texts = itertools.count()
-    interactive = Population("interactive")
+    interactive = Tally()
     tasks = [
         worker(spec, interactive, 1, _header(spec["interactive_key"]), window, texts, "i")
         for _ in range(spec["interactive"])
     ]
-    batch = []
+    batch: list[Tally] = []
     for n, client in enumerate(spec["batch_clients"]):
-        who = Population(f"batch-{n}")
+        who = Tally()
         batch.append(who)
         size = client["size"]
         tasks += [
@@ -155,8 +122,7 @@ async def main_async() -> None:
     running = [loop.create_task(t) for t in tasks]
     try:
         await asyncio.sleep(spec["warmup_s"])
-        _emit({"phase": "warm"})
-        await _readline(reader)
+        await parent.warm()
         cpu0 = time.process_time()
         window.start = time.perf_counter()
         await asyncio.sleep(spec["duration_s"])
@@ -167,12 +133,12 @@ async def main_async() -> None:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
     seconds = window.end - window.start
-    _emit(
+    parent.send(
         {
             "wall_s": seconds,
             "loadgen_cpu_s": cpu,
-            "interactive": interactive.summary(seconds),
-            "batch": [who.summary(seconds) for who in batch],
+            "interactive": client_summary("interactive", interactive, seconds),
+            "batch": [client_summary(f"batch-{n}", who, seconds) for n, who in enumerate(batch)],
         }
     )
 
