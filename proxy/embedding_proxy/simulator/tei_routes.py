@@ -76,15 +76,20 @@ async def openai_embed(sim: Simulator, request: web.Request) -> web.Response:
     return json_response(body, _headers(started, done))
 
 
-async def embed_all(sim: Simulator, request: web.Request) -> web.Response:
-    started = time.monotonic()
+async def _embed_unpooled(sim: Simulator, request: web.Request) -> list[Done]:
+    """/embed_all's and /embed_sparse's request: /embed's without pooling's fields."""
     req = schema.embed_request(await sim.read_json(request), pooled=False)
-    done = await sim.embed_inputs(
+    return await sim.embed_inputs(
         req.inputs,
         truncate=req.truncate,
         direction=req.truncation_direction,
         prompt_name=req.prompt_name,
     )
+
+
+async def embed_all(sim: Simulator, request: web.Request) -> web.Response:
+    started = time.monotonic()
+    done = await _embed_unpooled(sim, request)
     d = sim.settings.dimensions
     answer = [
         [
@@ -98,13 +103,7 @@ async def embed_all(sim: Simulator, request: web.Request) -> web.Response:
 
 async def embed_sparse(sim: Simulator, request: web.Request) -> web.Response:
     started = time.monotonic()
-    req = schema.embed_request(await sim.read_json(request), pooled=False)
-    done = await sim.embed_inputs(
-        req.inputs,
-        truncate=req.truncate,
-        direction=req.truncation_direction,
-        prompt_name=req.prompt_name,
-    )
+    done = await _embed_unpooled(sim, request)
     answer = []
     for e, _ in done:
         weights: dict[int, float] = {}
