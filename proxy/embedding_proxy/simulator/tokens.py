@@ -67,6 +67,14 @@ def _keep(pieces: list[Piece], keep: int, direction: str) -> list[Piece]:
     return pieces[len(pieces) - keep :] if direction == "Left" else pieces[:keep]
 
 
+def _too_many_tokens(tokens: int, max_input_length: int) -> TeiError:
+    return TeiError(
+        ErrorType.VALIDATION,
+        f"`inputs` must have less than {max_input_length} tokens. Given: {tokens}",
+        prefixed=True,
+    )
+
+
 def encode(
     value: str | list[int],
     *,
@@ -99,11 +107,7 @@ def encode(
     tokens = len(pieces) + specials
     if tokens > max_input_length:
         if not truncate:
-            raise TeiError(
-                ErrorType.VALIDATION,
-                f"`inputs` must have less than {max_input_length} tokens. Given: {tokens}",
-                prefixed=True,
-            )
+            raise _too_many_tokens(tokens, max_input_length)
         pieces = _keep(pieces, max_input_length - specials, direction)
         tokens = len(pieces) + specials
         text = None  # truncated: the vector follows the words kept
@@ -126,11 +130,7 @@ def encode_pair(
     tokens = len(a) + len(b) + 3
     if tokens > max_input_length:
         if not truncate:
-            raise TeiError(
-                ErrorType.VALIDATION,
-                f"`inputs` must have less than {max_input_length} tokens. Given: {tokens}",
-                prefixed=True,
-            )
+            raise _too_many_tokens(tokens, max_input_length)
         while len(a) + len(b) + 3 > max_input_length and (a or b):
             longer = a if len(a) >= len(b) else b  # tokenizers' "longest first" strategy
             del longer[0 if direction == "Left" else -1]
