@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, cpus, flags, logs
@@ -128,18 +129,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def exit_code(command: str, run: Callable[[], int]) -> int:
+    """Run a command; an expected failure ends it with one line on stderr and its exit code
+    (2 for a wrong setting, 130 for Ctrl-C). Used by worker processes too."""
     try:
-        return args.func(args)
+        return run()
     except ConfigError as e:
         print(f"embedding-proxy: config error: {e}", file=sys.stderr)
         return 2
     except Failure as e:
-        print(f"embedding-proxy {args.command}: {e}", file=sys.stderr)
+        print(f"embedding-proxy {command}: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return exit_code(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import config as config_module
 from . import control, logs, podmetrics
 from .app import Proxy
-from .config import Config, ConfigError
-from .failure import Failure
+from .cli import exit_code
+from .config import Config
 from .httpmessage import Request, Response
 from .shares import worker_caps, worker_config
 
@@ -137,19 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     def started() -> None:
         made[0].serving = True
 
-    try:
+    def work() -> int:
         config = load()
         logs.setup(config.server.log_level, config.server.log_format)
         run(lambda: serve(config, load, path, started=started, make_proxy=make, reuse_port=True))
-    except ConfigError as e:
-        print(f"embedding-proxy: config error: {e}", file=sys.stderr)
-        return 2
-    except Failure as e:
-        print(f"embedding-proxy serve: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        return 130
-    return 0
+        return 0
+
+    return exit_code("serve", work)
 
 
 if __name__ == "__main__":
