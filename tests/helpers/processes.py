@@ -23,14 +23,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+# Start-up on a slow, busy machine (imports alone take seconds there); a process that dies
+# fails at once, so a passing test never waits this out.
+START_TIMEOUT = 60.0
+
+
+def wait_http(
+    url: str, timeout: float = START_TIMEOUT, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until `url` answers 200 (or the process dies, or time runs out)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            # Each try may wait a while for a process the machine is slow to schedule.
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
                     return
         except OSError:
@@ -78,7 +86,7 @@ def start_process(
     log: Path,
     env: dict[str, str] | None = None,
     ready_path: str = "/health",
-    timeout: float = 20.0,
+    timeout: float = START_TIMEOUT,
 ) -> Process:
     """Start `args` (its output to `log`) and wait until it answers on `port`."""
     full_env = {**os.environ, **(env or {})}

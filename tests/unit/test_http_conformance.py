@@ -20,6 +20,7 @@ import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.helpers.rawhttp import parse_head
 
 from embedding_proxy import httpserver
 from embedding_proxy.httpmessage import Limits, Request, Response
@@ -266,13 +267,7 @@ async def read_answers(
         except asyncio.IncompleteReadError as e:
             assert e.partial == b"", e.partial
             break
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.lower()] = value.strip()
-        status = int(lines[0].split()[1])
+        status, headers = parse_head(head)
         request = ASTERISK if "allow" in headers else next(handled) if status == 200 else None
         if request is None or request.method != "HEAD":
             length = int(headers.get("content-length", 0))

@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from tests.helpers.rawhttp import read_answer
 
 from embedding_proxy import httpreader
 from embedding_proxy.httpconnection import Connection
@@ -56,16 +57,7 @@ async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, headers, body
+    return await read_answer(reader, 5)
 
 
 def post(path: str, body: bytes = b"", extra: str = "") -> bytes:
