@@ -9,7 +9,9 @@ import contextlib
 import select
 import signal
 import time
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import psutil
@@ -281,6 +283,17 @@ async def _ended(reader: asyncio.StreamReader) -> bool:
     return False
 
 
+HOLD_MS = 10_000  # within the proxy's grace_seconds (25)
+
+
+def _fault(simulator: Process, fault: dict[str, int] | None = None) -> dict[str, Any]:
+    """Set a fault on the simulator (None: only read them)."""
+    data = None if fault is None else orjson.dumps(fault)
+    url = f"{simulator.url}/simulator/faults"
+    with urllib.request.urlopen(url, data, timeout=TIMEOUT) as resp:
+        return dict(orjson.loads(resp.read()))
+
+
 def _closed_while_idle(writer: asyncio.StreamWriter) -> bool:
     """The server has already closed this kept-alive connection between requests (its FIN
     waits here, unread), as it may: a client does not send on it, as HTTP clients check a
@@ -301,7 +314,11 @@ async def test_sigterm_under_keepalive_load_answers_every_request(
     proxy = start_proxy(
         simulator.url,
         ready_path="/ready",
-        env={"EMBEDDING_PROXY_SERVER__DRAIN_SECONDS": drain_seconds},
+        # Batches run side by side, so that one held upstream (below) holds up no other.
+        env={
+            "EMBEDDING_PROXY_SERVER__DRAIN_SECONDS": drain_seconds,
+            "EMBEDDING_PROXY_BATCHING__MAX_CONCURRENCY": "8",
+        },
     )
     request = embed(["hello"])
     lost: list[str] = []
@@ -340,6 +357,11 @@ async def test_sigterm_under_keepalive_load_answers_every_request(
 
     clients = [asyncio.ensure_future(client()) for _ in range(64)]
     await poll(lambda: len(answered) >= 500, "no load", DEADLINE)
+    # One upstream call held for HOLD_MS: the proxy finishes it before it stops listening, so
+    # it refuses for that long, whatever the machine's load, while the other clients, answered,
+    # come back (and get their 503s).
+    await asyncio.to_thread(_fault, simulator, {"delay_ms": HOLD_MS, "times": 1})
+    await poll(lambda: _fault(simulator)["applied"] >= 1, "no upstream call held", DEADLINE)
     proxy.signal(signal.SIGTERM)
     await asyncio.wait_for(asyncio.gather(*clients), DEADLINE)
     assert lost == []
