@@ -51,7 +51,7 @@ def parse(value: object) -> Fraction | None:
         return None
     number, suffix = match.group(1), match.group(2) or ""
     amount = Fraction(number)
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+    if suffix not in _SUFFIX:  # a decimal exponent: "e3", "E-2" ("E" alone is exa, "Ei" binary)
         exponent = int(suffix[1:])
         if abs(exponent) > _MAX_EXPONENT:
             return None

@@ -84,6 +84,12 @@ def test_the_crd_uses_the_same_patterns_and_messages() -> None:
         ("1e3", Fraction(1000)),
         ("1E", Fraction(10**18)),
         ("1E3", Fraction(1000)),
+        ("1e-3", Fraction(1, 1000)),
+        # A binary suffix, not "E" and an exponent "i".
+        ("1Ei", Fraction(2**60)),
+        ("2Ei", Fraction(2**61)),
+        ("0.5Ei", Fraction(2**59)),
+        ("1024Pi", Fraction(2**60)),
         ("-1k", Fraction(-1000)),
         # Finer than the nano unit: rounded away from zero, as ParseQuantity does.
         ("0.0000000001", Fraction(1, 10**9)),
@@ -94,7 +100,13 @@ def test_quantities_read_as_the_api_server_reads_them(text: object, value: Fract
     assert quantity.parse(text) == value
 
 
-@pytest.mark.parametrize("text", ["", " 1", "1 ", "1e", "1e1.5", ".", "two", "1Ki2", True, 1.5])
+def test_exbi_is_binary() -> None:
+    assert quantity.parse("1Ei") == quantity.parse("1024Pi") != quantity.parse("1E")
+
+
+@pytest.mark.parametrize(
+    "text", ["", " 1", "1 ", "1e", "1e1.5", ".", "two", "1Ki2", "1Eii", "1ei", True, 1.5]
+)
 def test_not_quantities(text: object) -> None:
     assert quantity.parse(text) is None
 
@@ -102,7 +114,21 @@ def test_not_quantities(text: object) -> None:
 def test_every_quantity_the_crd_pattern_takes_is_read_or_caught() -> None:
     import re
 
-    for text in ["1", "1.5", ".5", "+1", "-1", "1m", "1Mi", "1e-3", "1E+3", "1e1.5", "1.e2"]:
+    for text in [
+        "1",
+        "1.5",
+        ".5",
+        "+1",
+        "-1",
+        "1m",
+        "1Mi",
+        "1e-3",
+        "1E+3",
+        "1e1.5",
+        "1.e2",
+        "1Ei",
+        "1E",
+    ]:
         assert re.fullmatch(quantity.PATTERN, text), text
         # The pattern lets "1e1.5" through; the CEL rule (isQuantity) and the operator refuse it.
         assert (quantity.parse(text) is None) == (text == "1e1.5"), text
