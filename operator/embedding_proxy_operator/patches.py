@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import names
+from . import names, quantity
 from .render import DEFAULT_GRACE_SECONDS, Termination, pre_stop_seconds
 
 Obj = dict[str, Any]
@@ -77,7 +77,8 @@ def covers(stored: Any, wanted: Any) -> bool:
     and volumes (terminationMessagePath, defaultMode, ...), which are no reason to patch."""
     if isinstance(wanted, Mapping):
         return isinstance(stored, Mapping) and all(
-            k in stored and covers(stored[k], v) for k, v in wanted.items()
+            k in stored and (_same_amounts if k == "resources" else covers)(stored[k], v)
+            for k, v in wanted.items()
         )
     if isinstance(wanted, list):
         return (
@@ -86,6 +87,28 @@ def covers(stored: Any, wanted: Any) -> bool:
             and all(covers(s, w) for s, w in zip(stored, wanted, strict=True))
         )
     return bool(stored == wanted)
+
+
+def _same_amounts(stored: Any, wanted: Any) -> bool:
+    """`covers` for a container's resources, with quantities compared by value: the API server
+    stores "0.5" as "500m" and "1024Mi" as "1Gi", which is no reason to patch."""
+    if not isinstance(wanted, Mapping) or not all(isinstance(v, Mapping) for v in wanted.values()):
+        return covers(stored, wanted)
+    if not isinstance(stored, Mapping):
+        return False
+    for kind, amounts in wanted.items():
+        kept = stored.get(kind) or {}
+        if not isinstance(kept, Mapping):
+            return False
+        for name, amount in amounts.items():
+            if name not in kept or not _same_amount(kept[name], amount):
+                return False
+    return True
+
+
+def _same_amount(stored: Any, wanted: Any) -> bool:
+    value = quantity.parse(wanted)
+    return (value is not None and quantity.parse(stored) == value) or stored == wanted
 
 
 def configmap_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Obj | None:

@@ -174,6 +174,24 @@ def test_server_defaults_are_no_reason_to_patch() -> None:
     assert inject(after, spec()) == []
 
 
+def test_resources_are_compared_by_value() -> None:
+    written = {
+        "requests": {"cpu": "0.5", "memory": "1024Mi"},
+        "limits": {"cpu": 1, "memory": "1Gi"},
+    }
+    s = spec(sidecar={"resources": written})
+    after = apply(deployment(), inject(deployment(), s))
+    # What the API server stores: the canonical forms, and requests defaulted from limits.
+    canonical = {
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    pod_of(after)["initContainers"][0]["resources"] = canonical
+    assert inject(after, s) == []
+    canonical["limits"]["cpu"] = "1001m"
+    assert inject(after, s) != []
+
+
 def test_batching_change_leaves_the_template_alone_and_restart_changes_roll_it() -> None:
     after = apply(deployment(), inject(deployment(), spec()))
     assert inject(after, spec(batching={"maxBatchSize": 1}, limits={"burst": 5})) == []
