@@ -9,6 +9,7 @@ overwriting a change made since the read."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,11 @@ def user_containers(deployment: Mapping[str, Any]) -> list[Obj]:
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
+
+logger = logging.getLogger(__name__)
+# The malformed termination annotation last logged, per Deployment: logged once, not per event.
+_MISREAD: dict[str, str] = {}
+_MISREAD_MAX = 1024
 
 POD = "/spec/template/spec"
 TEMPLATE_META = "/spec/template/metadata"
@@ -163,15 +169,55 @@ class _ListPatcher:
 
 
 def termination_record(deployment: Mapping[str, Any]) -> Obj:
-    """What the operator changed of the user's pod spec, from the Deployment's annotation."""
-    text = (deployment.get("metadata", {}).get("annotations") or {}).get(
-        names.TERMINATION_ANNOTATION
-    )
-    try:
-        record = json.loads(text) if text else {}
-    except ValueError:
+    """What the operator changed of the user's pod spec, from the Deployment's annotation: {}
+    when there is none, or what is there is not of the shape the operator writes (logged once)."""
+    meta = deployment.get("metadata") or {}
+    text = (meta.get("annotations") or {}).get(names.TERMINATION_ANNOTATION)
+    if not text:
         return {}
-    return record if isinstance(record, dict) else {}
+    try:
+        record = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
+        record = None
+    if _well_formed(record):
+        return record
+    where = f"{meta.get('namespace')}/{meta.get('name')}"
+    if _MISREAD.get(where) != text:
+        if len(_MISREAD) >= _MISREAD_MAX:
+            _MISREAD.clear()
+        _MISREAD[where] = text
+        logger.warning(
+            "Deployment %s: annotation %s is not the operator's record, taken as absent: %.200r",
+            where,
+            names.TERMINATION_ANNOTATION,
+            text,
+        )
+    return {}
+
+
+def _well_formed(record: Any) -> bool:
+    """{"preStop": [container names], "grace": {"was": seconds or null, "set": seconds}}, each
+    part optional, as `_termination_ops` writes it."""
+    if not isinstance(record, dict) or not set(record) <= {"preStop", "grace"}:
+        return False
+    hooked, grace = record.get("preStop", []), record.get("grace")
+    return (
+        isinstance(hooked, list)
+        and all(isinstance(n, str) for n in hooked)
+        and (
+            grace is None
+            or (
+                isinstance(grace, dict)
+                and set(grace) == {"was", "set"}
+                and _seconds(grace["set"])
+                and (grace["was"] is None or _seconds(grace["was"]))
+            )
+        )
+    )
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _termination_ops(

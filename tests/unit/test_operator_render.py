@@ -367,6 +367,38 @@ def test_what_the_user_changed_after_injection_stays_theirs_on_removal() -> None
     assert "annotations" not in restored["metadata"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"preStop":[{"a":1}]}',
+        "[[[",
+        "[" * 100_000,
+        '["tei"]',
+        '{"preStop":"tei"}',
+        '{"grace":{"was":true,"set":30}}',
+        '{"grace":{"set":"30"}}',
+        '{"grace":{"was":null,"set":42},"more":1}',
+    ],
+)
+def test_a_tampered_termination_record_is_taken_as_absent(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    after = apply(deployment(), inject(deployment(), spec(**DRAIN)))
+    after["metadata"]["annotations"][names.TERMINATION_ANNOTATION] = text
+    assert patches.termination_record(after) == {}
+    # Planning goes on, and the hook it can no longer tell from the user's own stays.
+    inject(after, spec(**DRAIN))
+    restored = apply(after, patches.remove_ops(after))
+    assert "preStop" in tei(restored)["lifecycle"]
+    assert len([r for r in caplog.records if names.TERMINATION_ANNOTATION in r.message]) == 1
+
+
+def test_the_operators_own_termination_record_is_read() -> None:
+    after = apply(deployment(), inject(deployment(), spec(**DRAIN)))
+    record = patches.termination_record(after)
+    assert record["preStop"] == ["tei"] and record["grace"] == {"was": None, "set": 42}
+
+
 def test_every_container_beside_the_proxy_outlives_it() -> None:
     dep = deployment()
     pod_of(dep)["containers"].append({"name": "logs", "image": "shipper"})
