@@ -14,12 +14,13 @@ WRITTEN = {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": "1"
 
 
 def operator_calls(cluster: ControlPlane, account: Account, ns: str, verb: str) -> int:
-    """The operator's finished requests of `verb` on the Deployment `tei` in `ns`."""
+    """The operator's requests of `verb` on the Deployment `tei` in `ns`."""
     return sum(
         1
         for e in cluster.audit_events(account.username)
         if e["verb"] == verb
-        and e.get("stage") == "ResponseComplete"
+        # Logged before the request is served: counted as soon as its effect can be seen.
+        and e.get("stage") == "RequestReceived"
         and (e.get("objectRef") or {}).get("resource") == "deployments"
         and (e.get("objectRef") or {}).get("namespace") == ns
         and (e.get("objectRef") or {}).get("name") == "tei"
