@@ -24,6 +24,9 @@ def operator_patches_of_the_deployment(cluster: ControlPlane, account: Account, 
         1
         for e in cluster.audit_events(account.username)
         if e["verb"] == "patch"
+        # One event per request, logged before it is served (ResponseComplete may come after
+        # the test has seen the patch's effect).
+        and e.get("stage") == "RequestReceived"
         and (e.get("objectRef") or {}).get("resource") == "deployments"
         and (e.get("objectRef") or {}).get("namespace") == ns
     )
