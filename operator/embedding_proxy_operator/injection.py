@@ -177,6 +177,21 @@ def probe_reached(answer: Mapping[str, Any]) -> bool:
     return annotations.get(PROBE_ANNOTATION) == "true"
 
 
+def webhook_injects(result: Plan) -> bool:
+    """Whether the webhook puts the sidecar into the target's new pods: Webhook mode, and the
+    plan has a sidecar to put in. Where the plan refuses (a port or name conflict, a target
+    claimed, an image not allowed, ...), no pod of the target has "escaped" it: re-creating one
+    would bring back the same pod."""
+    return result.injection == "Webhook" and result.container is not None
+
+
+def may_delete_ready(live: int, replicas: int, injected: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether an escaped pod that is ready may be deleted now: only while no replica is missing
+    (a pod deleted before has been replaced) and every pod with the sidecar is ready, so that
+    capacity drops by at most one pod."""
+    return live >= replicas and all(pods.is_ready(p) for p in injected)
+
+
 def escaped(items: Iterable[Mapping[str, Any]], selector: Mapping[str, Any]) -> list[Obj]:
     """The Deployment's live pods without the sidecar (made while the webhook was not reached),
     by name."""

@@ -306,6 +306,41 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     assert not any("impostor" in e.get("message", "") for e in await api.items(paths.events))
 
 
+async def test_pods_of_a_target_the_plan_refuses_are_never_deleted_as_escaped(
+    api: Api,
+    paths: Paths,
+    operator: Any,
+    cluster_account: Account,
+    kubelet: Callable[[list[str]], Kubelet],
+) -> None:
+    """TEI on the proxy's port 8000 (PortConflict): the webhook injects nothing, so the pods did
+    not escape it; re-creating them would bring back the same pods."""
+    port = free_port()
+    operator(**webhook_env(port))
+    await published(api, cluster_account, port)
+    kubelet(["127.0.0.96", "127.0.0.97"])
+    await api.create(paths.deployments, tei_deployment(paths.ns, replicas=2, port=8000))
+    await api.create(paths.proxies, embedding_proxy(paths.ns, injection="Webhook"))
+
+    async def observed() -> Obj | None:
+        proxy = await api.get(f"{paths.proxies}/tei")
+        ready = ((proxy or {}).get("status") or {}).get("readyReplicas") == 2
+        refused = condition(proxy, names.SIDECAR_INJECTED).get("reason") == "PortConflict"
+        return proxy if ready and refused else None
+
+    await eventually(observed, "PortConflict with both pods ready", timeout=90)
+    first = {p["metadata"]["uid"] for p in await pods_of(api, paths, "app", "tei")}
+    assert len(first) == 2
+    # A window of many observe polls (every 0.5 s here): none deletes a pod.
+    await asyncio.sleep(5)
+    assert {p["metadata"]["uid"] for p in await pods_of(api, paths, "app", "tei")} == first
+    proxy = await api.get(f"{paths.proxies}/tei")
+    assert condition(proxy, names.SIDECAR_INJECTED)["reason"] == "PortConflict"
+    assert not (proxy["status"].get("injection") or {}).get("podsWithoutSidecar")
+    reasons = {e.get("reason") for e in await api.items(paths.events)}
+    assert not reasons & {"PodsWithoutSidecar", "EscapedPodsDeleted"}
+
+
 async def test_the_certificate_is_valid_for_the_address_the_api_server_uses(
     api: Api, paths: Paths, operator: Any, cluster_account: Account, tmp_path: Path
 ) -> None:

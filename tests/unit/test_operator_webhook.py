@@ -202,6 +202,40 @@ def test_escaped_pods_are_the_live_ones_without_the_sidecar() -> None:
     assert [p["metadata"]["name"] for p in found] == ["a"]
 
 
+@pytest.mark.parametrize(
+    ("spec", "containers", "reason"),
+    [
+        ({}, [{"name": "tei", "ports": [{"containerPort": 8000}]}], "PortConflict"),
+        ({}, [{"name": "tei"}, {"name": names.SIDECAR_NAME, "image": "own"}], "NameConflict"),
+        ({}, [], "TargetHasNoContainers"),
+        ({"sidecar": {"image": "elsewhere/proxy:1"}}, [{"name": "tei"}], "ImageNotAllowed"),
+    ],
+)
+def test_where_the_plan_refuses_no_pod_has_escaped_the_webhook(
+    spec: Obj, containers: list[Obj], reason: str
+) -> None:
+    dep = deployment()
+    dep["spec"]["template"]["spec"]["containers"] = containers
+    result = plan(
+        proxy(injection="Webhook", **spec), dep, True, allowed_images=("embedding-proxy",)
+    )
+    said = {f.type: f for f in result.facts}[names.SIDECAR_INJECTED]
+    assert (said.status, said.reason) == ("False", reason)
+    assert not injection.webhook_injects(result)
+    assert injection.webhook_injects(plan(proxy(injection="Webhook"), deployment(), True))
+    assert not injection.webhook_injects(plan(proxy(), deployment(), True))
+
+
+def test_a_ready_escaped_pod_is_deleted_only_while_no_replica_is_missing() -> None:
+    ready = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    starting = {"status": {"phase": "Pending"}}
+    assert injection.may_delete_ready(2, 2, [])
+    assert injection.may_delete_ready(2, 2, [ready])
+    # The pod deleted last poll is not yet replaced: "every injected pod is ready" of none.
+    assert not injection.may_delete_ready(1, 2, [])
+    assert not injection.may_delete_ready(2, 2, [ready, starting])
+
+
 def test_certificates_name_the_service_and_chain_to_the_ca() -> None:
     hosts = certs.service_names("ep-webhook.sys")
     assert hosts == [

@@ -267,9 +267,11 @@ async def recreate_escaped(
         )
         state.post_event(proxy, "Warning", "PodsWithoutSidecar", message, once=True)
         return Fact(names.SIDECAR_INJECTED, "False", "WebhookUnreachable", message), names_
-    injected = [p for p in pods.live_pods(items, selector) if pods.runs_sidecar(p)]
+    live = pods.live_pods(mine, selector)
+    injected = [p for p in live if pods.runs_sidecar(p)]
     victims = [p for p in escaped if not pods.is_ready(p)]
-    if not victims and all(pods.is_ready(p) for p in injected):
+    replicas = int((deployment.get("spec") or {}).get("replicas", 1))
+    if not victims and injection.may_delete_ready(len(live), replicas, injected):
         victims = escaped[:1]
     api = state.client()
     for pod in victims:

@@ -15,6 +15,7 @@ import kopf
 from .. import (
     hpa,
     hpa_policy,
+    injection,
     keda,
     kube,
     metrics,
@@ -28,7 +29,7 @@ from .. import (
 )
 from ..conditions import Fact
 from ..kube import ApiError, list_if_served
-from ..reconcile import config_fact
+from ..reconcile import config_fact, plan
 from ..settings import image_allowed
 from ..spec import ProxySpec, SpecError, parse, target_name
 from ..writes import remove_scaled_object, write_status
@@ -104,7 +105,16 @@ async def observe_once(
     )
     items = listing.get("items") or []
     escape: tuple[Fact | None, list[str]] = (None, [])
-    if (spec.injection or state.options.injection) == "Webhook":
+    planned = plan(
+        proxy,
+        deployment,
+        await state.native_supported(),
+        await state.sleep_action_supported(),
+        state.options.allowed_images,
+        state.options.injection,
+        webhook=bool(state.options.webhook_port),
+    )
+    if injection.webhook_injects(planned):
         escape = await recreate_escaped(state, proxy, deployment, items, logger)
     ready = pods.proxy_pods(items, selector)
     texts = await state.fetcher().texts(
