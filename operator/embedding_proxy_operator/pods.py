@@ -47,12 +47,14 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def runs_sidecar(pod: Mapping[str, Any]) -> bool:
+def containers(pod: Mapping[str, Any]) -> list[Obj]:
+    """The pod's init containers and containers."""
     spec = pod.get("spec") or {}
-    return any(
-        c.get("name") == names.SIDECAR_NAME
-        for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    )
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def runs_sidecar(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("name") == names.SIDECAR_NAME for c in containers(pod))
 
 
 def proxy_pods(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, Any]) -> list[Obj]:

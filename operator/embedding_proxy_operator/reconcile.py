@@ -249,7 +249,7 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
             f"Deployment {target!r} has no containers of its own to put the proxy beside",
         )
     present = patches.find_sidecar(deployment)
-    if present and not owner and not _looks_ours(present[1]):
+    if present and not owner and not patches.looks_ours(present[1]):
         return Fact(
             names.SIDECAR_INJECTED,
             "False",
@@ -272,11 +272,6 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
                 f"{taken[port]!r}; set spec.sidecar.ports.{field_} to a free port",
             )
     return None
-
-
-def _looks_ours(container: Mapping[str, Any]) -> bool:
-    mounts = container.get("volumeMounts") or []
-    return any(m.get("name") == names.CONFIG_VOLUME for m in mounts)
 
 
 def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:

@@ -158,3 +158,59 @@ async def test_config_applied_says_written_only_after_the_write(
     cond = await eventually(written, "the ConfigMap written once the policy is gone", timeout=90)
     assert "is written" in cond["message"]
     assert await api.get(f"{paths.configmaps}/{names.configmap_name('tei')}") is not None
+
+
+async def test_delete_leaves_a_users_own_container_of_the_sidecars_name(
+    api: Api, paths: Paths, operator: Any
+) -> None:
+    """Nothing was injected (NameConflict, TargetHasNoContainers): release touches nothing. And
+    where taking out what was injected leaves an invalid Deployment (the user removed their own
+    container since), the EmbeddingProxy still goes: a 422 is not retried."""
+    users_own = {"name": names.SIDECAR_NAME, "image": "users-own:1"}
+    beside = tei_deployment(paths.ns)
+    beside["spec"]["template"]["spec"]["containers"].append(users_own)
+    alone = tei_deployment(paths.ns, name="solo")
+    alone["spec"]["template"]["spec"]["containers"] = [users_own]
+    originals = [await api.create(paths.deployments, d) for d in (beside, alone)]
+    await api.create(paths.deployments, tei_deployment(paths.ns, name="bare"))
+    operator()
+    await api.create(paths.proxies, embedding_proxy(paths.ns))
+    await api.create(paths.proxies, embedding_proxy(paths.ns, name="solo", target="solo"))
+    bare = embedding_proxy(paths.ns, name="bare", target="bare", sidecar={"mode": "Container"})
+    await api.create(paths.proxies, bare)
+    await eventually(
+        lambda: _sidecar_in_containers(api, f"{paths.deployments}/bare"), "the sidecar in bare"
+    )
+    remove_tei = [
+        {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "tei"},
+        {"op": "remove", "path": "/spec/template/spec/containers/0"},
+    ]
+    await api.json_patch(f"{paths.deployments}/bare", remove_tei)
+    for name, reason in (
+        ("tei", "NameConflict"),
+        ("solo", "TargetHasNoContainers"),
+        ("bare", "TargetHasNoContainers"),
+    ):
+
+        async def refused(name: str = name, reason: str = reason) -> Obj | None:
+            cond = condition(await api.get(f"{paths.proxies}/{name}"), names.SIDECAR_INJECTED)
+            return cond if cond.get("reason") == reason else None
+
+        await eventually(refused, f"SidecarInjected {reason}", timeout=60)
+        await api.delete(f"{paths.proxies}/{name}")
+
+    async def gone() -> bool:
+        return not await api.items(paths.proxies)
+
+    await eventually(gone, "both EmbeddingProxies released", timeout=60)
+    for original in originals:
+        dep = await api.get(f"{paths.deployments}/{original['metadata']['name']}")
+        assert dep["spec"]["template"] == original["spec"]["template"]
+        assert dep["metadata"]["generation"] == original["metadata"]["generation"]
+    # Left as it is: without the sidecar it would have no container.
+    assert sidecar(await api.get(f"{paths.deployments}/bare"), "containers") is not None
+
+
+async def _sidecar_in_containers(api: Api, path: str) -> bool:
+    dep = await api.get(path)
+    return sidecar(dep, "containers") is not None

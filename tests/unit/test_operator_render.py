@@ -252,6 +252,19 @@ def test_remove_gives_back_exactly_the_original(pod: Obj, fields: Obj) -> None:
     assert patches.remove_ops(restored) == []
 
 
+def test_release_takes_out_only_what_the_operator_marked_as_its_own() -> None:
+    users_own = {"name": names.SIDECAR_NAME, "image": "users-own:1"}
+    beside = deployment()
+    beside["spec"]["template"]["spec"]["containers"].append(users_own)
+    alone = deployment(containers=[users_own])
+    for dep in (beside, alone):
+        assert not patches.marked(dep, "p")
+        assert patches.remove_ops(dep) == []
+    injected = apply(deployment(), inject(deployment(), spec()))
+    assert patches.marked(injected, "p") and not patches.marked(injected, "other")
+    assert names.SIDECAR_NAME not in str(pod_of(apply(injected, patches.remove_ops(injected))))
+
+
 def test_user_ports_see_running_containers_only() -> None:
     dep = deployment(
         initContainers=[

@@ -271,12 +271,18 @@ def _condition_status(proxy: Mapping[str, Any], type_: str) -> str | None:
 
 
 async def _pods_injected(api: kube.Kube, namespace: str, deployment: Mapping[str, Any]) -> bool:
-    """Whether a live pod of the Deployment runs the sidecar (the webhook put it there)."""
+    """Whether a live pod of the Deployment runs the sidecar the webhook put there (one that
+    mounts the operator's config: a user's own container of that name is not it)."""
     selector = (deployment.get("spec") or {}).get("selector") or {}
     listing = await api.request(
         "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
     )
-    return any(pods.runs_sidecar(p) for p in pods.live_pods(listing.get("items") or [], selector))
+    return any(
+        patches.looks_ours(c)
+        for p in pods.live_pods(listing.get("items") or [], selector)
+        for c in pods.containers(p)
+        if c.get("name") == names.SIDECAR_NAME
+    )
 
 
 @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL)
@@ -320,19 +326,24 @@ async def release_target(
         if owner is not None and owner != name:
             return
         ops: list[Obj] = []
-        if (
-            owner is not None
-            or patches.find_sidecar(deployment) is not None
-            or patches.restart_annotation(deployment) is not None
-        ):
+        if patches.marked(deployment, name):
             ops = patches.remove_ops(deployment)
         if not ops and await _pods_injected(api, namespace, deployment):
             # Webhook mode, no change ever rolled the pods: roll them now, as `kubectl rollout
             # restart` does, so that none keeps the sidecar.
             ops = patches.restart_ops(deployment, now())
-        if ops:
+        if not ops:
+            return
+        try:
             await api.request("PATCH", path, ops, kube.JSON_PATCH)
-            logger.info("removed the sidecar from Deployment %s/%s", namespace, target)
+        except ApiError as e:
+            if e.status != 422:
+                raise
+            # The Deployment without it would be invalid: retrying changes nothing, and the
+            # EmbeddingProxy must not hang in deletion.
+            logger.warning("left Deployment %s/%s as it is: %s", namespace, target, e)
+            return
+        logger.info("removed the sidecar from Deployment %s/%s", namespace, target)
 
     await kube.retrying(
         remove,
