@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import names, quantity
+from . import names, pods, quantity
 from .render import DEFAULT_GRACE_SECONDS, Termination, pre_stop_seconds
 
 Obj = dict[str, Any]
@@ -39,30 +39,6 @@ def find_sidecar(deployment: Mapping[str, Any]) -> tuple[str, Obj] | None:
 
 def owner_of(deployment: Mapping[str, Any]) -> str | None:
     return (deployment.get("metadata", {}).get("annotations") or {}).get(names.PROXY_ANNOTATION)
-
-
-def looks_ours(container: Mapping[str, Any]) -> bool:
-    """A sidecar the operator rendered: it mounts the operator's config volume."""
-    mounts = container.get("volumeMounts") or []
-    return any(m.get("name") == names.CONFIG_VOLUME for m in mounts)
-
-
-def sidecar_is_ours(deployment: Mapping[str, Any]) -> bool:
-    """Whether the container named like the sidecar is the operator's: the Deployment carries
-    the operator's annotation, or the container mounts its config. A user's own container of
-    that name is never the operator's to take out."""
-    present = find_sidecar(deployment)
-    return present is not None and (owner_of(deployment) is not None or looks_ours(present[1]))
-
-
-def marked(deployment: Mapping[str, Any], proxy_name: str) -> bool:
-    """Whether this EmbeddingProxy's injection left its mark on the Deployment: its annotation
-    (Deployment mode), the template's restart annotation (Webhook mode), or a sidecar it
-    rendered. Without a mark there is nothing of the operator's to take out."""
-    owner = owner_of(deployment)
-    if owner is not None:
-        return owner == proxy_name
-    return restart_annotation(deployment) is not None or sidecar_is_ours(deployment)
 
 
 def user_ports(deployment: Mapping[str, Any]) -> dict[int, str]:
@@ -385,13 +361,13 @@ def inject_ops(
 
 
 def remove_ops(deployment: Mapping[str, Any], restart: str | None = None) -> list[Op]:
-    """Operations that take out everything the operator added (never a user's own container
-    named like the sidecar); [] when nothing is there. With
+    """Operations that take out everything the operator added; [] when nothing is there. With
     `restart` (Webhook mode, where the webhook injects the pods), the template's restart
     annotation is set to it instead of taken out."""
     pod = pod_spec(deployment)
     ops, _ = _termination_ops(deployment, None)
-    if sidecar_is_ours(deployment):
+    present = find_sidecar(deployment)  # a user's own container of that name stays
+    if present and (owner_of(deployment) or pods.looks_ours(present[1])):
         inits = _ListPatcher(ops, f"{POD}/initContainers", pod.get("initContainers"))
         inits.remove(names.SIDECAR_NAME)
         inits.drop_if_empty()

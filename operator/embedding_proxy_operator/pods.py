@@ -53,6 +53,11 @@ def containers(pod: Mapping[str, Any]) -> list[Obj]:
     return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
 
 
+def looks_ours(container: Mapping[str, Any]) -> bool:
+    """A sidecar the operator rendered: it mounts the operator's config volume."""
+    return any(m.get("name") == names.CONFIG_VOLUME for m in container.get("volumeMounts") or [])
+
+
 def runs_sidecar(pod: Mapping[str, Any]) -> bool:
     return any(c.get("name") == names.SIDECAR_NAME for c in containers(pod))
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import names, patches, render, replica_failure, rollout
+from . import names, patches, pods, render, replica_failure, rollout
 from .conditions import Fact
 from .settings import image_allowed
 from .spec import ProxySpec, SpecError, parse
@@ -249,7 +249,7 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
             f"Deployment {target!r} has no containers of its own to put the proxy beside",
         )
     present = patches.find_sidecar(deployment)
-    if present and not owner and not patches.looks_ours(present[1]):
+    if present and not owner and not pods.looks_ours(present[1]):
         return Fact(
             names.SIDECAR_INJECTED,
             "False",
@@ -272,6 +272,19 @@ def _refusal(deployment: Mapping[str, Any], spec: ProxySpec, name: str) -> Fact 
                 f"{taken[port]!r}; set spec.sidecar.ports.{field_} to a free port",
             )
     return None
+
+
+def release_marked(deployment: Mapping[str, Any], proxy_name: str) -> bool:
+    """Whether this EmbeddingProxy's injection left its mark on the Deployment: its annotation
+    (Deployment mode), the template's restart annotation (Webhook mode), or a sidecar it
+    rendered. Without a mark there is nothing of the operator's to take out."""
+    owner = patches.owner_of(deployment)
+    if owner is not None:
+        return owner == proxy_name
+    present = patches.find_sidecar(deployment)
+    return patches.restart_annotation(deployment) is not None or bool(
+        present and pods.looks_ours(present[1])
+    )
 
 
 def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:

@@ -11,6 +11,7 @@ import yaml
 
 from embedding_proxy.config import Config
 from embedding_proxy_operator import names, patches, render
+from embedding_proxy_operator.reconcile import release_marked
 from embedding_proxy_operator.spec import ProxySpec, SpecError, parse
 
 Obj = dict[str, Any]
@@ -258,10 +259,10 @@ def test_release_takes_out_only_what_the_operator_marked_as_its_own() -> None:
     beside["spec"]["template"]["spec"]["containers"].append(users_own)
     alone = deployment(containers=[users_own])
     for dep in (beside, alone):
-        assert not patches.marked(dep, "p")
+        assert not release_marked(dep, "p")
         assert patches.remove_ops(dep) == []
     injected = apply(deployment(), inject(deployment(), spec()))
-    assert patches.marked(injected, "p") and not patches.marked(injected, "other")
+    assert release_marked(injected, "p") and not release_marked(injected, "other")
     assert names.SIDECAR_NAME not in str(pod_of(apply(injected, patches.remove_ops(injected))))
 
 

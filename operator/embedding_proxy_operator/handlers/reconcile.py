@@ -20,7 +20,7 @@ import kopf
 from .. import kube, names, patches, pods, replica_failure
 from ..conditions import Fact, now
 from ..kube import ApiError
-from ..reconcile import Plan, config_fact, plan
+from ..reconcile import Plan, config_fact, plan, release_marked
 from ..settings import retry_delay
 from ..spec import target_name
 from ..writes import CONFLICT, delete_configmap, write_configmap, write_status
@@ -278,7 +278,7 @@ async def _pods_injected(api: kube.Kube, namespace: str, deployment: Mapping[str
         "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
     )
     return any(
-        patches.looks_ours(c)
+        pods.looks_ours(c)
         for p in pods.live_pods(listing.get("items") or [], selector)
         for c in pods.containers(p)
         if c.get("name") == names.SIDECAR_NAME
@@ -326,7 +326,7 @@ async def release_target(
         if owner is not None and owner != name:
             return
         ops: list[Obj] = []
-        if patches.marked(deployment, name):
+        if release_marked(deployment, name):
             ops = patches.remove_ops(deployment)
         if not ops and await _pods_injected(api, namespace, deployment):
             # Webhook mode, no change ever rolled the pods: roll them now, as `kubectl rollout
