@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import kopf.cli
@@ -14,6 +17,22 @@ def parsed(args: list[str]) -> dict[str, Any]:
     """What `kopf run` makes of the arguments (parsed only, not run)."""
     assert args[0] == "run"
     return dict(kopf.cli.run.make_context("run", args[1:]).params)
+
+
+def refused_at_start(args: list[str], env: dict[str, str]) -> str:
+    """Run the operator; it must stop at once with exit 1 and one line (no traceback) on stderr,
+    which is returned."""
+    done = subprocess.run(
+        [sys.executable, "-m", "embedding_proxy_operator", "--standalone", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
 
 
 def test_replicas_of_one_deployment_get_distinct_stable_negative_priorities() -> None:
@@ -75,10 +94,7 @@ def test_a_leading_run_is_kopfs_own_and_dropped() -> None:
 
 
 def test_a_busy_liveness_port_is_one_line_and_exit_1(tmp_path: Any) -> None:
-    import os
     import socket
-    import subprocess
-    import sys
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
@@ -87,17 +103,8 @@ def test_a_busy_liveness_port_is_one_line_and_exit_1(tmp_path: Any) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         liveness = f"--liveness=http://127.0.0.1:{port}/healthz"
-        done = subprocess.run(
-            [sys.executable, "-m", "embedding_proxy_operator", "--standalone", liveness],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "Traceback" not in done.stderr
+        line = refused_at_start([liveness], {"KUBECONFIG": str(kubeconfig)})
+    assert f"cannot listen on 127.0.0.1:{port}" in line
 
 
 def test_a_free_liveness_port_passes_the_check() -> None:
@@ -152,21 +159,9 @@ def test_kopfs_own_environment_variable_for_namespaces_counts(
 
 
 def test_the_refusal_is_one_line_and_exit_1(tmp_path: Any) -> None:
-    import os
-    import subprocess
-    import sys
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "embedding_proxy_operator", "--standalone", "--namespace=gpu"],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig), **WEBHOOK_PORT},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("embedding-proxy-operator: EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT")
-    assert "docs/security.md" in lines[0] and "Traceback" not in done.stderr
+    line = refused_at_start(["--namespace=gpu"], {"KUBECONFIG": str(kubeconfig), **WEBHOOK_PORT})
+    assert line.startswith("embedding-proxy-operator: EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT")
+    assert "docs/security.md" in line
