@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, cpus, flags, logs
 from . import config as config_module
-from .config import Config, ConfigError
-from .failure import Failure
+from .config import Config
+from .failure import exit_code
 
 SERVE_DESCRIPTION = """\
 Run the batching proxy in front of TEI: it accepts TEI's and OpenAI's embedding APIs on one port,
@@ -127,21 +126,6 @@ def parser() -> argparse.ArgumentParser:
     drain.add_argument("--pid", type=int, default=1, help="the proxy's process (default 1)")
     drain.set_defaults(func=cmd_drain)
     return p
-
-
-def exit_code(command: str, run: Callable[[], int]) -> int:
-    """Run a command; an expected failure ends it with one line on stderr and its exit code
-    (2 for a wrong setting, 130 for Ctrl-C). Used by worker processes too."""
-    try:
-        return run()
-    except ConfigError as e:
-        print(f"embedding-proxy: config error: {e}", file=sys.stderr)
-        return 2
-    except Failure as e:
-        print(f"embedding-proxy {command}: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

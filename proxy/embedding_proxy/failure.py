@@ -9,6 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
+from collections.abc import Callable
+
+from .config import ConfigError
 
 
 class Failure(Exception):
@@ -31,3 +35,18 @@ def cannot_listen(host: str, port: int, error: OSError, flag: str = "--port") ->
     else:
         todo = f"check --host and {flag}"
     return Failure(f"cannot listen on {host}:{port}", why, todo)
+
+
+def exit_code(command: str, run: Callable[[], int]) -> int:
+    """Run a command; an expected failure ends it with one line on stderr and its exit code
+    (2 for a wrong setting, 130 for Ctrl-C). Used by worker processes too."""
+    try:
+        return run()
+    except ConfigError as e:
+        print(f"embedding-proxy: config error: {e}", file=sys.stderr)
+        return 2
+    except Failure as e:
+        print(f"embedding-proxy {command}: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130

@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import config as config_module
 from . import control, logs, podmetrics
 from .app import Proxy
-from .cli import exit_code
 from .config import Config
+from .failure import exit_code
 from .httpmessage import Request, Response
 from .shares import worker_caps, worker_config
 

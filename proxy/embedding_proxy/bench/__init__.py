@@ -5,8 +5,9 @@ docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .run import main
+from . import run
 
 TARGETS = ("proxy", "direct", "ideal")
 
@@ -149,3 +150,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mix.add_argument(
         "--min-share", type=_share, default=0.1, help="the batch lane's min_share (0.1)"
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`embedding-proxy bench`: the flags checked, then a two-population mix, a sweep or one run."""
+    if args.tokens < 3:
+        print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
+        return 2
+    run.check_flags(args)
+    if getattr(args, "two_populations", False):
+        from .mix import main as mix
+
+        return mix(args)
+    if getattr(args, "sweep", None):
+        from .sweep import main as sweep
+
+        return sweep(args)
+    return run.main(args)

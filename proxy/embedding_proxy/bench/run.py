@@ -208,18 +208,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.tokens < 3:
-        print("embedding-proxy bench: --tokens must be at least 3", file=sys.stderr)
-        return 2
-    check_flags(args)
-    if getattr(args, "two_populations", False):
-        from .mix import main as mix
-
-        return mix(args)
-    if getattr(args, "sweep", None):
-        from .sweep import main as sweep
-
-        return sweep(args)
+    """One run of the targets side by side (`bench/__init__.main` picks this, a sweep or a mix)."""
     if getattr(args, "plot", None) or getattr(args, "csv", None):
         print("embedding-proxy bench: --plot and --csv go with --sweep", file=sys.stderr)
         return 2
