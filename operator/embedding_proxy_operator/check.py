@@ -13,7 +13,7 @@ import sys
 
 from kubernetes import client, config
 
-from . import names
+from .model import names
 
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import click
 import kopf.cli
 
-from . import peering, settings
+from .io import peering
+from .model import settings
 
 HANDLERS = "embedding_proxy_operator.handlers"
 # Where the pod's name comes from (the downward API), in order of preference.

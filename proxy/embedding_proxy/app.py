@@ -16,19 +16,21 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import logs, openai_api, tei_api
-from .auth import KeyStore
-from .batcher import Batcher, Refused
-from .config import Config
-from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .api import openai as openai_api
+from .api import tei as tei_api
+from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .batching.batcher import Batcher, Refused
+from .callers.auth import KeyStore
+from .callers.priority import HEADER, Priorities, Who
+from .callers.ratelimit import RateLimiter
+from .config.reload import ConfigWatcher
+from .config.settings import Config
 from .housekeeping import Housekeeping
-from .httpmessage import Request, Response
-from .metrics import Metrics
-from .priority import HEADER, Priorities, Who
-from .ratelimit import RateLimiter
-from .reload import ConfigWatcher
+from .http.message import Request, Response
 from .respond import Outcome, refusal, responder
-from .upstream import Piece, Upstream
+from .telemetry import logs
+from .telemetry.metrics import Metrics
+from .upstream.client import Piece, Upstream
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__, cpus, flags, logs
-from . import config as config_module
-from .config import Config
+from . import __version__
+from .config import flags
+from .config import settings as config_module
+from .config.settings import Config
 from .failure import exit_code
+from .telemetry import logs
+from .workers import cpus
 
 SERVE_DESCRIPTION = """\
 Run the batching proxy in front of TEI: it accepts TEI's and OpenAI's embedding APIs on one port,
@@ -42,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = args.config or config_module.env_config_path()
     workers = cpus.workers(config.server.workers)
     if workers > 1:
-        from .supervisor import supervise
+        from .workers.supervisor import supervise
 
         return supervise(config, workers, path, flags.settings_of(args))
     run(lambda: serve(config, reload=lambda: load_config(args), config_path=path))

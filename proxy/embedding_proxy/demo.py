@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from .bench.procs import PYTHON, ServiceFailed, free_port, start_service
-from .config import load
+from .config.settings import load
 from .failure import Failure
 
 DEFAULT_PORT = 8000

@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from .config import ConfigError
+from .config.settings import ConfigError
 
 
 class Failure(Exception):

@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .auth import KeyStore
-from .batch_policy import Caps
-from .batcher import Batcher
-from .config import UpstreamConfig
-from .ratelimit import RateLimiter
-from .redaction import redact
-from .smoothing import MovingAverage
-from .upstream import Upstream, UpstreamError, UpstreamInfo
+from .batching.batcher import Batcher
+from .batching.policy import Caps
+from .callers.auth import KeyStore
+from .callers.ratelimit import RateLimiter
+from .config.redaction import redact
+from .config.settings import UpstreamConfig
+from .telemetry.smoothing import MovingAverage
+from .upstream.client import Upstream, UpstreamError, UpstreamInfo
 
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...
 AVERAGE_SAMPLES = 100  # ... and averaged over this many samples (10 s)

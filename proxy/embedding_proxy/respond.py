@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from .batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
-from .errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
-from .httpmessage import Handler, Request, Response
+from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
+from .batching.batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
+from .http.message import Handler, Request, Response
 
 JSON = "application/json"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from . import logs, tei_api
+from .api import tei as tei_api
 from .app import Proxy
-from .httpmessage import Handler, Request, Response
+from .http.message import Handler, Request, Response
+from .telemetry import logs
 
 
 def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:

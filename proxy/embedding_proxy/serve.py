@@ -9,13 +9,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from .api.errors import ProxyError
 from .app import Proxy
-from .config import Config
-from .errors import ProxyError
+from .config.redaction import redact
+from .config.settings import Config
 from .failure import cannot_listen
-from .httpmessage import Handler, Limits, Request, Response, Vet
-from .httpserver import Server
-from .redaction import redact
+from .http.message import Handler, Limits, Request, Response, Vet
+from .http.server import Server
 from .routes import api_handler, metrics_handler
 
 log = logging.getLogger("embedding_proxy")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from embedding_proxy_operator.settings import Options
+from embedding_proxy_operator.model.settings import Options
 
 # fullnameOverride's most: 63 characters, a DNS-1035 label.
 LONGEST = "embedding-proxy-" + "x" * 46 + "a"

@@ -14,9 +14,10 @@ import jsonpatch
 import kopf.cli
 import pytest
 
-from embedding_proxy_operator import names, patches, render
 from embedding_proxy_operator.cli import POD_NAME_ENV, peer_priority, run_args
-from embedding_proxy_operator.spec import parse
+from embedding_proxy_operator.logic import patches, render
+from embedding_proxy_operator.model import names
+from embedding_proxy_operator.model.spec import parse
 
 Obj = dict[str, Any]
 MONITORING = ("--api-versions", "monitoring.coreos.com/v1", "--set", "podMonitor.enabled=true")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from embedding_proxy_operator import rollout
+from embedding_proxy_operator.logic import rollout
 
 EXAMPLE_GPU = ("--set", "example.enabled=true")
 EXAMPLE_CPU = ("--set", "example.enabled=true", "--set", "example.variant=cpu")

@@ -17,7 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from embedding_proxy import __version__
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 ROOT = Path(__file__).resolve().parents[2]
 

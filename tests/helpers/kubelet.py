@@ -32,8 +32,8 @@ import jsonpatch
 import yaml
 from tests.helpers.processes import PYTHON, Process, free_port, proxy_args, running
 
-from embedding_proxy_operator import names
-from embedding_proxy_operator.reconcile import plan
+from embedding_proxy_operator.logic.plan import plan
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 MINIMUM_GRACE_SECONDS = 2.0  # the kubelet's floor for a container's stop after its preStop hook

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedding_proxy_operator.sidecar_rules import (
+from embedding_proxy_operator.model.sidecar_rules import (
     IMAGE_MESSAGE,
     QUANTITY_MESSAGE,
     REQUEST_OVER_LIMIT_MESSAGE,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from embedding_proxy_operator.fetch import MetricsFetcher
+from embedding_proxy_operator.io.fetch import MetricsFetcher
 
 CAP = 64 * 1024
 PAGE = 'embedding_proxy_config_info{version="abc"} 1\n'
@@ -56,7 +56,7 @@ async def test_an_endless_page_is_a_failed_scrape_logged_once(
     # A timeout far longer than the endless page takes to pass the cap: the cap ends it.
     fetcher = MetricsFetcher(timeout_seconds=60, max_bytes=CAP)
     try:
-        with caplog.at_level(logging.WARNING, logger="embedding_proxy_operator.fetch"):
+        with caplog.at_level(logging.WARNING, logger="embedding_proxy_operator.io.fetch"):
             for _ in range(3):
                 got = await fetcher.texts([pods["endless"], pods["huge"], pods["ok"]])
                 assert got == [None, None, PAGE]
@@ -83,7 +83,7 @@ async def test_a_page_at_the_cap_is_read_whole(pods: dict[str, str]) -> None:
 
 
 def test_the_cap_is_a_setting() -> None:
-    from embedding_proxy_operator.settings import PREFIX, Options
+    from embedding_proxy_operator.model.settings import PREFIX, Options
 
     assert Options.from_env({}).scrape_max_bytes == 1 << 20
     assert Options.from_env({PREFIX + "SCRAPE_MAX_BYTES": "4096"}).scrape_max_bytes == 4096

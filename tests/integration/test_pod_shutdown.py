@@ -15,7 +15,7 @@ from tests.helpers.calls import embed
 from tests.helpers.kubelet import BIN, pod_processes, scale_down_under_load
 from tests.helpers.processes import Process, Starter
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 # Short enough for a lean test; the callers stop well inside drainSeconds.
 SIDECAR = {"drainSeconds": 3, "graceSeconds": 2}

@@ -26,7 +26,7 @@ import yaml
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.processes import free_port
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 T = TypeVar("T")

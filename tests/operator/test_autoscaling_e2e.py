@@ -26,7 +26,7 @@ from tests.helpers.control_plane import ControlPlane
 from tests.helpers.external_schemas import SCALED_OBJECT
 from tests.helpers.processes import free_port, wait_http
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 POLL = 1  # spec.autoscaling.pollSeconds
 WINDOW = 5  # the scale-down stabilization window, seconds

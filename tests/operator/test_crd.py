@@ -13,8 +13,8 @@ import pytest
 import yaml
 from tests.helpers.external_schemas import EXTERNAL
 
-from embedding_proxy_operator import names
-from embedding_proxy_operator.spec import ProxySpec
+from embedding_proxy_operator.model import names
+from embedding_proxy_operator.model.spec import ProxySpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "manifests" / "crd.yaml"

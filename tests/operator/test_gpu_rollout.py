@@ -7,7 +7,8 @@ from typing import Any
 
 from harness import Api, Paths, condition, embedding_proxy, eventually, tei_deployment
 
-from embedding_proxy_operator import names, rollout
+from embedding_proxy_operator.logic import rollout
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 TRAP = names.ROLLOUT_NEEDS_SPARE_GPU

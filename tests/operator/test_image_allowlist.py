@@ -12,7 +12,7 @@ from harness import embedding_proxy as proxy_object
 from installed import Account
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 FOREIGN = "attacker.example/miner:1"
 # The chart's image.repository is `embedding-proxy`: a longer name is another repository.

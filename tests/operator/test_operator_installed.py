@@ -27,7 +27,7 @@ from harness import (
 from installed import Account, Grant, check_never_forbidden, grants_used, install_account
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 # Recognisable values, so that any copy of them anywhere is found.
 CLIENT_KEYS = ["sk-client-7f3a91c2-canary", "sk-client-0be4d6a8-canary"]

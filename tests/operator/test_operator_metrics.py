@@ -17,8 +17,9 @@ from tests.helpers.control_plane import ControlPlane
 from tests.helpers.exported import post_json, scrape
 from tests.helpers.processes import PYTHON, free_port, proxy_args, running
 
-from embedding_proxy_operator import names, render
-from embedding_proxy_operator.spec import parse
+from embedding_proxy_operator.logic import render
+from embedding_proxy_operator.model import names
+from embedding_proxy_operator.model.spec import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = str(Path(PYTHON).parent / "embedding-proxy-operator")

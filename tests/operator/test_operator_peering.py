@@ -15,8 +15,8 @@ from harness import Api, Operators, Paths, embedding_proxy, eventually, stop, te
 from installed import Account
 from tests.helpers.processes import free_port
 
-from embedding_proxy_operator import names
 from embedding_proxy_operator.cli import peer_priority
+from embedding_proxy_operator.model import names
 
 # Two pods of one ReplicaSet.
 PODS = ["embedding-proxy-5d8c7b9f4-x2kq7", "embedding-proxy-5d8c7b9f4-m8r4t"]

@@ -23,8 +23,8 @@ from harness import (
 )
 from tests.helpers.processes import free_port
 
-from embedding_proxy.config import Config
-from embedding_proxy_operator import names
+from embedding_proxy.config.settings import Config
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from harness import Api, Paths, condition, embedding_proxy, eventually, sidecar, tei_deployment
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 

@@ -23,8 +23,8 @@ from harness import (
 from installed import Account
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names
 from embedding_proxy_operator.handlers.reconcile import PATCH_ATTEMPTS
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 LABEL = "test.embeddingproxy.io/refuse-operator-writes"

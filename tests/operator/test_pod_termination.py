@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names, patches, render
-from embedding_proxy_operator.spec import parse
+from embedding_proxy_operator.logic import patches, render
+from embedding_proxy_operator.model import names
+from embedding_proxy_operator.model.spec import parse
 
 Obj = dict[str, Any]
 

@@ -10,7 +10,8 @@ from typing import Any
 from harness import Api, Paths, condition, embedding_proxy, eventually, sidecar, tei_deployment
 from tests.helpers.control_plane import ControlPlane
 
-from embedding_proxy_operator import names, replica_failure
+from embedding_proxy_operator.logic import replica_failure
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 REFUSAL = "maximum cpu usage per Container is 1, but limit is 2"

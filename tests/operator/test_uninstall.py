@@ -18,7 +18,7 @@ from installed import CHART, account_of
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.tools import require_helm
 
-from embedding_proxy_operator import names
+from embedding_proxy_operator.model import names
 
 # fullnameOverride's most; names made from it with a suffix (the webhook Service) are cut short.
 LONGEST = "embedding-proxy-" + "x" * 46 + "a"

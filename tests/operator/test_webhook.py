@@ -31,7 +31,8 @@ from installed import Account, webhook_env
 from tests.helpers.control_plane import ControlPlane
 from tests.helpers.processes import free_port
 
-from embedding_proxy_operator import injection, names
+from embedding_proxy_operator.logic import injection
+from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 EXAMPLE = ROOT / "manifests" / "examples" / "tei.yaml"

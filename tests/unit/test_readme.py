@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from embedding_proxy.config import Config
-from embedding_proxy.metrics import Metrics
+from embedding_proxy.config.settings import Config
+from embedding_proxy.telemetry.metrics import Metrics
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

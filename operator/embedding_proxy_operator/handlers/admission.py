@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 import jsonpatch
 import kopf
 
-from .. import certs, injection, kube, names, pods
-from ..conditions import Fact
-from ..kube import ApiError
-from ..spec import SpecError, parse
-from ..webhook_server import WebhookServer
+from ..io import kube
+from ..io.kube import ApiError
+from ..io.webhook_server import WebhookServer
+from ..logic import certs, injection, pods
+from ..logic.conditions import Fact
+from ..model import names
+from ..model.spec import SpecError, parse
 from .state import State, state_of
 
 Obj = dict[str, Any]

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from .. import images, names
+from ..model import images, names
 from .admission import server_for
 from .state import state_of
 

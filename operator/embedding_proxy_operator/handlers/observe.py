@@ -12,14 +12,14 @@ from typing import Any
 
 import kopf
 
-from .. import (
+from ..io import kube, metrics
+from ..io.kube import ApiError, list_if_served
+from ..io.writes import remove_scaled_object, write_status
+from ..logic import (
     hpa,
     hpa_policy,
     injection,
     keda,
-    kube,
-    metrics,
-    names,
     patches,
     pods,
     render,
@@ -27,12 +27,11 @@ from .. import (
     scaling_status,
     scrape,
 )
-from ..conditions import Fact
-from ..kube import ApiError, list_if_served
-from ..reconcile import config_fact, plan
-from ..settings import image_allowed
-from ..spec import ProxySpec, SpecError, parse, target_name
-from ..writes import remove_scaled_object, write_status
+from ..logic.conditions import Fact
+from ..logic.plan import config_fact, plan
+from ..model import names
+from ..model.settings import image_allowed
+from ..model.spec import ProxySpec, SpecError, parse, target_name
 from .admission import recreate_escaped
 from .state import State, state_of
 

@@ -17,13 +17,20 @@ from typing import Any
 
 import kopf
 
-from .. import kube, names, patches, pods, replica_failure
-from ..conditions import Fact, now
-from ..kube import ApiError
-from ..reconcile import Plan, config_fact, plan, release_marked
-from ..settings import retry_delay
-from ..spec import target_name
-from ..writes import CONFLICT, delete_configmap, write_configmap, write_status
+from ..io import kube
+from ..io.kube import ApiError
+from ..io.writes import (
+    CONFLICT,
+    delete_configmap,
+    write_configmap,
+    write_status,
+)
+from ..logic import patches, pods, replica_failure
+from ..logic.conditions import Fact, now
+from ..logic.plan import Plan, config_fact, plan, release_marked
+from ..model import names
+from ..model.settings import retry_delay
+from ..model.spec import target_name
 from .state import State, state_of
 
 Obj = dict[str, Any]

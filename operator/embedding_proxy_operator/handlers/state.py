@@ -13,10 +13,14 @@ from typing import Any
 
 import kopf
 
-from .. import metrics
-from ..fetch import MetricsFetcher
-from ..kube import Kube
-from ..settings import Options, native_from_version, sleep_action_from_version
+from ..io import metrics
+from ..io.fetch import MetricsFetcher
+from ..io.kube import Kube
+from ..model.settings import (
+    Options,
+    native_from_version,
+    sleep_action_from_version,
+)
 
 Key = tuple[str, str]  # an EmbeddingProxy's (namespace, name)
 # Longest Event message posted (an API error can quote a whole object).

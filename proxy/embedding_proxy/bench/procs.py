@@ -108,7 +108,7 @@ def supervisor_of(pid: int | None) -> int | None:
     try:
         proc = psutil.Process(pid)
         parent = proc.parent()
-        if parent is not None and "embedding_proxy.worker" in " ".join(proc.cmdline()):
+        if parent is not None and "embedding_proxy.workers.worker" in " ".join(proc.cmdline()):
             return parent.pid
     except psutil.Error:
         pass

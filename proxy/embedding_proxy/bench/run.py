@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..config import BatchingConfig
+from ..config.settings import BatchingConfig
 from ..failure import Failure
 from . import report, verify
 from .procs import (

@@ -1,0 +1,301 @@
+"""TEI's own dialect: which routes batch, how their bodies turn into inputs plus shared
+parameters, and how a caller's answer is put back together. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..config.settings import LimitsConfig
+from .errors import EMPTY, VALIDATION, ProxyError
+
+Item = str | list[int] | list[str]
+# TEI's parameters are flags, small numbers and a prompt's name; more than this is not a request.
+MAX_PARAMS_BYTES = 4096
+
+
+class Group:
+    """What makes requests share a queue, and what goes upstream beside their inputs: the route
+    and every parameter but the inputs, held both parsed and as JSON (sorted keys). Two groups
+    are equal when their routes and JSON are; the JSON is encoded once, when a request is parsed."""
+
+    __slots__ = ("_hash", "_head", "encoded", "params", "route")
+
+    def __init__(self, route: str, params: dict[str, Any]) -> None:
+        encoded = orjson.dumps(params, option=orjson.OPT_SORT_KEYS) if params else b""
+        if len(encoded) > MAX_PARAMS_BYTES:
+            # A group holds its key while it lives: huge parameter values must not make groups.
+            raise ProxyError(
+                413,
+                f"parameters other than the inputs exceed {MAX_PARAMS_BYTES} bytes",
+                VALIDATION,
+            )
+        self.route = route
+        self.params = params
+        self.encoded = encoded
+        self._hash = hash((route, encoded))
+        # A batch's body is this, the inputs' JSON and "}".
+        self._head = encoded[:-1] + b',"inputs":' if params else b'{"inputs":'
+
+    def payload(self, items: Sequence[Item]) -> bytes:
+        """The body of one upstream call for `items` of this group."""
+        return self._head + orjson.dumps(items) + b"}"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Group) and self.route == other.route and self.encoded == other.encoded
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Group({self.route!r}, {self.encoded!r})"
+
+
+@dataclass(slots=True)
+class BatchRequest:
+    """A request that can be batched: inputs plus the parameters they share."""
+
+    group: Group  # its queue, and the parameters sent upstream beside the inputs
+    items: list[Item]
+    costs: list[int]
+    form: str = "list"  # "list"; "single": one input not in a list; "simple": {"input": ...}
+
+    @property
+    def route(self) -> str:  # upstream route the batch goes to
+        return self.group.route
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.group.params
+
+    @property
+    def key(self) -> Group:
+        return self.group
+
+
+# Each route's parameters (its fields in TEI's router, inputs aside) and their defaults. Fields TEI
+# does not know it ignores (serde without deny_unknown_fields), and so does the proxy: they are
+# neither sent upstream nor part of the group key. Parameters equal to TEI's defaults are dropped,
+# so that callers who spell them out and callers who leave them out share a queue.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "/embed": {
+        "normalize": True,
+        "truncate": None,
+        "prompt_name": None,
+        "dimensions": None,
+        "truncation_direction": "Right",
+    },
+    "/embed_sparse": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
+    "/embed_all": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
+    "/tokenize": {"add_special_tokens": True, "prompt_name": None},
+    "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
+}
+BATCH_ROUTES = frozenset(_DEFAULTS)
+
+
+def quoted(*names: str) -> tuple[bytes, ...]:
+    return tuple(b'"%s"' % name.encode() for name in names)
+
+
+_FIELDS = {route: quoted("inputs", *d) for route, d in _DEFAULTS.items()}
+_SIMPLE_FIELDS = quoted("input", *_DEFAULTS["/embed"])
+# A key spelled with an escaped ASCII character (`"\u0069nputs"`) is the same key to serde.
+_ESCAPED_ASCII = re.compile(rb"\\u00[2-7]")
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The JSON object in a request body, or TEI's errors for what is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ProxyError(
+            400, f"Failed to parse the request body as JSON: {e}", VALIDATION
+        ) from None
+    if not isinstance(data, dict):
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: expected a JSON object",
+            VALIDATION,
+        )
+    return data
+
+
+def refuse_repeats(body: bytes, needles: Sequence[bytes]) -> None:
+    """A field given twice is refused, as serde refuses a struct's field given twice (orjson
+    keeps the last). `needles` are the route's field names in quotes. A repeat needs a name twice
+    in the body, or an escape: a cheap test on every request first, the exact one only when it
+    says maybe."""
+    for needle in needles:
+        if body.count(needle) > 1:
+            break
+    else:
+        if b"\\u" not in body or not _ESCAPED_ASCII.search(body):
+            return
+    repeated = _repeated_key(body, {n[1:-1].decode() for n in needles})
+    if repeated is not None:
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: "
+            f"duplicate field `{repeated}`",
+            VALIDATION,
+        )
+
+
+def _repeated_key(body: bytes, fields: set[str]) -> str | None:
+    """The first of `fields` that the body's top-level object holds twice, if any."""
+    objects: list[list[tuple[str, Any]]] = []
+    try:
+        json.loads(body, object_pairs_hook=objects.append)  # the outermost object ends last
+    except RecursionError:  # serde_json stops at a depth of 128, far sooner
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: recursion limit exceeded",
+            VALIDATION,
+        ) from None
+    seen: set[str] = set()
+    for key, _ in objects[-1]:
+        if key in fields:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
+def cost(item: Item) -> int:
+    """Estimated tokens of an input: about 4 characters a token; token ids count exactly."""
+    if isinstance(item, str):
+        return len(item) // 4 + 2
+    return len(item)
+
+
+def shared_params(route: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The route's parameters that differ from TEI's defaults; unknown fields are left out."""
+    defaults = _DEFAULTS[route]
+    return {
+        k: v
+        for k, v in data.items()
+        if k in defaults and not (defaults[k] == v and type(defaults[k]) is type(v))
+    }
+
+
+def _is_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+    )
+
+
+def parse_embed_inputs(value: Any, allow_ids: bool = True) -> tuple[list[Item], bool]:
+    """TEI's `Input`: a string, token ids, or a list of either. (items, was single)."""
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, list):
+        if allow_ids and value and _is_ids(value):
+            return [value], True
+        if all(isinstance(v, str) or (allow_ids and _is_ids(v)) for v in value):
+            return list(value), False
+    kinds = "a string or a list of strings" + (" or token ids" if allow_ids else "")
+    raise ProxyError(
+        422,
+        f"Failed to deserialize the JSON body into the target type: inputs: expected {kinds}",
+        VALIDATION,
+    )
+
+
+def parse_predict_inputs(value: Any) -> tuple[list[Item], bool]:
+    """TEI's `PredictInput`: a string, a pair [a, b], or a batch of [a] / [a, b] lists."""
+    if isinstance(value, str):
+        return [[value]], True
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value) and len(value) <= 2:
+            return [list(value)], True
+        if all(
+            isinstance(v, list) and 1 <= len(v) <= 2 and all(isinstance(s, str) for s in v)
+            for v in value
+        ):
+            return [list(v) for v in value], False
+    if value == []:
+        return [], False
+    raise ProxyError(
+        422,
+        "Failed to deserialize the JSON body into the target type: inputs: expected a string, a "
+        "pair of strings [string, string] or a batch of mixed strings and pairs",
+        VALIDATION,
+    )
+
+
+def check_inputs(items: Sequence[Item], limits: LimitsConfig) -> None:
+    if not items:
+        raise ProxyError(400, "`inputs` cannot be empty", EMPTY)
+    if len(items) > limits.max_inputs_per_request:
+        raise ProxyError(
+            413,
+            f"batch size {len(items)} > maximum allowed batch size {limits.max_inputs_per_request}",
+            VALIDATION,
+        )
+    longest = limits.max_input_chars
+    for item in items:
+        size = (
+            len(item) if isinstance(item, str) else sum(len(s) for s in item if isinstance(s, str))
+        )
+        if size > longest:
+            raise ProxyError(
+                413,
+                f"input of {size} characters exceeds the limit of {longest} characters",
+                VALIDATION,
+            )
+
+
+def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
+    """A TEI request on one of the batching routes."""
+    data = decode_object(body)
+    if route == "/embed" and "inputs" not in data and "input" in data:
+        refuse_repeats(body, _SIMPLE_FIELDS)
+        return _parse_simple(data, limits)
+    refuse_repeats(body, _FIELDS[route])
+    if "inputs" not in data:
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `inputs`",
+            VALIDATION,
+        )
+    if route == "/predict":
+        items, single = parse_predict_inputs(data["inputs"])
+    else:
+        items, single = parse_embed_inputs(data["inputs"], allow_ids=route != "/tokenize")
+    check_inputs(items, limits)
+    return BatchRequest(
+        Group(route, shared_params(route, data)),
+        items,
+        [cost(i) for i in items],
+        "single" if single else "list",
+    )
+
+
+def _parse_simple(data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
+    """The single form `{"input": "text"}` -> `{"embedding": [...]}`."""
+    value = data["input"]
+    if not isinstance(value, str):
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: input: expected a string",
+            VALIDATION,
+        )
+    check_inputs([value], limits)
+    group = Group("/embed", shared_params("/embed", data))
+    return BatchRequest(group, [value], [cost(value)], "simple")
+
+
+def render(request: BatchRequest, fragments: Sequence[bytes]) -> bytes:
+    """The caller's answer from its inputs' fragments, in TEI's shape for the route."""
+    if request.form == "simple":
+        return b'{"embedding":' + fragments[0] + b"}"
+    if request.form == "single" and request.route == "/predict":
+        return fragments[0]  # TEI answers a single prediction input unnested
+    return b"[" + b",".join(fragments) + b"]"

@@ -1,0 +1,399 @@
+"""The proxy's settings: one pydantic model, read from defaults < file < environment < flags.
+
+The file is what the operator writes into a ConfigMap; its layout is the model's layout.
+Environment variables use the `EMBEDDING_PROXY_` prefix and `__` between nested fields,
+e.g. `EMBEDDING_PROXY_BATCHING__MAX_BATCH_SIZE=64`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .lanes import (
+    MAX_SHARES,
+    LaneConfig,
+    default_lanes,
+    key_line,
+    lane_of,
+    names,
+)
+from .redaction import redact
+
+ENV_PREFIX = "EMBEDDING_PROXY_"
+MAX_WORKERS = 1024
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = Field("0.0.0.0", description="Listen address of both ports.")
+    port: int = Field(8000, ge=1, le=65535, description="API port (TEI and OpenAI routes).")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
+    )
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Worker processes sharing the ports; auto: the container's CPU limit.",
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger bodies get 413.")
+    max_head_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=1_048_576,
+        description="Request line and headers, each header counted with 64 bytes more; 431.",
+    )
+    max_header_count: int = Field(100, ge=8, le=10_000, description="More headers get 431.")
+    head_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="A request head must arrive within this; else 408."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A body must arrive within this after its head; 408."
+    )
+    keepalive_seconds: float = Field(
+        75.0, gt=0, le=3600, description="A connection idle this long between requests is closed."
+    )
+    send_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A client that reads none of its answer this long: dropped.",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="At the cap the longest-idle keep-alive connection is closed; else 503.",
+    )
+    max_body_buffer_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        description="Request bodies held across all connections; beyond, reading waits.",
+    )
+    drain_seconds: float = Field(
+        0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."
+    )
+    grace_seconds: float = Field(
+        25.0, ge=0, le=3600, description="After draining, wait this long for queued work."
+    )
+    request_timeout_ms: int = Field(
+        30_000, ge=1, description="Default deadline of a request, queue time included."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line a record; json: one JSON object a line."
+    )
+    access_log: bool = Field(
+        False, description="Log every API request (method, route, status, inputs, timings, id)."
+    )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        text = str(value).strip()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+            raise ValueError(f"must be auto or a whole number from 1 to {MAX_WORKERS}")
+        return int(text)
+
+
+class RetryConfig(Section):
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per upstream call, first included."
+    )
+    backoff_ms: int = Field(50, ge=0, description="First backoff; doubles each retry, with jitter.")
+    max_backoff_ms: int = Field(2_000, ge=0, description="Longest backoff.")
+    budget_ratio: float = Field(
+        0.2, ge=0, le=10, description="Retries allowed as a share of recent upstream calls."
+    )
+
+
+class UpstreamConfig(Section):
+    url: str = Field("http://127.0.0.1:80", description="Base URL of TEI.")
+    timeout_ms: int = Field(60_000, ge=1, description="Upper bound on one upstream call.")
+    connect_timeout_ms: int = Field(2_000, ge=1, description="Connect timeout.")
+    max_connections: int = Field(
+        64, ge=1, le=4096, description="Pooled keep-alive connections to TEI."
+    )
+    api_key_file: Path | None = Field(None, description="Bearer key TEI requires, from a file.")
+    info_refresh_seconds: float = Field(
+        30.0, ge=1, description="How often /info (limits, model id) is read again."
+    )
+    max_answer_bytes: int = Field(
+        100_000_000, ge=1024, description="Larger upstream answer bodies are refused with 502."
+    )
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_usable(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as e:
+            raise ValueError(f"not a valid URL: {e}") from None
+        if not parts.hostname:
+            raise ValueError("no host")
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            # Never sent as such; a key belongs in upstream.api_key_file.
+            raise ValueError("a query or fragment is not allowed (a key: upstream.api_key_file)")
+        return url
+
+
+class BatchingConfig(Section):
+    """Reloaded live: a new file changes these without a restart."""
+
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Inputs per upstream call (capped by TEI's limit)."
+    )
+    max_batch_tokens: int = Field(
+        16_384,
+        ge=1,
+        description="Token budget per call, estimated as characters/4 (capped by TEI's).",
+    )
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest an input waits for its batch to fill."
+    )
+    max_concurrency: int | Literal["auto"] = Field(
+        "auto",
+        description="Upstream calls at once; auto: found while running (concurrency_limit.py).",
+    )
+    max_concurrency_limit: int = Field(
+        32, ge=1, le=1024, description="Most upstream calls at once under auto (and TEI's permits)."
+    )
+    queue_capacity: int = Field(4096, ge=1, description="Inputs waiting at most; beyond that, 429.")
+    flush_mode: Literal["adaptive", "deadline"] = Field(
+        "adaptive",
+        description="adaptive: send at once while a slot is free; deadline: wait max_wait_ms.",
+    )
+    idle_group_seconds: float = Field(
+        60.0, ge=0.1, description="A parameter group idle this long is dropped."
+    )
+    max_groups: int = Field(
+        256,
+        ge=1,
+        description="Parameter groups held at once; idle ones make room, else 429.",
+    )
+    lanes: list[LaneConfig] | None = Field(
+        None,
+        description="Priority lanes, highest first (flag: name:capacity:min_share[:weight],...); "
+        "unset: interactive, then batch.",
+    )
+    default_lane: str = Field(
+        "interactive",
+        description="Lane of a request that names none (unset and no lane of that name: the "
+        "first lane).",
+    )
+    signal_lanes: list[str] = Field(
+        default_factory=list,
+        description="Lanes counted in queue_depth_avg (the autoscaling signal); none: all.",
+    )
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _compact_lanes(cls, value: Any) -> Any:
+        value = names(value)
+        if isinstance(value, list):
+            return [lane_of(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("signal_lanes", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return names(value)
+
+    @model_validator(mode="after")
+    def _lanes_agree(self) -> BatchingConfig:
+        names = [lane.name for lane in self.lane_list]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lanes: names must be unique, got {names}")
+        if sum(lane.min_share for lane in self.lane_list) > MAX_SHARES + 1e-9:
+            raise ValueError(f"lanes: min_share values add up to more than {MAX_SHARES}")
+        if "default_lane" in self.model_fields_set and self.default_lane not in names:
+            raise ValueError(f"default_lane {self.default_lane!r} is not one of the lanes {names}")
+        unknown = [n for n in self.signal_lanes if n not in names]
+        if unknown:
+            raise ValueError(f"signal_lanes {unknown} are not among the lanes {names}")
+        return self
+
+    @property
+    def lane_default(self) -> str:
+        """default_lane; left unset with no lane of that name: the first lane."""
+        names = [lane.name for lane in self.lane_list]
+        return self.default_lane if self.default_lane in names else names[0]
+
+    @property
+    def lane_list(self) -> list[LaneConfig]:
+        """The lanes, highest first: the configured ones, or interactive then batch."""
+        if self.lanes:
+            return self.lanes
+        return default_lanes(self.queue_capacity)
+
+    @field_validator("max_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        # "auto", or a number of calls (flags and environment give strings).
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value == "auto" or (type(value) is int and 1 <= value <= 1024):
+            return value
+        raise ValueError("must be auto or a number of calls from 1 to 1024")
+
+
+class AuthConfig(Section):
+    api_keys: list[str] = Field(
+        default_factory=list,
+        repr=False,
+        description="Client API keys (comma-separated), each `KEY [lane=NAME] [weight=N]`; "
+        "any key turns auth on.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="One key a line, as in api_keys; reloaded on change."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        for line in keys:
+            try:
+                key_line(line)
+            except ValueError as e:
+                raise ValueError(str(e)) from None  # the message never quotes the key
+        return keys
+
+
+class LimitsConfig(Section):
+    max_inputs_per_request: int = Field(
+        1024, ge=1, description="Inputs in one client request; beyond that, 413."
+    )
+    max_input_chars: int = Field(
+        100_000, ge=1, description="Characters in one input; beyond that, 413."
+    )
+    rate_per_second: float = Field(0, ge=0, description="Requests per second per key; 0: off.")
+    rate_burst: int = Field(0, ge=0, description="Bucket size; 0: same as rate_per_second.")
+
+
+class Config(Section):
+    version: str = Field("", description="Label of this config, exported as a metric.")
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    batching: BatchingConfig = BatchingConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _key_lanes_exist(self) -> Config:
+        names = {lane.name for lane in self.batching.lane_list}
+        for line in self.auth.api_keys:
+            lane = key_line(line)[1]
+            if lane is not None and lane not in names:
+                raise ValueError(f"auth.api_keys: lane {lane!r} is not one of {sorted(names)}")
+        return self
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it in one line."""
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings in a YAML (or, by suffix, TOML) file."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: not valid: {' '.join(str(e).split())}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must hold a mapping of settings")
+    return data
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from EMBEDDING_PROXY_A__B=value variables (strings; pydantic converts)."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another")
+        leaf = path[-1]
+        node[leaf] = [v for v in value.split(",") if v] if leaf == "api_keys" else value
+    return out
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge override into a copy of base."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the first bad setting, e.g. `batching.max_batch_size: ...`."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown setting"
+    if isinstance(first.get("input"), dict) or "api_keys" in where:
+        # A whole section is too long to quote, and keys are secrets.
+        return redact(f"{where}: {first['msg']}")
+    return redact(f"{where}: {first['msg']} (got {first.get('input')!r})")
+
+
+def validate(data: Mapping[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from e
+
+
+def load(
+    path: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < file < environment < flags."""
+    environ = os.environ if environ is None else environ
+    path = path or env_config_path(environ)
+    data: dict[str, Any] = read_file(path) if path else {}
+    data = merge(data, from_env(environ))
+    data = merge(data, flags or {})
+    return validate(data)
+
+
+def env_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    value = (os.environ if environ is None else environ).get(ENV_PREFIX + "CONFIG")
+    return Path(value) if value else None

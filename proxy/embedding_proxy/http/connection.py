@@ -1,0 +1,222 @@
+"""One client connection: the requests read (reader.py) answered in order, one handler at a
+time, the handler cancelled when its client disconnects; then closing, and the timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .answer import ALLOW, INTERNAL_ERROR, NO_BODY, answer_head, plain
+from .message import Request, Response
+from .reader import _BODY, _HEAD, _IDLE, RequestReader, ServerSide
+
+log = logging.getLogger(__name__)
+
+LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
+
+
+class Connection(RequestReader):
+    """One client connection: parse requests, run them in order, write the answers."""
+
+    def __init__(self, server: ServerSide) -> None:
+        super().__init__(server)
+        self.served = 0  # answers written
+        self.answered_at = 0.0  # when the last one was
+        self.write_paused_at = 0.0
+        self.closing = False  # last answer written (or none to write): lingering, then closed
+        self.closed_at = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections and not server.evict_idle():
+            self.refused = True
+            server.refused_connection()
+        server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = self.ended = True
+        server = self.server
+        server.connections.discard(self)
+        server.release(self.reserved + self.pending_bytes)  # a running handler's: when it ends
+        self.reserved = self.pending_bytes = 0
+        if self.wants:
+            self.wants = 0
+            server.waiting.pop(self, None)
+        self.pending.clear()
+        self.stash = b""
+        # The parser and this protocol refer to each other, so this object may wait for the
+        # cycle collector: what it holds of an unfinished request goes now.
+        self._reset()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the caller left: its handler (and queued inputs) go with it
+
+    # No eof_received: a client's FIN closes the connection and cancels its handler. A client
+    # that half-closes to wait for its answer is rare; one that gave up is common.
+
+    def pause_writing(self) -> None:
+        """The client is not reading: handle none of its further requests, read none."""
+        self.write_paused = True
+        self.write_paused_at = self.loop.time()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing:
+            self._update_reading()
+            if self.task is None:
+                self._next()
+
+    def _next(self) -> None:
+        if self.closing or self.write_paused or not self.pending:
+            self.task = None
+            if self.continue_due and not self.pending and not self.closing:
+                self._continue()
+            return
+        item, keep_alive = self.pending.popleft()
+        if item.__class__ is Request:
+            size = len(item.body)  # type: ignore[union-attr]
+            self.pending_bytes -= size
+            if self.held:
+                self._update_reading()
+            self.task = self.loop.create_task(self._run(item, keep_alive))  # type: ignore[arg-type]
+            if size:  # the handler holds the body until it ends, however it ends
+                self.task.add_done_callback(lambda _, size=size: self.server.release(size))
+        else:
+            self.task = None
+            if item is not None:
+                self._write(None, item, False)  # type: ignore[arg-type]
+            self._finish()
+
+    async def _run(self, request: Request, keep_alive: bool) -> None:
+        try:
+            if self.refused:
+                response = plain(503, "too many connections", {"Retry-After": "1"})
+            elif request.path == "*":
+                response = Response(200, headers=ALLOW)  # OPTIONS *: the server itself
+            else:
+                response = await self.server.handler(request)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            response = Response(500, INTERNAL_ERROR, "application/json")
+        if self.closing or self.transport is None:
+            return
+        if self.refused or (
+            self.server.draining and not self.pending and self.phase == _IDLE and not self.stash
+        ):
+            keep_alive = False  # every request received is answered, then the connection ends
+        if not self._write(request, response, keep_alive) or not keep_alive:
+            self.ended = True
+            self._finish()
+            return
+        self._next()
+
+    def _write(self, request: Request | None, response: Response, keep_alive: bool) -> bool:
+        """Write one answer; False if it could not be written whole (the connection must end)."""
+        transport = self.transport
+        assert transport is not None
+        date = self.server.clock.date_line()
+        try:
+            head = answer_head(response, keep_alive, date)
+        except Exception:
+            what = f"{request.method} {request.path}" if request is not None else "an error"
+            log.exception("cannot write the answer to %s; answering 500", what)
+            response = Response(500, INTERNAL_ERROR, "application/json")
+            head = answer_head(response, False, date)
+            keep_alive = False
+        try:
+            if (request is not None and request.method == "HEAD") or response.status in NO_BODY:
+                transport.write(head)
+            else:
+                transport.writelines([head, response.body])
+        except Exception:
+            log.exception("writing an answer failed; closing the connection")
+            transport.abort()
+            return False
+        self.served += 1
+        self.answered_at = self.loop.time()
+        return keep_alive
+
+    def _finish(self) -> None:
+        """The last answer is written: send FIN, and read and drop whatever the client still
+        sends until it closes (or LINGER_SECONDS pass), so that its unread data does not make
+        the kernel reset the connection and destroy the answer."""
+        transport = self.transport
+        if self.closing or transport is None:
+            return
+        self.closing = self.ended = True
+        self.closed_at = self.loop.time()
+        if transport.is_closing():
+            return
+        if self.held:
+            self.held = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # pragma: no cover - TCP transports can
+            transport.close()
+
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: enforce this connection's timeouts."""
+        transport = self.transport
+        if transport is None:
+            return
+        limits = self.limits
+        if self.closing:
+            waiting = limits.send_timeout if transport.get_write_buffer_size() else LINGER_SECONDS
+            if now - self.closed_at > waiting:
+                transport.abort()
+        elif self.write_paused:
+            if now - self.write_paused_at > limits.send_timeout:
+                log.debug("%s read none of its answer in time: dropped", self.remote)
+                transport.abort()
+        elif self.held or self.ended:
+            return  # not reading: the client is not the one late
+        elif self.phase == _HEAD:
+            if now - self.since > limits.head_timeout:
+                self._fail(408, "request head not received in time")
+        elif self.phase == _BODY:
+            if not self.continue_due and now - self.since > limits.body_timeout:
+                self._fail(None if self.oversize else 408, "request body not received in time")
+        elif self.task is None and not self.pending:
+            if self.served:
+                late = now - self.answered_at > limits.keepalive_timeout
+            else:  # nothing asked yet since the connection was made
+                late = now - self.since > limits.head_timeout
+            if late:
+                transport.close()
+
+    def idle(self) -> bool:
+        """Between requests on a kept-alive connection, after at least one answer."""
+        return (
+            self.served > 0
+            and self.task is None
+            and not self.pending
+            and self.phase == _IDLE
+            and not self.stash
+            and not self.closing
+            and not self.write_paused
+            and self.transport is not None
+        )
+
+    def close_between_requests(self) -> None:
+        """Shutting down: end the connection if it is between requests (and has had one)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self.closing:
+            if not transport.get_write_buffer_size():
+                transport.close()
+        elif (
+            self.served
+            and self.task is None
+            and not self.pending
+            and self.phase == _IDLE
+            and not self.stash
+        ):
+            transport.close()

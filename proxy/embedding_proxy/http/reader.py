@@ -1,0 +1,335 @@
+"""Reading requests off one connection: httptools' callbacks, the bounds on what a peer may make
+the server hold (head, header count, body, pipeline, the body budget shared by all connections),
+reading paused and resumed for them, and the queue of requests read and not yet answered. The
+connection (connection.py) answers that queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Protocol
+
+import httptools
+
+from .answer import Clock, plain
+from .head import BadHead, read_head
+from .message import Handler, Limits, Request, Response, Vet
+
+log = logging.getLogger(__name__)
+
+MAX_PIPELINED = 16  # requests queued behind the one in progress before reading stops ...
+PIPELINED_BYTES = 256 * 1024  # ... or this many bytes of their bodies
+FEED_SLICE = 16 * 1024  # a large read is parsed in slices, so that a full pipeline stops within one
+HEADER_OVERHEAD = 64  # bytes charged per header against max_head_bytes: what a header costs held
+BODY_FRAMING = 8  # a body may come with up to this many times its size in chunk framing
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
+
+
+class ServerSide(Protocol):
+    """What a connection uses of its server (server.Server): its settings, the set of
+    connections, and the body budget shared by all of them."""
+
+    limits: Limits
+    loop: asyncio.AbstractEventLoop
+    handler: Handler
+    vet: Vet | None
+    clock: Clock
+    draining: bool
+    body_held: int
+    waiting: dict[Any, None]  # connections waiting for body budget, in order
+    connections: set[Any]
+
+    def reserve(self, conn: RequestReader, size: int) -> bool: ...
+    def release(self, size: int) -> None: ...
+    def evict_idle(self) -> bool: ...
+    def refused_connection(self) -> None: ...
+
+
+class RequestReader(asyncio.Protocol):
+    """The reading half of a connection; `Connection` adds the answering half (`_next`)."""
+
+    def __init__(self, server: ServerSide) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.remote: str | None = None
+        # Requests received, not yet answered: (request, keep_alive); a Response or None in
+        # place of a request is a last answer (or none) after which the connection closes.
+        self.pending: deque[tuple[Request | Response | None, bool]] = deque()
+        self.pending_bytes = 0
+        self.task: asyncio.Task[None] | None = None
+        self.phase = _IDLE
+        self.since = self.loop.time()  # when the phase began (a head, a body, reading again)
+        self.messages = 0  # requests begun
+        self.held = False  # reading stopped: pipeline full, or the client is not reading
+        self.stash = b""  # bytes read but not yet parsed while held
+        self.write_paused = False
+        self.ended = False  # no more requests are read on this connection
+        self.refused = False  # over the connection limit: every request gets 503
+        self.continue_due = False  # the request being read waits for `100 Continue`
+        self.reserved = 0  # bytes of the body budget held for the body being read
+        self.wants = 0  # bytes of it asked for and not yet granted (reading stopped meanwhile)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url_parts: list[bytes] = []
+        self.url = b""
+        self.header_list: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.raw = 0  # bytes of this head (or body) read, but for the read it began in
+        self.body_parts: list[bytes] = []
+        self.body_bytes = 0
+        self.oversize = False
+        self.keep_alive = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return  # the last request was read; what follows is dropped
+        if self.stash or len(data) > FEED_SLICE:
+            self._feed_slices(data)
+        else:
+            self._feed(data)
+
+    def _feed_slices(self, data: bytes) -> None:
+        if self.stash:
+            data, self.stash = self.stash + data, b""
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.held:  # the pipeline filled up: the rest waits until it drains
+                self.stash = bytes(view[start:])
+                return
+            self._feed(view[start : start + FEED_SLICE])  # type: ignore[arg-type]
+            if self.ended:
+                return
+
+    def _feed(self, data: bytes) -> None:
+        began, phase = self.messages, self.phase
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # The request asked for another protocol; it was answered as plain HTTP/1.1 (as a
+            # server may do), so what follows is the next request.
+            self.parser = httptools.HttpRequestParser(self)
+            rest = bytes(memoryview(data)[e.args[0] :])
+            if rest and not self.ended:
+                self._feed(rest)
+            return
+        except httptools.HttpParserError as e:
+            self._fail(400, f"malformed HTTP request: {e}")
+            return
+        if phase != _IDLE and self.phase == phase and self.messages == began:
+            # httptools holds a header (or a chunked body's trailer) in parts until it ends;
+            # count what it may hold, from the bytes read whole within one head or body.
+            self.raw += len(data)
+            limits = self.limits
+            if phase == _HEAD:
+                if self.raw > limits.max_head_bytes:
+                    self._fail(431, "request line and headers are too large")
+            elif self.raw > BODY_FRAMING * limits.max_body_bytes + limits.max_head_bytes:
+                self._fail(None if self.oversize else 413, "request body and framing too large")
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.phase = _HEAD
+        self.messages += 1
+        self.since = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_list.append((name, value))
+        self._count_head(len(name) + len(value) + HEADER_OVERHEAD)
+        if len(self.header_list) > self.limits.max_header_count:
+            self._fail(431, "too many header fields")
+            raise httptools.HttpParserError("too many headers")
+
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > self.limits.max_head_bytes:
+            self._fail(431, "request line and headers are too large")
+            raise httptools.HttpParserError("head too large")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        try:
+            headers, version, self.url, coding = read_head(parser, self.header_list, self.url_parts)
+        except BadHead as e:
+            return self._refuse(e.reason, e.status)
+        self.headers = headers
+        # HTTP/1.0 keep-alive needs a `Connection: keep-alive` answer; like h11, end instead.
+        self.keep_alive = version == "1.1"
+        self.phase = _BODY
+        self.raw = 0
+        self.since = self.loop.time()
+        if self.refused:  # over the connection limit: 503 at once, the body never read
+            self._oversize(False)
+            return
+        expect = headers.get("expect")
+        # A 1.0 client does not know 100 Continue (RFC 9110 section 10.1.1): it sends its body.
+        continue_wanted = (
+            expect is not None and expect.lower() == "100-continue" and version == "1.1"
+        )
+        length = headers.get("content-length")
+        size = int(length) if length is not None else (0 if coding is None else -1)
+        if size > self.limits.max_body_bytes:
+            # Answer at once; without an `Expect` the body is read and dropped (the client sees
+            # the answer rather than a reset), with one the client may never send it.
+            self._oversize(not continue_wanted and self.keep_alive and parser.should_keep_alive())
+            return
+        vet = self.server.vet
+        if size and vet is not None:
+            answer = vet(self._request(b""))
+            if answer is not None:  # refused on its head: the body is never read
+                self.oversize = True
+                self._enqueue(answer, False)
+                return
+        if size:
+            self._reserve(size if size > 0 else self.limits.max_body_bytes)
+        if continue_wanted:
+            if self.task is None and not self.pending and not self.wants:
+                self._continue()
+            else:
+                self.continue_due = True  # once the answers before it are written
+
+    def _refuse(self, reason: str, status: int = 400) -> None:
+        self._fail(status, reason)
+        raise httptools.HttpParserError(reason)
+
+    def _reserve(self, size: int) -> None:
+        """Hold `size` bytes of the server's body budget for this body; without room, read
+        nothing more until the server grants it."""
+        if self.server.reserve(self, size):
+            self.reserved = size
+        else:
+            self.wants = size
+            self._update_reading()
+
+    def granted(self) -> None:
+        """The server granted the budget this connection waited for."""
+        self.reserved, self.wants = self.wants, 0
+        self._update_reading()
+        if self.continue_due and self.task is None and not self.pending:
+            self._continue()  # the body is asked for only once there is room for it
+
+    def on_body(self, body: bytes) -> None:
+        if self.oversize:
+            return
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body_bytes:
+            self._oversize(self.keep_alive and self.parser.should_keep_alive())
+            return
+        self.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self.phase = _IDLE
+        self.continue_due = False
+        reserved, self.reserved = self.reserved, 0
+        if self.oversize:
+            self.server.release(reserved)
+            return
+        parts = self.body_parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.body_parts = []
+        if self.wants:
+            # Its body came in the same read as its head (one FEED_SLICE at most): charged
+            # though over the budget, rather than parsed again.
+            self.server.waiting.pop(self, None)
+            self.wants = 0
+            self.server.body_held += len(body)
+            self._update_reading()
+        else:
+            # The budget now holds this body until it is answered (pending_bytes, then the task).
+            self.server.release(reserved - len(body))
+        self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
+
+    def _continue(self) -> None:
+        assert self.transport is not None
+        self.continue_due = False
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.since = self.loop.time()  # the body timeout starts when the body is asked for
+
+    # Requests in order.
+    def _request(self, body: bytes, oversize: bool = False) -> Request:
+        url = self.url
+        if url == b"*":
+            path, query = "*", ""
+        else:
+            parsed = httptools.parse_url(url)  # type: ignore[arg-type]
+            path = parsed.path.decode("latin-1")
+            query = parsed.query.decode("latin-1") if parsed.query else ""
+        method = self.parser.get_method().decode("latin-1")
+        return Request(method, path, query, self.headers, body, self.remote, oversize)
+
+    def _oversize(self, keep_alive: bool) -> None:
+        """Answer at once (the handler decides the body); the rest of the body is dropped."""
+        self.oversize = True
+        self.body_parts = []
+        self.server.release(self.reserved)
+        self.reserved = 0
+        self._enqueue(self._request(b"", oversize=True), keep_alive)
+
+    def _enqueue(self, request: Request | Response | None, keep_alive: bool) -> None:
+        if self.ended:
+            if request.__class__ is Request:
+                self.server.release(len(request.body))  # type: ignore[union-attr]
+            return  # after a request that closes the connection, nothing more is answered
+        if not keep_alive:
+            self.ended = True
+            self._drop_reading()
+        self.pending.append((request, keep_alive))
+        if request.__class__ is Request:
+            self.pending_bytes += len(request.body)  # type: ignore[union-attr]
+        if self.task is None:
+            self._next()
+        else:
+            self._update_reading()
+
+    def _fail(self, status: int | None, reason: str) -> None:
+        """A request we cannot take: once the answers before it are written, answer it (or
+        not, with no status) and close. Nothing more is read."""
+        if self.ended:
+            return
+        log.debug("%s from %s: %s", status or "close", self.remote, reason)
+        self._enqueue(plain(status, reason) if status else None, False)
+
+    def _update_reading(self) -> None:
+        hold = (
+            self.write_paused
+            or self.wants > 0
+            or len(self.pending) >= MAX_PIPELINED
+            or self.pending_bytes >= PIPELINED_BYTES
+        )
+        if hold == self.held or self.transport is None:
+            return
+        self.held = hold
+        if hold:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+            self.since = self.loop.time()  # the peer was not late while we did not read
+            if self.stash:
+                self.loop.call_soon(self._feed_stash)
+
+    def _feed_stash(self) -> None:
+        if self.stash and not self.held and not self.ended:
+            self._feed_slices(b"")
+
+    def _drop_reading(self) -> None:
+        """No more requests are read: give back budget held or asked for a body not read."""
+        if self.wants:
+            self.wants = 0
+            self.server.waiting.pop(self, None)
+        if self.reserved:
+            self.server.release(self.reserved)
+            self.reserved = 0
+        self.body_parts = []
+
+    def _next(self) -> None:
+        """Answer the next request queued, if none is being answered: the connection's."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""What the proxy says about itself: logs, Prometheus metrics, the smoothed autoscaling signal."""

@@ -1,0 +1,88 @@
+"""Reading a proxy's /metrics page, as rendered by the proxy's own exporter, so the names the
+autoscaler reads are checked against the names the proxy writes."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from embedding_proxy.telemetry import metrics as proxy_metrics
+from embedding_proxy.telemetry.metrics import Metrics
+from embedding_proxy_operator.logic import scrape
+from embedding_proxy_operator.logic.hpa import History, decide
+from embedding_proxy_operator.logic.hpa_policy import Policy
+from embedding_proxy_operator.logic.scrape import ProxyReading, config_version, parse_metrics
+
+
+def page(m: Metrics) -> str:
+    return generate_latest(m.registry).decode()
+
+
+def busy_proxy(depth: float, version: str | None = "3f9c0a1b2e") -> Metrics:
+    m = Metrics()
+    m.queue_depth.set(depth / 2)  # the instantaneous gauges must not be mistaken for the signal
+    m.inflight_inputs.set(depth / 2)
+    m.queue_depth_avg.set(depth)
+    if version is not None:
+        m.set_config_version(version)
+    m.requests.labels(route="/embed", status="200").inc(5)
+    m.batch_size.observe(32)
+    return m
+
+
+def test_names_are_the_proxys() -> None:
+    assert scrape.QUEUE_DEPTH_AVG == proxy_metrics.QUEUE_DEPTH_AVG
+    assert scrape.CONFIG_INFO == proxy_metrics.CONFIG_INFO
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 64.0, 1234.25])
+def test_reads_the_signal_and_version_from_the_real_exporter(depth: float) -> None:
+    reading = parse_metrics(page(busy_proxy(depth)))
+    assert reading == ProxyReading(queue_depth_avg=depth, config_version="3f9c0a1b2e")
+
+
+def test_a_fresh_proxy_reads_zero_and_no_version() -> None:
+    assert parse_metrics(page(Metrics())) == ProxyReading(queue_depth_avg=0.0, config_version=None)
+
+
+def test_after_a_reload_only_the_new_version_is_reported() -> None:
+    m = busy_proxy(10, version="old")
+    m.set_config_version("new")
+    assert config_version(page(m)) == "new"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "<html><body>502 Bad Gateway</body></html>",
+        'embedding_proxy_queue_depth_avg{broken="x" 3\n',
+        "embedding_proxy_queue_depth_avg not-a-number\n",
+    ],
+)
+def test_an_unreadable_page_reads_as_nothing(text: str) -> None:
+    assert parse_metrics(text) == ProxyReading()
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-1"])
+def test_an_unusable_value_reads_as_no_value(value: str) -> None:
+    text = (
+        "# TYPE embedding_proxy_queue_depth_avg gauge\n"
+        f"embedding_proxy_queue_depth_avg {value}\n"
+        'embedding_proxy_config_info{version="v1"} 1.0\n'
+    )
+    assert parse_metrics(text) == ProxyReading(queue_depth_avg=None, config_version="v1")
+
+
+def test_no_page_reads_as_no_value() -> None:
+    assert scrape.queue_depth_avg(None) is None
+    assert scrape.config_version(None) is None
+
+
+def test_pages_feed_the_autoscaler() -> None:
+    # Three proxies at 128 and one that did not answer: a scale-up with the silent pod counted
+    # as idle, ceil(4 x (3 x 128 + 0) / 4 / 64) = 6.
+    texts = [page(busy_proxy(128)) for _ in range(3)] + [None]
+    samples = {f"tei-{i}": scrape.queue_depth_avg(t) for i, t in enumerate(texts)}
+    d = decide(4, samples, Policy(), History(), 0.0)
+    assert (d.pods_measured, d.pods_missing, d.desired_replicas) == (3, 1, 6)
