@@ -312,7 +312,7 @@ async def test_sighup_reloads_the_file(
 async def test_random_bodies_never_get_a_5xx(http: aiohttp.ClientSession, proxy: Process) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-    from tests.unit.test_bad_bodies import bodies
+    from tests.helpers.bodies import bodies
 
     routes = ["/embed", "/embed_sparse", "/embed_all", "/predict", "/tokenize", "/v1/embeddings"]
     seen: list[tuple[str, bytes, int, bytes]] = []
