@@ -1,5 +1,6 @@
-"""The simulator's HTTP API: TEI's routes (tei_routes.py), shapes, status codes and headers, its
-API key and route metrics, plus its own `/simulator/*` routes for tests (control.py)."""
+"""The simulator's HTTP API: TEI's routes (embed_routes.py, score_routes.py, tei_routes.py,
+vertex.py) for the model type served, their shapes, status codes and headers, TEI's CORS and API
+key (layers.py), plus the simulator's own `/simulator/*` routes for tests (control.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..failure import cannot_listen
-from . import control, tei_routes
+from . import control, embed_routes, layers, models, score_routes, tei_routes, vertex
 from .errors import Rejection, TeiError
 from .pipeline import SIMULATOR_KEY, Simulator
 from .settings import SimulatorSettings
@@ -18,12 +19,10 @@ from .settings import SimulatorSettings
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
 
-# TEI asks for the API key everywhere but on its health and metrics routes.
-PUBLIC_ROUTES = frozenset({"/health", "/", "/ping", "/metrics"})
-
 
 def _tei_route(sim: Simulator, handler: Route, *, openai: bool = False) -> Handler:
     """Render TEI errors in the route's shape, and extractor rejections as plain text."""
+    before_1_9 = sim.settings.before_1_9
 
     async def route(request: web.Request) -> web.StreamResponse:
         try:
@@ -31,8 +30,9 @@ def _tei_route(sim: Simulator, handler: Route, *, openai: bool = False) -> Handl
         except Rejection as e:
             return web.Response(status=e.status, text=e.text)
         except TeiError as e:
-            body = e.openai_body() if openai else e.native_body()
-            return web.Response(status=e.status, body=body, content_type="application/json")
+            status = e.status_for(before_1_9)
+            body = e.openai_body(status) if openai else e.native_body()
+            return web.Response(status=status, body=body, content_type="application/json")
 
     return route
 
@@ -44,44 +44,12 @@ def _bound(sim: Simulator, handler: Route) -> Handler:
     return route
 
 
-def _route_label(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every answer by route and status; unknown routes get axum's empty 404/405."""
-    sim = request.app[SIMULATOR_KEY]
-    try:
-        response = await handler(request)
-    except web.HTTPMethodNotAllowed as e:
-        response = web.Response(status=405, headers={"Allow": ",".join(sorted(e.allowed_methods))})
-    except web.HTTPNotFound:
-        response = web.Response(status=404)
-    sim.metrics.requests.labels(_route_label(request), str(response.status)).inc()
-    return response
-
-
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    key = request.app[SIMULATOR_KEY].settings.api_key
-    if (
-        key is not None
-        and request.path not in PUBLIC_ROUTES
-        and not request.path.startswith("/simulator/")
-        and request.headers.get("Authorization") != f"Bearer {key}"
-    ):
-        return web.Response(status=401)
-    return await handler(request)
-
-
 def create_app(settings: SimulatorSettings) -> web.Application:
     """The simulator as an aiohttp application (its engine starts and stops with the app)."""
     sim = Simulator(settings)
     # Bodies are read and limited by the handlers, as TEI limits them (see read_json).
-    app = web.Application(middlewares=[_observe, _auth, control.faults], client_max_size=1 << 40)
+    middlewares = [layers.cors, layers.observe, layers.api_key, control.faults]
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[SIMULATOR_KEY] = sim
 
     async def start(app: web.Application) -> None:
@@ -93,33 +61,35 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
 
-    t = tei_routes
+    e, c, t = embed_routes, score_routes, tei_routes
     native: dict[str, Route] = {
-        "/embed": t.embed,
-        "/": t.embed,
-        "/invocations": t.embed,
-        "/embed_all": t.embed_all,
-        "/embed_sparse": t.embed_sparse,
-        "/predict": t.predict,
-        "/rerank": t.rerank,
-        "/similarity": t.similarity,
+        "/embed": e.embed,
+        "/embed_all": e.embed_all,
+        "/embed_sparse": e.embed_sparse,
+        "/predict": c.predict,
+        "/rerank": c.rerank,
+        "/similarity": e.similarity,
         "/tokenize": t.tokenize,
         "/decode": t.decode,
+        "/vertex": vertex.vertex,
     }
+    # `POST /` and `/invocations` run the route of the model type served.
+    default = native[models.DEFAULT_ROUTE[settings.model_type]]
+    native.update({"/": default, "/invocations": default})
     for path, handler in native.items():
         app.router.add_post(path, _tei_route(sim, handler))
     for path in ("/v1/embeddings", "/embeddings"):
-        app.router.add_post(path, _tei_route(sim, t.openai_embed, openai=True))
+        app.router.add_post(path, _tei_route(sim, e.openai_embed, openai=True))
+    # axum answers HEAD on every GET route, with the GET's headers and no body.
     for path in ("/health", "/", "/ping"):
-        app.router.add_get(path, _bound(sim, t.health), allow_head=False)
-    app.router.add_get("/info", _bound(sim, t.info), allow_head=False)
-    app.router.add_get("/metrics", _bound(sim, t.prometheus), allow_head=False)
-    c = control
-    app.router.add_get("/simulator/faults", _bound(sim, c.get_faults))
-    app.router.add_post("/simulator/faults", _bound(sim, c.set_fault))
-    app.router.add_delete("/simulator/faults", _bound(sim, c.clear_fault))
-    app.router.add_get("/simulator/stats", _bound(sim, c.get_stats))
-    app.router.add_delete("/simulator/stats", _bound(sim, c.reset_stats))
+        app.router.add_get(path, _bound(sim, t.health))
+    app.router.add_get("/info", _bound(sim, t.info))
+    app.router.add_get("/metrics", _bound(sim, t.prometheus))
+    app.router.add_get("/simulator/faults", _bound(sim, control.get_faults))
+    app.router.add_post("/simulator/faults", _bound(sim, control.set_fault))
+    app.router.add_delete("/simulator/faults", _bound(sim, control.clear_fault))
+    app.router.add_get("/simulator/stats", _bound(sim, control.get_stats))
+    app.router.add_delete("/simulator/stats", _bound(sim, control.reset_stats))
     return app
 
 

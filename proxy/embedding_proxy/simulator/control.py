@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from .answers import json_response
 from .faults import parse_fault
 from .pipeline import SIMULATOR_KEY, Simulator
-from .tei_routes import json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,6 +29,7 @@ INFERENCE_ROUTES = frozenset(
         "/decode",
         "/embeddings",
         "/v1/embeddings",
+        "/vertex",
     }
 )
 

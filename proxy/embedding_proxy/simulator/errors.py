@@ -2,7 +2,8 @@
 
 Mirrors `router/src/lib.rs` and `router/src/http/server.rs` of text-embeddings-inference: the
 `error_type` is serialised with its Rust variant name (`"Validation"`, `"Overloaded"`, ...), and the
-status code follows from the type alone (a Validation error is 413, whatever caused it).
+status code follows from the type alone (`From<&ErrorType> for StatusCode`). TEI 1.9 answers a
+Validation error with 422; up to 1.8 it answered 413 (PAYLOAD_TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ STATUS = {
     ErrorType.BACKEND: 424,
     ErrorType.OVERLOADED: 429,
     ErrorType.TOKENIZER: 422,
-    ErrorType.VALIDATION: 413,
+    ErrorType.VALIDATION: 422,
     ErrorType.EMPTY: 400,
 }
+STATUS_BEFORE_1_9 = {**STATUS, ErrorType.VALIDATION: 413}
 
 # TEI's core errors print with these prefixes (`TextEmbeddingsError`'s Display).
 _PREFIX = {
@@ -51,14 +53,20 @@ class TeiError(Exception):
 
     @property
     def status(self) -> int:
+        """The status TEI 1.9 answers with."""
         return STATUS[self.error_type]
+
+    def status_for(self, before_1_9: bool) -> int:
+        return (STATUS_BEFORE_1_9 if before_1_9 else STATUS)[self.error_type]
 
     def native_body(self) -> bytes:
         return orjson.dumps({"error": self.message, "error_type": self.error_type.value})
 
-    def openai_body(self) -> bytes:
+    def openai_body(self, status: int) -> bytes:
+        # `OpenAICompatErrorResponse` renames its `error_type` field to `type` when serialised
+        # (router/src/http/types.rs); TEI's OpenAPI document still calls it `error_type`.
         return orjson.dumps(
-            {"message": self.message, "code": self.status, "type": self.error_type.value}
+            {"message": self.message, "code": status, "type": self.error_type.value}
         )
 
 
@@ -66,14 +74,22 @@ def overloaded() -> TeiError:
     return TeiError(ErrorType.OVERLOADED, "Model is overloaded")
 
 
+def backend(message: str) -> TeiError:
+    """`TextEmbeddingsError::Backend(BackendError::Inference(message))`, as TEI prints it."""
+    return TeiError(ErrorType.BACKEND, message, prefixed=True)
+
+
 class Rejection(Exception):
     """A request refused before it reaches a handler, as axum's extractors refuse it: a status
-    and a plain-text body (TEI does not wrap these in its JSON error shape)."""
+    and a plain-text body (TEI does not wrap these in its JSON error shape). `detail` is serde's
+    own message, which TEI answers as a Validation error where it parses a value itself
+    (`/vertex`'s instances)."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, detail: str = "") -> None:
         super().__init__(text)
         self.status = status
         self.text = text
+        self.detail = detail or text
 
 
 UNSUPPORTED_MEDIA_TYPE = Rejection(415, "Expected request with `Content-Type: application/json`")
@@ -87,4 +103,4 @@ def syntax_error(detail: str) -> Rejection:
 def data_error(path: str, detail: str) -> Rejection:
     where = f"{path}: " if path else ""
     text = f"Failed to deserialize the JSON body into the target type: {where}{detail}"
-    return Rejection(422, text)
+    return Rejection(422, text, detail)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from .errors import STATUS, ErrorType
+from .errors import STATUS, STATUS_BEFORE_1_9, ErrorType
 
-_TYPE_FOR_STATUS = {status: error_type for error_type, status in STATUS.items()}
+# 413 is TEI 1.8's Validation status, 422 TEI 1.9's (and a Tokenizer error's).
+_TYPE_FOR_STATUS = {s: t for t, s in STATUS_BEFORE_1_9.items()} | {s: t for t, s in STATUS.items()}
 _KEYS = {"delay_ms", "status", "body", "truncate_body", "wrong_count", "times", "routes"}
 
 

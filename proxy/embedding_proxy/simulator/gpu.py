@@ -110,8 +110,13 @@ class Permits:
     def in_use(self) -> int:
         return self.total - self.available
 
+    @property
+    def free(self) -> int:
+        """Permits `try_acquire` can take now."""
+        return 0 if self._waiters else self.available
+
     def try_acquire(self, n: int = 1) -> bool:
-        if self._waiters or self.available < n:
+        if self.free < n:
             return False
         self.available -= n
         return True

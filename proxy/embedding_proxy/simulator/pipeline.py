@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from aiohttp import web
 
-from . import schema
+from . import f32json, schema
 from .backends import build_engine
 from .errors import (
     BODY_TOO_LARGE,
@@ -27,15 +27,26 @@ from .gpu import Forward, Permits
 from .metrics import SimulatorMetrics
 from .settings import SimulatorSettings
 from .tokens import Encoded, encode
-from .vectors import model_vector, vector_from_key
+from .vectors import model_vector, vector_json
 
 T = TypeVar("T")
-Done = tuple[Encoded, Forward]
+
+
+class Done(NamedTuple):
+    """One input computed: what it was, what its forward pass reported, and how long it took
+    from its permit to its place in the queue (TEI's `tokenization` time)."""
+
+    encoded: Encoded
+    forward: Forward
+    tokenization: float
+
+
 SIMULATOR_KEY: web.AppKey[Simulator] = web.AppKey("simulator")
 
 
 class VectorCache:
-    """Serialized JSON of recent vectors: answering a repeated input costs a dict lookup."""
+    """Serialized JSON of recent vectors, written as TEI writes float32 (f32json.py): answering a
+    repeated input costs a dict lookup."""
 
     def __init__(self, size: int, model_dimensions: int) -> None:
         self.size = size
@@ -46,21 +57,18 @@ class VectorCache:
         self, key: bytes, normalize: bool, dimensions: int | None, pooled: Any = None
     ) -> bytes:
         if pooled is not None:  # the model's own output: nothing to cache
-            return orjson.dumps(
-                model_vector(pooled, normalize, dimensions), option=orjson.OPT_SERIALIZE_NUMPY
-            )
+            return f32json.dumps(model_vector(pooled, normalize, dimensions))
         k = (key, normalize, dimensions)
         hit = self._items.get(k)
         if hit is not None:
             self._items.move_to_end(k)
             return hit
-        vector = vector_from_key(
+        out = vector_json(
             key,
             normalize=normalize,
             dimensions=dimensions,
             model_dimensions=self.model_dimensions,
         )
-        out = orjson.dumps(vector)
         if self.size:
             self._items[k] = out
             if len(self._items) > self.size:
@@ -112,55 +120,70 @@ class Simulator:
         single: bool,
         prepare: Callable[[T], Encoded],
         after: TeiError | None = None,
+        each: bool = False,
     ) -> list[Done]:
         """Compute `items` as TEI does and return them in order, or raise the first error.
 
-        A single input needs a permit at once (else 429); the inputs of a batch wait for theirs.
+        Permits (router/src/http/server.rs): a single input takes one with `try_acquire`, else
+        429 at once. In TEI 1.9 so does every input of a batch, in order: on /embed and the other
+        embedding routes the first one missing answers 429 before anything is computed; on
+        /predict and /rerank (`each`) every input tries for its own inside the joined futures,
+        those that got one are computed and the others fail with 429. Up to TEI 1.8 the inputs of
+        a batch wait for their permits instead.
+
         Inputs that fail validation are not computed; the others are, even when the answer is
         the error of another input (TEI awaits them all). `after` is an error found only once an
         input is computed (such as `dimensions` larger than the model's).
         """
         n = len(items)
-        if single:
-            if not self.permits.try_acquire():
-                raise overloaded()
-        elif not self.permits.try_acquire(n):
+        if not single and self.settings.before_1_9:
             return await self._run_waiting(items, prepare, after)
+        granted = min(n, self.permits.free)
+        if granted < n and (single or not each):
+            raise overloaded()
+        self.permits.try_acquire(granted)
+        started = asyncio.get_running_loop().time()
         try:
             outcomes: list[Encoded | TeiError] = []
-            for item in items:
+            for item in items[:granted]:
                 try:
                     outcomes.append(prepare(item))
                 except TeiError as e:
                     outcomes.append(e)
+            outcomes += [overloaded() for _ in range(n - granted)]
             valid = [o for o in outcomes if isinstance(o, Encoded)]
             futures = self.engine.submit([o.tokens for o in valid], valid) if valid else []
+            tokenization = asyncio.get_running_loop().time() - started
             forwards = iter(await asyncio.gather(*futures))
         finally:
-            self.permits.release(n)
+            self.permits.release(granted)
         done: list[Done] = []
         for outcome in outcomes:
             if isinstance(outcome, TeiError):
                 raise outcome
             if after is not None:
                 raise after
-            done.append((outcome, next(forwards)))
+            done.append(Done(outcome, next(forwards), tokenization))
         return done
 
     async def _run_waiting(
         self, items: Sequence[T], prepare: Callable[[T], Encoded], after: TeiError | None
     ) -> list[Done]:
+        loop = asyncio.get_running_loop()
+
         async def one(item: T) -> Done:
             await self.permits.acquire()
             try:
+                started = loop.time()
                 encoded = prepare(item)
                 (future,) = self.engine.submit([encoded.tokens], [encoded])
+                tokenization = loop.time() - started
                 forward = await future
             finally:
                 self.permits.release()
             if after is not None:
                 raise after
-            return encoded, forward
+            return Done(encoded, forward, tokenization)
 
         results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
         for r in results:
@@ -179,8 +202,9 @@ class Simulator:
             )
 
     def prompt(self, name: str | None) -> str | None:
+        """The prompt a request's `prompt_name` names; without one, the default prompt."""
         if name is None:
-            return None
+            return self.settings.default_prompt
         prompts = self.settings.prompts
         if not prompts:
             raise TeiError(
@@ -207,21 +231,31 @@ class Simulator:
         direction: str,
         prompt_name: str | None,
         dimensions: int | None = None,
+        refuse: tuple[TeiError | None, TeiError | None] = (None, None),
     ) -> list[Done]:
-        """The shared path of /embed, /v1/embeddings, /embed_all, /embed_sparse, /similarity."""
+        """The shared path of /embed, /v1/embeddings, /embed_all, /embed_sparse, /similarity.
+
+        `refuse` holds what the model type makes every input fail with (models.py): first the
+        route's own check, then `Infer::embed`'s, with `dimensions: 0` checked between them.
+        """
         if inputs.batch:
             self.check_batch(len(inputs.items))
         s = self.settings
         truncate = s.auto_truncate if truncate is None else truncate
+        route_refusal, embed_refusal = refuse
 
         def prepare(value: schema.Model) -> Encoded:
+            if route_refusal is not None:
+                raise route_refusal
             if dimensions == 0:
                 raise TeiError(
                     ErrorType.VALIDATION, "`dimensions` should be positive", prefixed=True
                 )
+            if embed_refusal is not None:
+                raise embed_refusal
             return encode(
                 value,
-                truncate=truncate,
+                truncate=bool(truncate),
                 direction=direction,
                 max_input_length=s.max_input_length,
                 prompt=self.prompt(prompt_name),

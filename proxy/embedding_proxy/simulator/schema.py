@@ -18,7 +18,7 @@ Model = str | list[int]  # one model input: a text, or token ids
 _U32 = 2**32
 
 
-def _kind(value: Json) -> str:
+def kind(value: Json) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -33,7 +33,7 @@ def _kind(value: Json) -> str:
 
 
 def _invalid(path: str, value: Json, expected: str) -> Rejection:
-    return data_error(path, f"invalid type: {_kind(value)}, expected {expected}")
+    return data_error(path, f"invalid type: {kind(value)}, expected {expected}")
 
 
 def _is_u32(value: Json) -> bool:
@@ -105,24 +105,21 @@ def truncation_direction(body: dict[str, Json], key: str = "truncation_direction
 
 @dataclass(frozen=True)
 class Inputs:
-    """TEI's EmbeddingInput: one input (`batch=False`) or a list of them."""
+    """TEI's `Input`: one input (`batch=False`) or a list of them."""
 
     items: list[Model]
     batch: bool
 
 
 def embedding_input(value: Json, path: str) -> Inputs:
-    """A string, a list of strings, token ids, or a list of token-id lists."""
-    if isinstance(value, str):
+    """TEI's untagged `Input` (router/src/http/types.rs): `Single(InputType)` or
+    `Batch(Vec<InputType>)`, an `InputType` being a string or token ids. Serde tries `Single`
+    first, so `[]` and `[1, 2]` are one input of token ids, and a batch may mix strings and ids."""
+    if isinstance(value, str) or _is_ids(value):
         return Inputs([value], batch=False)
-    if isinstance(value, list):
-        if all(isinstance(v, str) for v in value):  # [] lands here: an empty batch
-            return Inputs(list(value), batch=True)
-        if _is_ids(value):
-            return Inputs([value], batch=False)
-        if all(_is_ids(v) for v in value):
-            return Inputs(list(value), batch=True)
-    raise data_error(path, "data did not match any variant of untagged enum EmbeddingInput")
+    if isinstance(value, list) and all(isinstance(v, str) or _is_ids(v) for v in value):
+        return Inputs(list(value), batch=True)
+    raise data_error(path, "data did not match any variant of untagged enum Input")
 
 
 @dataclass(frozen=True)
@@ -157,11 +154,7 @@ class OpenAIRequest:
 
 def openai_request(body: Json) -> OpenAIRequest:
     b = struct(body, "OpenAICompatRequest")
-    has_input, has_messages = b.get("input") is not None, b.get("messages") is not None
-    if has_input == has_messages:
-        raise data_error("", "Provide exactly one of `input` or `messages`")
-    if has_messages:
-        raise data_error("messages", "conversations are not supported by the TEI simulator")
+    value = required(b, "input")
     fmt = b.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         if not isinstance(fmt, str):
@@ -171,13 +164,13 @@ def openai_request(body: Json) -> OpenAIRequest:
     optional_str(b, "model")
     optional_str(b, "user")
     return OpenAIRequest(
-        inputs=embedding_input(b["input"], "input"),
+        inputs=embedding_input(value, "input"),
         base64=fmt == "base64",
         dimensions=optional_usize(b, "dimensions"),
     )
 
 
-Sequence = str | tuple[str, str] | list[int]
+Sequence = str | tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -202,20 +195,19 @@ def _sequence(value: Json) -> Sequence:
         if len(value) == 2:
             return (value[0], value[1])
         raise data_error("inputs", f"invalid length {len(value)}, expected {_PREDICT_EXPECTED}")
-    if _is_ids(value) and value:
-        return value
-    raise data_error("inputs", f"invalid type: {_kind(value)}, expected {_PREDICT_EXPECTED}")
+    raise data_error("inputs", f"invalid type: {kind(value)}, expected {_PREDICT_EXPECTED}")
 
 
 def predict_request(body: Json) -> PredictRequest:
+    """TEI's `PredictInput` (a string, a pair, or a batch of both; no token ids)."""
     b = struct(body, "PredictRequest")
     value = required(b, "inputs")
     if isinstance(value, str):
         inputs, batch = [value], False
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         inputs, batch = [_sequence(value)], False  # "a" or a pair ["a", "b"]
-    elif _is_ids(value) and value:
-        inputs, batch = [value], False
+    elif isinstance(value, list) and value and not isinstance(value[0], (str, list)):
+        raise data_error("inputs[0]", "data did not match any variant of untagged enum Internal")
     elif isinstance(value, list) and value:
         inputs, batch = [_sequence(v) for v in value], True
     else:
@@ -223,7 +215,7 @@ def predict_request(body: Json) -> PredictRequest:
             "inputs",
             f"invalid length 0, expected {_PREDICT_EXPECTED}"
             if value == []
-            else f"invalid type: {_kind(value)}, expected {_PREDICT_EXPECTED}",
+            else f"invalid type: {kind(value)}, expected {_PREDICT_EXPECTED}",
         )
     return PredictRequest(
         inputs=inputs,

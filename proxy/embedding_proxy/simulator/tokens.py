@@ -47,7 +47,7 @@ class Encoded:
 
     key: bytes  # the vector is a function of this (text after prompt and truncation, or ids)
     tokens: int
-    chars: int
+    chars: int  # as TEI counts `x-compute-characters`: the input's characters, or its ids
     pieces: tuple[Piece, ...]  # words or ids kept (no specials)
 
 
@@ -75,6 +75,18 @@ def _too_many_tokens(tokens: int, max_input_length: int) -> TeiError:
     )
 
 
+def check_characters(chars: int, max_input_length: int) -> None:
+    """TEI refuses, before tokenizing, an input of more than `max_input_length * 250` characters
+    that it may not truncate (core/src/tokenization.rs, `tokenize_input`); /tokenize never may."""
+    limit = max_input_length * MAX_CHAR_MULTIPLIER
+    if chars > limit:
+        raise TeiError(
+            ErrorType.VALIDATION,
+            f"`inputs` must have less than {limit} characters. Given: {chars}",
+            prefixed=True,
+        )
+
+
 def encode(
     value: str | list[int],
     *,
@@ -86,20 +98,16 @@ def encode(
     """Tokenize one input, with TEI's validation (errors are TEI's, message for message)."""
     if len(value) == 0:
         raise TeiError(ErrorType.EMPTY, "`inputs` cannot be empty", prefixed=True)
+    chars = len(value)  # TEI counts a text's characters (before the prompt) and ids one each
     if isinstance(value, str):
-        chars = len(value)
-        text = value if prompt is None else prompt + value
-        limit = max_input_length * MAX_CHAR_MULTIPLIER
-        if len(text) > limit and not truncate:
-            raise TeiError(
-                ErrorType.VALIDATION,
-                f"`inputs` must have less than {limit} characters. Given: {len(text)}",
-                prefixed=True,
-            )
+        if not truncate:
+            check_characters(chars, max_input_length)
+        # With truncation TEI cuts the text to the character limit before tokenizing it.
+        text = value[: max_input_length * MAX_CHAR_MULTIPLIER]
+        text = text if prompt is None else prompt + text
         pieces: list[Piece] = list(text.split())
         specials = 2
     else:
-        chars = 0
         prompt_words: list[Piece] = list(prompt.split()) if prompt else []
         pieces = [*prompt_words, *value]
         specials = 2 if prompt else 0
@@ -121,11 +129,25 @@ def encode(
 
 
 def encode_pair(
-    first: str, second: str, *, truncate: bool, direction: str, max_input_length: int
+    first: str,
+    second: str,
+    *,
+    truncate: bool,
+    direction: str,
+    max_input_length: int,
+    prompt: str | None = None,
 ) -> Encoded:
-    """A (query, text) pair as a cross-encoder sees it: [CLS] a [SEP] b [SEP]."""
+    """A (query, text) pair as a cross-encoder sees it: [CLS] a [SEP] b [SEP]. TEI applies its
+    default prompt to every input, and refuses it for a pair."""
     if not first and not second:
         raise TeiError(ErrorType.EMPTY, "`inputs` cannot be empty", prefixed=True)
+    chars = len(first) + len(second)
+    if not truncate:
+        check_characters(chars, max_input_length)
+    if prompt is not None:
+        raise TeiError(
+            ErrorType.VALIDATION, "`prompt_name` cannot be set with dual inputs", prefixed=True
+        )
     a, b = first.split(), second.split()
     tokens = len(a) + len(b) + 3
     if tokens > max_input_length:
@@ -137,4 +159,4 @@ def encode_pair(
         tokens = len(a) + len(b) + 3
         first, second = " ".join(a), " ".join(b)
     key = text_key(first) + b"\x00pair\x00" + text_key(second)
-    return Encoded(key=key, tokens=tokens, chars=len(first) + len(second), pieces=(*a, *b))
+    return Encoded(key=key, tokens=tokens, chars=chars, pieces=(*a, *b))

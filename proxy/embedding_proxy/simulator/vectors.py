@@ -6,12 +6,14 @@ random bits), so a test can tell exactly whose vector a caller received. Buildin
 and a few C-level byte operations, so the simulator stays cheap on a machine it shares with the
 proxy under test.
 
-Values are float32, as TEI's are. `embedding()` returns them as Python floats holding the float32
-values exactly; the simulator prints those floats in full, so a JSON round trip gives back the same
-numbers (`embedding(text) == response.json()[0]`).
+Values are float32, as TEI's are, and the JSON answer writes each as TEI does (f32json.py): the
+shortest decimal that reads back as the same float32. Those texts are worked out once per base
+(`_texts`), so answering a vector only picks, component by component, the text with or without a
+minus sign. `embedding()` returns what a JSON reader gets from that answer.
 
 - `normalize=False` gives the "raw pooled" vector: the base (components of magnitude 0.05 to 1)
-  with the same signs, scaled by a per-input factor in [4, 12), so its norm is far from 1.
+  with the same signs, times 4 or 8 for the input (a power of two, so the values stay exact), so its
+  norm is far from 1.
 - `dimensions=d` (Matryoshka) keeps the first d components; with `normalize` they are rescaled to
   unit length again, as TEI truncates first and normalises after.
 """
@@ -24,12 +26,16 @@ import math
 from array import array
 from typing import Any
 
+import orjson
+
+from . import f32json
 from .tokens import ids_key, text_key
 
 MODEL_DIMENSIONS = 768
 _BASES = 64
 # Maps a random byte to a float32 sign-bit mask for the byte that holds the sign.
 _SIGN_BIT = bytes(0x80 if b & 1 else 0 for b in range(256))
+_LOW_BIT = bytes(b & 1 for b in range(256))
 
 
 def input_key(value: str | list[int]) -> bytes:
@@ -52,12 +58,37 @@ def _bases(model_dimensions: int) -> tuple[tuple[float, ...], ...]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _prefix(base: int, model_dimensions: int, dimensions: int, normalize: bool) -> int:
-    """The first `dimensions` components of a base as little-endian float32, as an int to XOR."""
+def _magnitudes(base: int, model_dimensions: int, dimensions: int, scale: float) -> bytes:
+    """The first `dimensions` components of a base as little-endian float32: unit length when
+    `scale` is 0, else the raw base times `scale`."""
     values = _bases(model_dimensions)[base][:dimensions]
-    norm = math.hypot(*values) if normalize else 1.0
-    raw = array("f", [v / norm for v in values]).tobytes() if norm else b""
-    return int.from_bytes(raw, "little")
+    if scale == 0:
+        norm = math.hypot(*values)
+        return array("f", [v / norm for v in values]).tobytes()
+    raw = array("f", values)  # rounded to float32 first: times a power of two stays exact
+    return array("f", [v * scale for v in raw]).tobytes()
+
+
+@functools.lru_cache(maxsize=512)
+def _texts(
+    base: int, model_dimensions: int, dimensions: int, scale: float
+) -> tuple[tuple[bytes, bytes], ...]:
+    """Each component's JSON text, positive and negative (about 5 ms per base, once)."""
+    magnitudes = array("f", _magnitudes(base, model_dimensions, dimensions, scale)).tolist()
+    return tuple((t, b"-" + t) for t in f32json.texts(magnitudes))
+
+
+def _choose(digest: bytes, normalize: bool) -> tuple[int, float]:
+    """The base and the scale (0: unit length) an input's digest picks."""
+    return digest[0] % _BASES, 0.0 if normalize else (4.0 if digest[1] & 1 else 8.0)
+
+
+def _digest(key: bytes, model_dimensions: int) -> bytes:
+    return hashlib.shake_256(key).digest(3 + model_dimensions)
+
+
+def _dims(dimensions: int | None, model_dimensions: int) -> int:
+    return model_dimensions if dimensions is None else min(dimensions, model_dimensions)
 
 
 def vector_bytes(
@@ -68,16 +99,30 @@ def vector_bytes(
     model_dimensions: int = MODEL_DIMENSIONS,
 ) -> bytes:
     """The vector for `key` as little-endian float32 bytes (what OpenAI's base64 carries)."""
-    d = model_dimensions if dimensions is None else min(dimensions, model_dimensions)
-    digest = hashlib.shake_256(key).digest(3 + model_dimensions)
+    d = _dims(dimensions, model_dimensions)
+    digest = _digest(key, model_dimensions)
     mask = bytearray(4 * d)
     mask[3::4] = digest[3 : 3 + d].translate(_SIGN_BIT)
-    prefix = _prefix(digest[0] % _BASES, model_dimensions, d, normalize)
-    out = (prefix ^ int.from_bytes(mask, "little")).to_bytes(4 * d, "little")
-    if normalize:
-        return out
-    scale = 4.0 + 8.0 * int.from_bytes(digest[1:3], "little") / 65536
-    return array("f", [x * scale for x in array("f", out)]).tobytes()
+    base, scale = _choose(digest, normalize)
+    magnitudes = _magnitudes(base, model_dimensions, d, scale)
+    out = int.from_bytes(magnitudes, "little") ^ int.from_bytes(mask, "little")
+    return out.to_bytes(4 * d, "little")
+
+
+def vector_json(
+    key: bytes,
+    *,
+    normalize: bool = True,
+    dimensions: int | None = None,
+    model_dimensions: int = MODEL_DIMENSIONS,
+) -> bytes:
+    """The vector for `key` as TEI writes it in JSON."""
+    d = _dims(dimensions, model_dimensions)
+    digest = _digest(key, model_dimensions)
+    base, scale = _choose(digest, normalize)
+    texts = _texts(base, model_dimensions, d, scale)
+    signs = digest[3 : 3 + d].translate(_LOW_BIT)
+    return b"[" + b",".join([pair[sign] for pair, sign in zip(texts, signs, strict=True)]) + b"]"
 
 
 def vector_from_key(
@@ -87,6 +132,7 @@ def vector_from_key(
     dimensions: int | None = None,
     model_dimensions: int = MODEL_DIMENSIONS,
 ) -> list[float]:
+    """The vector's float32 values, exactly (for arithmetic on it, such as /similarity)."""
     raw = vector_bytes(
         key, normalize=normalize, dimensions=dimensions, model_dimensions=model_dimensions
     )
@@ -100,16 +146,19 @@ def embedding(
     dimensions: int | None = None,
     model_dimensions: int = MODEL_DIMENSIONS,
 ) -> list[float]:
-    """The exact vector the simulator answers for `text` (a string, or a list of token ids).
+    """The vector the simulator answers for `text` (a string, or a list of token ids), as a JSON
+    reader gets it: `embedding(text) == response.json()[0]`. Each value reads back as the float32
+    the simulator computed (`array("f", embedding(text))` holds them exactly).
 
     For an input the simulator had to truncate, the vector is that of the words it kept.
     """
-    return vector_from_key(
+    body = vector_json(
         input_key(text),
         normalize=normalize,
         dimensions=dimensions,
         model_dimensions=model_dimensions,
     )
+    return orjson.loads(body)
 
 
 def model_vector(pooled: Any, normalize: bool, dimensions: int | None) -> Any:

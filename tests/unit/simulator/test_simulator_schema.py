@@ -10,19 +10,24 @@ from embedding_proxy.simulator.faults import Faults, parse_fault
 
 
 def test_embedding_inputs() -> None:
+    # TEI 1.9's untagged `Input` (router/src/http/types.rs): Single(InputType) is tried first,
+    # so `[]` and `[1, 2]` are one input of token ids; a batch may mix texts and ids.
     assert schema.embedding_input("a", "inputs") == schema.Inputs(["a"], batch=False)
     assert schema.embedding_input(["a", "b"], "inputs") == schema.Inputs(["a", "b"], batch=True)
-    assert schema.embedding_input([], "inputs") == schema.Inputs([], batch=True)
+    assert schema.embedding_input([], "inputs") == schema.Inputs([[]], batch=False)
     assert schema.embedding_input([1, 2], "inputs") == schema.Inputs([[1, 2]], batch=False)
     assert schema.embedding_input([[1], [2]], "inputs").batch
+    mixed = schema.embedding_input(["a", [1, 2], "b"], "inputs")
+    assert mixed == schema.Inputs(["a", [1, 2], "b"], batch=True)
 
 
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"inputs": 3}, "inputs: data did not match any variant"),
+        ({"inputs": 3}, "inputs: data did not match any variant of untagged enum Input"),
         ({"inputs": ["a", 1]}, "inputs: data did not match any variant"),
         ({"inputs": [-1]}, "inputs: data did not match any variant"),
+        ({"inputs": ["a", [2**32]]}, "inputs: data did not match any variant"),
         ({}, "missing field `inputs`"),
         ([], "invalid type: sequence, expected struct EmbedRequest"),
         ({"inputs": "a", "normalize": None}, "normalize: invalid type: null, expected a boolean"),
@@ -48,8 +53,8 @@ def test_embed_defaults_and_unknown_fields() -> None:
 def test_openai_and_predict_shapes() -> None:
     req = schema.openai_request({"input": "a", "encoding_format": "base64", "model": "m"})
     assert req.base64 and not req.inputs.batch
-    with pytest.raises(Rejection, match="exactly one of `input` or `messages`"):
-        schema.openai_request({"model": "m"})
+    with pytest.raises(Rejection, match="missing field `input`"):  # 1.9.3 has no `messages`
+        schema.openai_request({"model": "m", "messages": []})
     with pytest.raises(Rejection, match="unknown variant `int8`"):
         schema.openai_request({"input": "a", "encoding_format": "int8"})
     assert schema.predict_request({"inputs": ["a", "b"]}).inputs == [("a", "b")]
@@ -57,6 +62,8 @@ def test_openai_and_predict_shapes() -> None:
     assert batch.batch and batch.inputs == ["a", ("b", "c")]
     with pytest.raises(Rejection, match="invalid length 3"):
         schema.predict_request({"inputs": ["a", "b", "c"]})
+    with pytest.raises(Rejection, match="untagged enum Internal"):  # no token ids for /predict
+        schema.predict_request({"inputs": [1, 2]})
     assert schema.decode_request({"ids": []}).ids == [[]]  # serde picks the single form
 
 
