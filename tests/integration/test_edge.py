@@ -96,7 +96,8 @@ async def test_a_client_that_never_reads_holds_a_bounded_amount(
     """Row 2: four clients pipeline requests for 4 MB answers and never read. Before write
     flow control the proxy answered them all into its buffers (RSS 85 -> 1,135 MiB)."""
     proxy = start_proxy(simulator.url, ready_path="/ready")
-    request = embed([f"text {i}" for i in range(256)])  # 256 vectors of 768 floats: ~4 MB
+    # 448 vectors of 768 float32s, written as TEI writes them (~9.4 KB each): ~4 MB
+    request = embed([f"text {i}" for i in range(448)])
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(request)
     status, _, body = await answer(reader)  # warm: the proxy's own working set first
