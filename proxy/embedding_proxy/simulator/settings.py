@@ -137,9 +137,10 @@ class SimulatorSettings:
                 "Sentence Transformers configuration"
             )
         if name not in self.prompts:
+            available = ", ".join(f'"{k}"' for k in sorted(self.prompts))  # Rust's `{:?}`
             raise ValueError(
                 f"`default-prompt-name` is set to `{name}` but it was not found in the Sentence "
-                f"Transformers prompts. Available prompts: {sorted(self.prompts)}"
+                f"Transformers prompts. Available prompts: [{available}]"
             )
         self.default_prompt = self.prompts[name]
 
