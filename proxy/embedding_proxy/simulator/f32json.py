@@ -3,14 +3,17 @@
 TEI answers with serde_json, which writes an `f32` with ryu's `format_finite` (serde_json's
 `Formatter::write_f32`; ryu's `pretty::format32`): the shortest decimal that reads back as the same
 float32, laid out as `0.001234`, `12.5`, `1.0` for 1e-6 <= |x| < 1e13 and as `1e-7`, `1.5e13`
-beyond; zero is `0.0` (`-0.0`), and NaN and the infinities are `null`. A 768-dimension vector is
-about 9.3 KB so, where the float64 digits of the same values take 16 KB.
+beyond; zero is `0.0` (`-0.0`), and NaN and the infinities are `null`. A 768-dimension vector
+takes about 9.4 KB so, where the float64 digits of the same values take 16 KB.
 
-`dumps` finds those digits in a few C-level passes (format at 6, 7, 8, then 9 significant digits,
-keeping the first that reads back as the same float32) and lets orjson lay the resulting doubles
-out; orjson's float64 layout differs from ryu's float32 one only in the exponent's `+` and where
-each switches to exponent form, which two substitutions put right. A numpy float32 array goes
-through orjson's own float32 writer, which prints the same digits.
+`dumps` finds those digits in four C-level passes, formatting every value at 6, 7, 8 and 9
+significant digits and keeping the first that reads back as the same float32. Six digits are never
+too many: a normal float32 rounds from an interval narrower than the gap between 6-digit decimals,
+so the 6-digit one that reads back, its trailing zeros dropped, is the shortest. Where that
+reasoning fails (subnormals; powers of two, whose interval is lopsided) values go through `_one`.
+orjson then lays the resulting doubles out; its float64 layout differs from ryu's float32 one only
+in the exponent's `+` and where each switches to exponent form, which two substitutions put right.
+A numpy float32 array goes through orjson's own float32 writer, which prints the same digits.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ _POW2 = frozenset(s * math.ldexp(1.0, e) for e in range(-149, 128) for s in (1.0
 _PASSES = tuple("%." + str(p - 1) + "e" for p in (6, 7, 8, 9))
 # orjson's float64 layout goes to exponent form below 1e-5 (ryu's float32 one below 1e-6) and
 # stays in decimal form up to 1e16 (ryu's float32 one up to 1e13).
-_SMALL = re.compile(rb"(\d)(?:\.(\d+))?e-6")
-_LARGE = re.compile(rb"(?<![\d.e])(\d)(\d{13,15})\.0")
+_SMALL = re.compile(rb"(\d)(?:\.(\d+))?e-6(?!\d)")
+_LARGE = re.compile(rb"(?<![\d.e])(\d)(\d{13,15})\.0(?!\d)")
 
 
 def _reads_back(text: str, x: float) -> bool:
@@ -76,6 +79,8 @@ def shortest(values: Sequence[float]) -> list[float | None]:
     odd = set(_POW2.intersection(exact))
     if n and not (min(map(abs, exact)) >= _TINY and math.isfinite(math.fsum(exact))):
         odd.update(x for x in exact if not _TINY <= abs(x) < math.inf)
+    if not odd:
+        return out
     for i, x in enumerate(exact):
         if x in odd:
             out[i] = (
