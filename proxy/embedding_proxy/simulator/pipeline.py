@@ -136,12 +136,15 @@ class Simulator:
         input is computed (such as `dimensions` larger than the model's).
         """
         n = len(items)
-        if not single and self.settings.before_1_9:
+        if single or not self.settings.before_1_9:
+            granted = min(n, self.permits.free)
+            if granted < n and (single or not each):
+                raise overloaded()
+            self.permits.try_acquire(granted)
+        elif self.permits.try_acquire(n):  # TEI 1.8, a batch whose permits are all free
+            granted = n
+        else:
             return await self._run_waiting(items, prepare, after)
-        granted = min(n, self.permits.free)
-        if granted < n and (single or not each):
-            raise overloaded()
-        self.permits.try_acquire(granted)
         started = asyncio.get_running_loop().time()
         try:
             outcomes: list[Encoded | TeiError] = []
