@@ -17,6 +17,16 @@ async def embed(http: aiohttp.ClientSession, url: str, body: dict) -> tuple[int,
         return resp.status, await resp.json()
 
 
+async def post(
+    http: aiohttp.ClientSession, url: str, body: object, **kwargs: object
+) -> tuple[int, object, aiohttp.typedefs.LooseHeaders]:
+    """POST `body` as JSON: the status, the answer (parsed when JSON, else text), the headers."""
+    async with http.post(url, json=body, **kwargs) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json(), resp.headers
+        return resp.status, await resp.text(), resp.headers
+
+
 async def metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
     """Every sample of a /metrics page, keyed `name{label=value,...}` (labels sorted)."""
     async with http.get(url + "/metrics") as resp:

@@ -112,6 +112,12 @@ def running(args: Sequence[str], port: int, log: Path, **kwargs: object) -> Iter
         process.stop()
 
 
+def simulator_args(port: int, *flags: str) -> list[str]:
+    """The TEI simulator's command line on loopback."""
+    args = [PYTHON, "-m", "embedding_proxy.simulator", "--host", "127.0.0.1", "--port", str(port)]
+    return [*args, *flags]
+
+
 def proxy_args(upstream: str, port: int, *extra: str) -> list[str]:
     return [
         PYTHON,

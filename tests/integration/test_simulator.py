@@ -6,24 +6,18 @@ import asyncio
 import base64
 import subprocess
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.helpers.calls import metrics
-from tests.helpers.processes import PYTHON, Process, free_port, start_process
+from tests.helpers.calls import metrics, post
+from tests.helpers.processes import Process, Starter, free_port, simulator_args, start_process
 
 from embedding_proxy.simulator.tokens import count_tokens
 from embedding_proxy.simulator.vectors import embedding
 
 JSON = {"Content-Type": "application/json"}
-Starter = Callable[..., Process]  # the `start_simulator` fixture
-
-
-def simulator_args(port: int, *flags: str) -> list[str]:
-    args = [PYTHON, "-m", "embedding_proxy.simulator", "--host", "127.0.0.1", "--port", str(port)]
-    return [*args, *flags]
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +28,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     process = start_process(simulator_args(port), port, log)
     yield process
     process.stop()
-
-
-async def post(
-    http: aiohttp.ClientSession, url: str, body: object, **kwargs: object
-) -> tuple[int, object, aiohttp.typedefs.LooseHeaders]:
-    async with http.post(url, json=body, **kwargs) as resp:
-        if resp.content_type == "application/json":
-            return resp.status, await resp.json(), resp.headers
-        return resp.status, await resp.text(), resp.headers
 
 
 async def test_embed_answers_each_input_its_own_vector_in_order(

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from tests.helpers.processes import Process, free_port, start_process
-from tests.integration.test_simulator import Starter, post, simulator_args
+from tests.helpers.calls import post
+from tests.helpers.processes import Process, Starter, free_port, simulator_args, start_process
 
 from embedding_proxy.simulator.vectors import embedding
 

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.helpers import tei_openapi
-from tests.helpers.processes import Process, free_port, proxy_args, start_process
-from tests.integration.test_simulator import post, simulator_args
+from tests.helpers.calls import post
+from tests.helpers.processes import Process, free_port, proxy_args, simulator_args, start_process
 
 # Permits are 8: a batch of 9 finds too few and is answered 429 (TEI 1.9's try_acquire).
 FLAGS = ("--max-concurrent-requests", "8", "--max-input-length", "16")
