@@ -23,16 +23,17 @@ def ryu_cases() -> tuple[bytes, list[str]]:
     return raw, [text for _, text in lines]
 
 
-def test_every_value_is_written_as_ryu_writes_it() -> None:
+def test_every_value_is_written_as_ryu_writes_it_without_numpy() -> None:
     raw, want = ryu_cases()
-    got = f32json.dumps(array("f", raw).tolist())
+    got = f32json.dumps_pure(array("f", raw).tolist())  # as in the sidecar image
     assert got.decode()[1:-1].split(",") == want
 
 
-def test_a_numpy_float32_array_is_written_the_same() -> None:
-    # The torch backend's vectors are numpy arrays; orjson writes their float32 values itself.
+@pytest.mark.parametrize("given", ["numpy array", "list"])
+def test_with_numpy_orjsons_float32_writer_writes_the_same(given: str) -> None:
     raw, want = ryu_cases()
-    got = f32json.dumps(np.frombuffer(raw, dtype="<f4"))
+    values = np.frombuffer(raw, dtype="<f4")
+    got = f32json.dumps(values if given == "numpy array" else values.tolist())
     assert got.decode()[1:-1].split(",") == want
 
 
@@ -53,7 +54,9 @@ def test_a_numpy_float32_array_is_written_the_same() -> None:
     ],
 )
 def test_edges(value: float, text: str) -> None:
-    assert f32json.dumps(f32json.rounded([value])) == b"[" + text.encode() + b"]"
+    want = b"[" + text.encode() + b"]"
+    values = f32json.rounded([value])
+    assert f32json.dumps(values) == f32json.dumps_pure(values) == want
 
 
 def test_a_json_reader_gets_back_the_same_float32_values() -> None:
