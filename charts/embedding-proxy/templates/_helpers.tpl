@@ -109,8 +109,8 @@ app.kubernetes.io/component: operator
 {{- join "," $allowed }}
 {{- end }}
 
-{{- define "embedding-proxy.peeringName" -}}
-{{- default (include "embedding-proxy.fullname" .) .Values.operator.peering.name }}
+{{- define "embedding-proxy.leaseName" -}}
+{{- default (include "embedding-proxy.fullname" .) .Values.operator.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
