@@ -49,7 +49,7 @@ NAMESPACED_RULES = {
     # Conditions, config version, pod counts: a merge patch of the status subresource.
     ("embeddingproxy.io", "embeddingproxies/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
-    ("", "configmaps"): {"get", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     # Ready pods to scrape; Webhook mode deletes pods made without the sidecar, to remake them.
     ("", "pods"): {"list", "delete"},
     ("apps", "replicasets"): {"get"},

@@ -220,7 +220,8 @@ def test_namespaced_install_without_skip_crds_then_upgrade_to_cluster_mode(
         roles = server.kubectl(
             "get", "roles", "-A", "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
         ).stdout.split()
-        assert len(roles) == 2
+        # One per watched namespace, and the Lease's in the release namespace.
+        assert len(roles) == 3
         helm_on(
             server,
             helm,
@@ -232,9 +233,12 @@ def test_namespaced_install_without_skip_crds_then_upgrade_to_cluster_mode(
             "--set",
             "operator.watch.mode=cluster",
         )
-        assert not server.kubectl(
+        # The watched namespaces' Roles are gone; the Lease's stays, as in every mode.
+        assert server.kubectl(
             "get", "roles", "-A", "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
-        ).stdout.strip()
+        ).stdout.split() == [
+            f"role.rbac.authorization.k8s.io/{release}-embedding-proxy-leader-election"
+        ]
         server.kubectl("get", "clusterrole", f"{release}-embedding-proxy")
     finally:
         helm_on(server, helm, "uninstall", release, "-n", namespace)

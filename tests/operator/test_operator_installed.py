@@ -138,6 +138,14 @@ async def scenario(
         return cr if ok and "podsReady" in cr.get("status", {}) else None
 
     await eventually(injected, "the sidecar injected and the pods counted")
+    # The Lease renewed once at least (every 2 s), so that its patch is among the grants used.
+    acquired = ((await api.get(account.lease_path)) or {}).get("spec", {}).get("renewTime")
+
+    async def renewed() -> bool:
+        lease = (await api.get(account.lease_path)) or {}
+        return lease.get("spec", {}).get("renewTime") != acquired
+
+    await eventually(renewed, "the Lease renewed")
     seen_configmaps.extend(await ours(api, paths))
 
     await api.merge(f"{paths.proxies}/tei", {"spec": {"batching": {"maxBatchSize": 8}}})

@@ -158,10 +158,11 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["get", "patch"]
-# The proxies' config, which they reload live.
+# The proxies' config, which they reload live; watched (only the operator's, by label) so that
+# a hand edit is put back at once.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Ready pods, whose proxies' /metrics it reads; in Webhook mode, pods made without the sidecar
 # (while the webhook was not reached) are deleted so that their ReplicaSet makes them anew.
 - apiGroups: [""]

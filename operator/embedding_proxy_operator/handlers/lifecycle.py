@@ -12,6 +12,7 @@ import kopf
 from ..model import images, names
 from ..model.settings import api_backoffs
 from .admission import server_for
+from .drift import CONFIGMAP_SELECTOR
 from .leading import find_credentials, lead, step_down
 from .state import state_of
 
@@ -52,6 +53,8 @@ async def configure(
     # kopf's own retries (its watches' too) wait at most max_retry_seconds each, as long in all
     # as kopf's default, so that a change made during an API outage waits little after it.
     settings.networking.error_backoffs = api_backoffs(options.max_retry_seconds)
+    # Of the cluster's ConfigMaps, only the operator's are sent (`drift`).
+    settings.watching.label_selectors["", "v1", "configmaps"] = CONFIGMAP_SELECTOR
     settings.posting.reporting_component = names.FIELD_MANAGER
     # Events are posted for warnings and changes; kopf's own per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
