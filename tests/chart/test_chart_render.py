@@ -51,7 +51,7 @@ NAMESPACED_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     # Ready pods to scrape; Webhook mode deletes pods made without the sidecar, to remake them.
-    ("", "pods"): {"list", "delete"},
+    ("", "pods"): {"list", "watch", "delete"},
     ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
     # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.

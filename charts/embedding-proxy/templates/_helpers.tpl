@@ -163,11 +163,12 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Ready pods, whose proxies' /metrics it reads; in Webhook mode, pods made without the sidecar
-# (while the webhook was not reached) are deleted so that their ReplicaSet makes them anew.
+# Ready pods, whose proxies' /metrics it reads (watched: it reads them from its cache); in
+# Webhook mode, pods made without the sidecar (while the webhook was not reached) are deleted so
+# that their ReplicaSet makes them anew.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "delete"]
+  verbs: ["list", "watch", "delete"]
 # Webhook mode: a pod is deleted only when its ReplicaSet is one the target Deployment controls.
 - apiGroups: ["apps"]
   resources: ["replicasets"]

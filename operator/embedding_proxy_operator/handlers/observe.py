@@ -14,7 +14,7 @@ import kopf
 
 from ..io import kube, metrics
 from ..io.kube import ApiError, list_if_served
-from ..io.writes import remove_scaled_object, write_status
+from ..io.writes import changes, remove_scaled_object, write_status
 from ..logic import (
     hpa,
     hpa_policy,
@@ -33,6 +33,7 @@ from ..model import names
 from ..model.settings import image_allowed
 from ..model.spec import ProxySpec, SpecError, parse, target_name
 from .admission import recreate_escaped
+from .caches import Cached
 from .state import State, state_of
 
 Obj = dict[str, Any]
@@ -45,18 +46,23 @@ async def observe(
     name: str,
     memo: kopf.Memo,
     logger: logging.Logger,
+    body: kopf.Body,
+    deployments_by_name: kopf.Index[tuple[str, str], Obj],
+    pods_by_namespace: kopf.Index[str, Obj],
     **_: Any,
 ) -> None:
     """Ask the ready pods' proxies which config they run and how much work they hold; count them
-    into status, and autoscale."""
+    into status, and autoscale. What it reads of the cluster comes from kopf's watches: the
+    EmbeddingProxy is the daemon's live body, the Deployment and the pods are indexed."""
     state = state_of(memo)
+    cached = Cached(body, deployments_by_name, pods_by_namespace)
     first = True
     wake = state.wakeup(namespace, name)
     while not stopped and not state.closed:
         interval = state.options.status_seconds
         wake.clear()
         try:
-            interval = await observe_once(state, namespace, name, logger, first) or interval
+            interval = await observe_once(state, cached, logger, first) or interval
             first = False
         except Exception as e:
             if stopped or state.closed:
@@ -81,14 +87,15 @@ async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
 
 
 async def observe_once(
-    state: State, namespace: str, name: str, logger: logging.Logger, first: bool = False
+    state: State, cached: Cached, logger: logging.Logger, first: bool = False
 ) -> float | None:
     api = state.client()
-    proxy = await api.get(kube.proxy_path(namespace, name))
-    if proxy is None or proxy["metadata"].get("deletionTimestamp"):
+    proxy = cached.proxy()
+    if proxy["metadata"].get("deletionTimestamp"):
         return None
+    namespace, name = proxy["metadata"]["namespace"], proxy["metadata"]["name"]
     target = target_name(proxy.get("spec"))
-    deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
+    deployment = cached.deployment(namespace, target) if target else None
     if deployment is None:
         return None
     try:
@@ -99,10 +106,7 @@ async def observe_once(
         return None  # refused by `reconcile`: nothing of this EmbeddingProxy is acted on
     version = render.proxy_config(spec)["version"]
     selector = (deployment.get("spec") or {}).get("selector") or {}
-    listing = await api.request(
-        "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
-    )
-    items = listing.get("items") or []
+    items = [p for p in cached.pods(namespace) if pods.matches(selector, pods.labels(p))]
     escape: tuple[Fact | None, list[str]] = (None, [])
     planned = plan(
         proxy,
@@ -121,9 +125,7 @@ async def observe_once(
     )
     pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
     current = sum(1 for page in pages if page.config_version == version)
-    readings = {
-        p["metadata"]["name"]: page.queue_depth_avg for p, page in zip(ready, pages, strict=True)
-    }
+    readings = {p["metadata"]["name"]: page.load for p, page in zip(ready, pages, strict=True)}
     fact, scaling = await autoscale(
         state, proxy, spec, pods.live_pods(items, selector), readings, first, logger
     )
@@ -136,10 +138,8 @@ async def observe_once(
         scaling,
         metrics.pod_readings(ready, texts, pages, version),
     )
-    async with state.lock(namespace, name):
-        fresh = await api.get(kube.proxy_path(namespace, name))
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return None
+
+    def status_for(fresh: Mapping[str, Any]) -> tuple[list[Fact], Obj]:
         fields = {
             "podsReady": len(ready),
             "podsOnConfigVersion": current,
@@ -160,7 +160,22 @@ async def observe_once(
         if (fresh.get("status") or {}).get("configVersion") == version:
             # Only a config the reconciliation wrote (a refused or failed write says why).
             facts.insert(0, config_fact(len(ready), current, version))
-        await write_status(api, fresh, facts, fields)
+        return facts, fields
+
+    async with state.lock(namespace, name):
+        if not changes(cached.proxy(), *status_for(cached.proxy())):
+            return poll_seconds(spec)  # nothing to say: no request at all
+        # Something to write: read it afresh (the cache may lag a write of `reconcile`'s, and
+        # conditions are one list, written whole).
+        fresh = await api.get(kube.proxy_path(namespace, name))
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return None
+        await write_status(api, fresh, *status_for(fresh))
+    return poll_seconds(spec)
+
+
+def poll_seconds(spec: ProxySpec) -> float | None:
+    """The autoscaler's poll interval; None: the status interval."""
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)
     return None

@@ -58,6 +58,13 @@ async def delete_configmap(api: Kube, namespace: str, name: str, uid: str | None
             raise
 
 
+def changes(proxy: Mapping[str, Any], facts: Sequence[Fact], fields: Mapping[str, Any]) -> bool:
+    """Whether `write_status` would write anything for this EmbeddingProxy as it is."""
+    meta = proxy["metadata"]
+    current = dict(proxy.get("status") or {})
+    return status_update(current, facts, fields, meta.get("generation"), now()) is not None
+
+
 async def write_status(
     api: Kube, proxy: Mapping[str, Any], facts: Sequence[Fact], fields: Mapping[str, Any]
 ) -> None:
