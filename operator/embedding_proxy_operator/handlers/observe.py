@@ -28,7 +28,7 @@ from ..logic import (
     scrape,
 )
 from ..logic.conditions import Fact
-from ..logic.plan import config_fact, plan
+from ..logic.plan import config_fact, lagging, plan
 from ..model import names
 from ..model.settings import image_allowed
 from ..model.spec import ProxySpec, SpecError, parse, target_name
@@ -159,7 +159,12 @@ async def observe_once(
             fields["injection"] = {**(injected or {}), "podsWithoutSidecar": escape[1][:20] or None}
         if (fresh.get("status") or {}).get("configVersion") == version:
             # Only a config the reconciliation wrote (a refused or failed write says why).
-            facts.insert(0, config_fact(len(ready), current, version))
+            behind = [
+                lagging(p["metadata"]["name"], page.config_version, page.failed_reloads)
+                for p, page in zip(ready, pages, strict=True)
+                if page.config_version != version
+            ]
+            facts.insert(0, config_fact(len(ready), current, version, behind))
         return facts, fields
 
     async with state.lock(namespace, name):

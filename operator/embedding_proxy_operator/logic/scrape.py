@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 QUEUE_DEPTH_AVG = "embedding_proxy_queue_depth_avg"
 CONFIG_INFO = "embedding_proxy_config_info"
 UPSTREAM_UP = "embedding_proxy_upstream_up"
+CONFIG_RELOADS = "embedding_proxy_config_reloads"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class ProxyReading:
     config_version: str | None = None
     # Whether the proxy finds its TEI answering (`embedding_proxy_upstream_up`); None: not said.
     upstream_up: bool | None = None
+    # Reloads of the config file that failed since the proxy started (the file kept as it was).
+    failed_reloads: float | None = None
 
     @property
     def load(self) -> float | None:
@@ -39,6 +42,7 @@ def parse_metrics(text: str) -> ProxyReading:
     depth: float | None = None
     version: str | None = None
     up: bool | None = None
+    failed: float | None = None
     try:
         for family in text_string_to_metric_families(text):
             if family.name == QUEUE_DEPTH_AVG:
@@ -49,13 +53,19 @@ def parse_metrics(text: str) -> ProxyReading:
                 for sample in family.samples:
                     if sample.name == UPSTREAM_UP and not sample.labels:
                         up = sample.value >= 1
+            elif family.name == CONFIG_RELOADS:
+                for sample in family.samples:
+                    if sample.name.endswith("_total") and sample.labels.get("result") == "failed":
+                        failed = _usable(sample.value)
             elif family.name == CONFIG_INFO:
                 for sample in family.samples:
                     if sample.value == 1 and sample.labels.get("version"):
                         version = sample.labels["version"]
     except (ValueError, TypeError, IndexError):
         return ProxyReading()
-    return ProxyReading(queue_depth_avg=depth, config_version=version, upstream_up=up)
+    return ProxyReading(
+        queue_depth_avg=depth, config_version=version, upstream_up=up, failed_reloads=failed
+    )
 
 
 def queue_depth_avg(text: str | None) -> float | None:

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from embedding_proxy.telemetry import metrics as proxy_metrics
 from embedding_proxy.telemetry.metrics import Metrics
-from embedding_proxy_operator.logic import scrape
+from embedding_proxy_operator.logic import plan, scrape
 from embedding_proxy_operator.logic.hpa import History, decide
 from embedding_proxy_operator.logic.hpa_policy import Policy
 from embedding_proxy_operator.logic.scrape import ProxyReading, config_version, parse_metrics
@@ -114,3 +114,28 @@ def test_a_proxy_whose_tei_is_down_is_no_load() -> None:
     # With every TEI down there is nothing to scale on: the replicas stay.
     down = {f"tei-{i}": parse_metrics(page(hung)).load for i in range(3)}
     assert decide(3, down, Policy(), History(), 0.0).desired_replicas == 3
+
+
+def test_configapplied_names_the_pods_behind_and_their_failed_reloads() -> None:
+    """ConfigApplied comes from what the proxies say: one runs the new config, one still the
+    old one after failing to load the new file twice, one did not answer."""
+    on = busy_proxy(1, version="new")
+    behind = busy_proxy(1, version="old")
+    behind.config_reloads.labels(result="failed").inc(2)
+    pages = {"tei-a": page(on), "tei-b": page(behind), "tei-c": None}
+    readings = {n: parse_metrics(t) if t else ProxyReading() for n, t in pages.items()}
+    assert readings["tei-b"].failed_reloads == 2 and readings["tei-a"].failed_reloads is None
+    lagging = [
+        plan.lagging(n, r.config_version, r.failed_reloads)
+        for n, r in readings.items()
+        if r.config_version != "new"
+    ]
+    fact = plan.config_fact(3, 1, "new", lagging)
+    assert (fact.status, fact.reason) == ("False", "Rolling")
+    assert fact.message == (
+        "1 of 3 ready pods run config new; not yet: tei-b (serves old, 2 failed reloads), "
+        "tei-c (did not say)"
+    )
+    many = [f"tei-{i} (did not say)" for i in range(8)]
+    assert plan.config_fact(9, 1, "new", many).message.endswith("tei-4 (did not say) and 3 more")
+    assert plan.config_fact(3, 3, "new").status == "True"
