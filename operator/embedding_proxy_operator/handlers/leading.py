@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -95,7 +96,16 @@ async def lead(state: State, settings: kopf.OperatorSettings, logger: logging.Lo
     fence_kopf(elector.fence)
     async with standby_liveness(liveness_url(sys.argv[1:]), elector):
         await elector.acquire()
-    state.keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease keeper")
+    keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease keeper")
+    keeper.add_done_callback(functools.partial(_kept, elector))
+    state.keeper = keeper
+
+
+def _kept(elector: Elector, keeper: asyncio.Task[None]) -> None:
+    """The renewals never end but at a deliberate stop: should they fail for any other reason,
+    this replica stops acting now rather than at its next write."""
+    if not keeper.cancelled():
+        elector.lost(f"its renewals stopped: {keeper.exception()!r}")
 
 
 async def step_down(state: State) -> None:
