@@ -9,9 +9,7 @@ fenced by it, and a deliberate stop gives it back.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -96,24 +94,12 @@ async def lead(state: State, settings: kopf.OperatorSettings, logger: logging.Lo
     fence_kopf(elector.fence)
     async with standby_liveness(liveness_url(sys.argv[1:]), elector):
         await elector.acquire()
-    keeper = asyncio.get_running_loop().create_task(elector.keep(), name="lease keeper")
-    keeper.add_done_callback(functools.partial(_kept, elector))
-    state.keeper = keeper
-
-
-def _kept(elector: Elector, keeper: asyncio.Task[None]) -> None:
-    """The renewals never end but at a deliberate stop: should they fail for any other reason,
-    this replica stops acting now rather than at its next write."""
-    if not keeper.cancelled():
-        elector.lost(f"its renewals stopped: {keeper.exception()!r}")
+    elector.start_keeping()
 
 
 async def step_down(state: State) -> None:
     """At a deliberate stop, once kopf's handlers are done: give the Lease back."""
-    if state.keeper is not None:
-        state.keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await state.keeper
     if state.elector is not None:
+        await state.elector.stop_keeping()
         await state.elector.release()
         await state.elector.close()

@@ -46,9 +46,8 @@ class State:
     webhook_published: bool = False
     # Set by the operator's clean-up: kopf may still run a daemon's poll after it.
     closed: bool = False
-    # The Lease that makes this replica the leader, and the task that renews it.
+    # The Lease that makes this replica the leader.
     elector: Elector | None = None
-    keeper: asyncio.Task[None] | None = None
     _kube: Kube | None = None
     _kube_info: kopf.ConnectionInfo | None = None
     _fetcher: MetricsFetcher | None = None

@@ -4,9 +4,9 @@ process the moment it may no longer be held (`logic.leadership` decides; this mo
 Only the leader runs kopf's watches and handlers, and every write of the process, the
 operator's own and kopf's, passes `Elector.fence` first: a replica that has not renewed within
 the renew deadline (a stalled process, a network partition, a frozen VM) exits before it writes
-anything, and its pod restarts it as a standby. The Lease is written with merge patches that
-carry the resourceVersion read, through a session of its own (renewals never queue behind the
-operator's other requests).
+anything, and its pod restarts it as a standby. Renewals run in a thread of their own, so that a
+busy event loop never delays them (a stopped process stops them all the same). The Lease is
+written with merge patches that carry the resourceVersion read.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import datetime
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
@@ -67,7 +68,9 @@ class Elector:
         self.renewed_at: float | None = None
         self._connect, self._timeout, self._logger = connect, api_timeout, logger
         self._on_lost = on_lost
-        self._kube: Kube | None = None
+        self._kube: Kube | None = None  # the event loop's (acquire, release)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # ---- holding --------------------------------------------------------------------------
 
@@ -99,7 +102,7 @@ class Elector:
         said: str | None = None
         while True:
             try:
-                if await self._attempt():
+                if await self._attempt(self._client()):
                     self._logger.info(
                         f"Leading: holding Lease {self.namespace}/{self.name} as {self.identity}"
                     )
@@ -110,31 +113,63 @@ class Elector:
                     said = holder
             except ApiError as e:
                 self._logger.warning(f"Lease {self.namespace}/{self.name}: {e}")
+                if e.status == 401:  # credentials expired (a rotated token): log in again
+                    await self.close()
+                    self._kube = None
             await asyncio.sleep(self.timing.retry_seconds * random.uniform(1, LEASE_JITTER))
 
-    async def keep(self) -> None:
-        """Renew every retry period, forever; exit the process when the renew deadline passes
-        without a renewal, or another replica holds the Lease."""
-        while True:
-            await asyncio.sleep(self.timing.retry_seconds)
-            self.fence("renewing the Lease")
-            assert self.renewed_at is not None
-            deadline = self.renewed_at + self.timing.renew_deadline_seconds
-            while True:
-                renewed = False
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        renewed = await self._attempt()
-                except (ApiError, TimeoutError) as e:
-                    self._logger.warning(f"renewing Lease {self.namespace}/{self.name}: {e!r}")
-                if renewed:
-                    break
-                if self.observed.holder not in ("", self.identity):
-                    self.lost(f"{self.observed.holder} holds it")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.fence("renewing the Lease")
-                await asyncio.sleep(min(self.timing.retry_seconds, left))
+    def start_keeping(self) -> None:
+        """Renew from a thread of its own, with its own event loop and session: a busy operator
+        (a thousand EmbeddingProxies created at once) must not delay its own renewals."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keeper, name="lease keeper", daemon=True)
+        self._thread.start()
+
+    async def stop_keeping(self) -> None:
+        """End the renewals (at a deliberate stop, before `release`)."""
+        if self._thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._thread.join, self.timing.renew_deadline_seconds + 1)
+            self._thread = None
+
+    def _keeper(self) -> None:
+        try:
+            asyncio.run(self._keep())
+        except LeadershipLost:
+            pass  # said and done (`lost`)
+        except BaseException as e:  # the renewals never end but at a deliberate stop
+            if not self._stop.is_set():
+                self.lost(f"its renewals stopped: {e!r}")
+
+    async def _keep(self) -> None:
+        """Renew every retry period until stopped; exit the process when the renew deadline
+        passes without a renewal, or another replica holds the Lease."""
+        api = Kube(self._connect(), self._timeout)
+        try:
+            while not await asyncio.to_thread(self._stop.wait, self.timing.retry_seconds):
+                self.fence("renewing the Lease")
+                assert self.renewed_at is not None
+                deadline = self.renewed_at + self.timing.renew_deadline_seconds
+                while not self._stop.is_set():
+                    renewed = False
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                            renewed = await self._attempt(api)
+                    except (ApiError, TimeoutError) as e:
+                        self._logger.warning(f"renewing Lease {self.namespace}/{self.name}: {e!r}")
+                        if isinstance(e, ApiError) and e.status == 401:
+                            await api.close()
+                            api = Kube(self._connect(), self._timeout)
+                    if renewed:
+                        break
+                    if self.observed.holder not in ("", self.identity):
+                        self.lost(f"{self.observed.holder} holds it")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.fence("renewing the Lease")
+                    await asyncio.sleep(min(self.timing.retry_seconds, left))
+        finally:
+            await api.close()
 
     async def release(self) -> None:
         """Give the Lease back on a deliberate stop, so that a standby takes over at once."""
@@ -158,10 +193,9 @@ class Elector:
 
     # ---- one round ------------------------------------------------------------------------
 
-    async def _attempt(self) -> bool:
+    async def _attempt(self, api: Kube) -> bool:
         """Read the Lease; write this replica into it when it may. True when it holds it."""
         began = time.monotonic()
-        api = self._client()
         try:
             current = await api.get(lease_path(self.namespace, self.name))
             self.observed.see(current, time.monotonic())
@@ -180,9 +214,6 @@ class Elector:
         except ApiError as e:
             if e.status == 409:  # another replica wrote it first: read again next round
                 return False
-            if e.status == 401:  # credentials expired (a rotated token): log in again
-                await self.close()
-                self._kube = None
             raise
         self.observed.see(written, time.monotonic())
         self.renewed_at = began
