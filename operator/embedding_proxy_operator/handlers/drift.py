@@ -44,6 +44,8 @@ async def configmap_changed(
         return  # listed at start (every EmbeddingProxy is reconciled then), or made by us
     meta = body.get("metadata") or {}
     proxy = (meta.get("labels") or {}).get(names.LABEL_PROXY, "")
+    if not proxy:
+        return  # a label of ours with no EmbeddingProxy named: nothing to put back from
     # Reconciled at every change, the operator's own writes too (it then finds nothing to
     # write); a write that puts back a config already written is drift, and said so
     # (`reconcile`), whichever event led to it.
