@@ -55,9 +55,9 @@ NAMESPACED_RULES = {
     ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
     # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.
-    ("apps", "deployments/scale"): {"get", "patch"},
-    ("autoscaling", "horizontalpodautoscalers"): {"list"},
-    ("keda.sh", "scaledobjects"): {"get", "list", "create", "patch", "delete"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch"},
+    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 # kopf's discovery reads /api and /apis (open to every client) and watches CRDs.
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}

@@ -61,7 +61,11 @@ class Figures:
         return "\n".join(lines)
 
 
-def workload(count: int, namespaces: int, prefix: str = "idle") -> tuple[list[str], list[Obj]]:
+def workload(
+    count: int, namespaces: int, prefix: str = "idle", autoscaled: int = 0
+) -> tuple[list[str], list[Obj]]:
+    """`count` Deployments and their EmbeddingProxies; every `autoscaled`-th (0: none) with the
+    built-in autoscaler on."""
     spaces = [f"{prefix}-{i}" for i in range(namespaces)]
     objects: list[Obj] = []
     for i in range(count):
@@ -95,7 +99,14 @@ def workload(count: int, namespaces: int, prefix: str = "idle") -> tuple[list[st
                 "apiVersion": "embeddingproxy.io/v1alpha1",
                 "kind": "EmbeddingProxy",
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"targetRef": {"name": name}},
+                "spec": {
+                    "targetRef": {"name": name},
+                    **(
+                        {"autoscaling": {"enabled": True, "maxReplicas": 2}}
+                        if autoscaled and i % autoscaled == 0
+                        else {}
+                    ),
+                },
             }
         )
     return spaces, objects
@@ -142,13 +153,14 @@ def run(
     log: Path,
     env: dict[str, str] | None = None,
     prefix: str = "idle",
+    autoscaled: int = 0,
 ) -> Figures:
     plane.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
     plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
         "crd/embeddingproxies.embeddingproxy.io",
     )  # fmt: skip
-    spaces, objects = workload(count, namespaces, prefix)
+    spaces, objects = workload(count, namespaces, prefix, autoscaled)
     plane.apply(
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in spaces]
     )
@@ -211,12 +223,21 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=20)
     parser.add_argument("--window", type=float, default=60.0, help="quiet seconds measured")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds after injection")
+    parser.add_argument(
+        "--autoscaled", type=int, default=0, help="every Nth with the built-in autoscaler on"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:
         plane = start_control_plane(Path(tmp) / "plane")
         try:
             figures = run(
-                plane, args.count, args.namespaces, args.window, args.settle, Path(tmp) / "op.log"
+                plane,
+                args.count,
+                args.namespaces,
+                args.window,
+                args.settle,
+                Path(tmp) / "op.log",
+                autoscaled=args.autoscaled,
             )
         finally:
             plane.stop()

@@ -154,10 +154,11 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
-# The autoscaler reads and sets the target's replicas through the scale subresource only.
+# The autoscaler sets the target's replicas through the scale subresource only (it reads them
+# from the Deployment as its watch has it).
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # The proxies' config, which they reload live; watched (only the operator's, by label) so that
 # a hand edit is put back at once.
 - apiGroups: [""]
@@ -180,11 +181,11 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 # An HPA on the same target: the autoscaler stands back rather than fight it.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # autoscaling.provider KEDA: a ScaledObject the operator owns.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/* The admission webhook's configuration, which the chart creates and the operator fills in

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from ..io import kube, metrics
-from ..io.kube import ApiError, list_if_served
+from ..io.kube import ApiError
 from ..io.writes import changes, remove_scaled_object, write_status
 from ..logic import (
     hpa,
@@ -49,13 +49,21 @@ async def observe(
     body: kopf.Body,
     deployments_by_name: kopf.Index[tuple[str, str], Obj],
     pods_by_namespace: kopf.Index[str, Obj],
+    hpas_by_namespace: kopf.Index[str, Obj],
+    scaled_objects_by_namespace: kopf.Index[str, Obj],
     **_: Any,
 ) -> None:
     """Ask the ready pods' proxies which config they run and how much work they hold; count them
     into status, and autoscale. What it reads of the cluster comes from kopf's watches: the
     EmbeddingProxy is the daemon's live body, the Deployment and the pods are indexed."""
     state = state_of(memo)
-    cached = Cached(body, deployments_by_name, pods_by_namespace)
+    cached = Cached(
+        body,
+        deployments_by_name,
+        pods_by_namespace,
+        hpas_by_namespace,
+        scaled_objects_by_namespace,
+    )
     first = True
     wake = state.wakeup(namespace, name)
     while not stopped and not state.closed:
@@ -127,7 +135,7 @@ async def observe_once(
     current = sum(1 for page in pages if page.config_version == version)
     readings = {p["metadata"]["name"]: page.load for p, page in zip(ready, pages, strict=True)}
     fact, scaling = await autoscale(
-        state, proxy, spec, pods.live_pods(items, selector), readings, first, logger
+        state, cached, proxy, spec, pods.live_pods(items, selector), readings, first, logger
     )
     load = state.metrics.observe(
         namespace,
@@ -191,6 +199,7 @@ def poll_seconds(spec: ProxySpec) -> float | None:
 
 async def autoscale(
     state: State,
+    cached: Cached,
     proxy: Mapping[str, Any],
     spec: ProxySpec,
     live: list[Obj],
@@ -217,8 +226,8 @@ async def autoscale(
         return scaling_status.disabled_fact(auto.enabled, auto.provider), None
 
     conflict = scaling_status.conflicting_autoscaler(
-        await list_if_served(api, kube.hpa_path(namespace)),
-        await list_if_served(api, kube.scaledobject_path(namespace)),
+        cached.hpas(namespace),
+        cached.scaled_objects(namespace),
         target,
         ours,
         uid,
@@ -231,12 +240,13 @@ async def autoscale(
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
         return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
     if with_keda:
-        return await write_scaled_object(state, proxy, spec)
-    return await scale_builtin(state, proxy, spec, live, readings, logger)
+        return await write_scaled_object(state, cached, proxy, spec)
+    return await scale_builtin(state, cached, proxy, spec, live, readings, logger)
 
 
 async def scale_builtin(
     state: State,
+    cached: Cached,
     proxy: Mapping[str, Any],
     spec: ProxySpec,
     live: list[Obj],
@@ -248,7 +258,8 @@ async def scale_builtin(
     status = (proxy.get("status") or {}).get("autoscaling") or {}
     target = spec.scale_target_name
     path = kube.scale_path(namespace, target)
-    scale = await api.get(path)
+    # The Deployment's spec.replicas is its scale's, as the watch last saw it.
+    scale = cached.deployment(namespace, target)
     if scale is None:
         message = f"Deployment {target!r} (the scale target) does not exist in {namespace!r}"
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
@@ -284,7 +295,7 @@ async def scale_builtin(
 
 
 async def write_scaled_object(
-    state: State, proxy: Mapping[str, Any], spec: ProxySpec
+    state: State, cached: Cached, proxy: Mapping[str, Any], spec: ProxySpec
 ) -> tuple[Fact, Obj]:
     """Create our ScaledObject, or bring it back to what the spec says."""
     api = state.client()
@@ -293,7 +304,7 @@ async def write_scaled_object(
     wanted = keda.scaled_object(name, namespace, uid, spec)
     ours, target = wanted["metadata"]["name"], spec.scale_target_name
     fields = {"scaleTargetName": target, "scaledObjectName": ours}
-    current = await api.get(kube.scaledobject_path(namespace, ours))
+    current = cached.scaled_object(namespace, ours)
     try:
         if current is None:
             await api.request("POST", kube.scaledobject_path(namespace), wanted)

@@ -142,16 +142,6 @@ class Kube:
             raise
 
 
-async def list_if_served(api: Kube, path: str) -> list[Obj]:
-    """The items of a list; none when the API is not served (KEDA not installed)."""
-    try:
-        return list((await api.request("GET", path)).get("items") or [])
-    except ApiError as e:
-        if e.status == 404:
-            return []
-        raise
-
-
 def _error(status: int, http_reason: str | None, retry_after: str | None, text: str) -> ApiError:
     """An ApiError from an error response: the Status object's reason and message when it is
     one, and how long the server asked to wait, if it did."""
@@ -213,10 +203,6 @@ def proxy_path(namespace: str, name: str) -> str:
         f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{segment(namespace)}/"
         f"{names.PLURAL}/{segment(name)}"
     )
-
-
-def hpa_path(namespace: str) -> str:
-    return f"/apis/autoscaling/v2/namespaces/{segment(namespace)}/horizontalpodautoscalers"
 
 
 def scaledobject_path(namespace: str, name: str | None = None) -> str:
