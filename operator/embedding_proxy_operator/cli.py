@@ -1,18 +1,16 @@
 """`embedding-proxy-operator`: kopf's `run` with this operator's handlers loaded.
 
-Every option of `kopf run` passes through, e.g.
-    embedding-proxy-operator --all-namespaces --peering=embedding-proxy --liveness=http://0.0.0.0:8080/healthz
-    embedding-proxy-operator --namespace=gpu --standalone --verbose
+Every option of `kopf run` passes through but `--peering`, e.g.
+    embedding-proxy-operator --all-namespaces --liveness=http://0.0.0.0:8080/healthz
+    embedding-proxy-operator --namespace=gpu --verbose
 
-Several replicas meet at one peering object, and kopf lets only the one with the highest priority
-act: equal priorities pause them all ("possibly conflicting operators"). Replicas of a Deployment
-all get the same arguments, so unless a priority is given, each derives its own from its pod name
-(`POD_ID`, which kopf also takes as the peer's identity; or `POD_NAME`).
+Several replicas share one Lease (`handlers.leading`), and only its holder runs kopf's watches
+and handlers: kopf's own peering is off (`--standalone`), so that a replica taking over never
+waits for a former peer's record to age out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sys
@@ -23,57 +21,38 @@ from urllib.parse import urlsplit
 import click
 import kopf.cli
 
-from .io import peering
 from .model import settings
 
 HANDLERS = "embedding_proxy_operator.handlers"
-# Where the pod's name comes from (the downward API), in order of preference.
-POD_NAME_ENV = ("POD_ID", "POD_NAME")
-# Ways `kopf run` takes a priority besides its flags (click's automatic environment variables).
-PRIORITY_ENV = ("KOPF_RUN_PRIORITY", "KOPF_RUN_DEV")
-PRIORITY_SPAN = 2**31 - 1
-# kopf run's short options that take no value (-v, -d, -q, -A).
-SHORT_FLAGS = frozenset("vdqA")
 
 
-def peer_priority(pod_name: str) -> int:
-    """This replica's peering priority, from its pod name: stable across container restarts, and
-    distinct between pods but with a chance of 1 in 2^31 per pair. Always negative, so that kopf's
-    own conventions hold: an operator at the default 0, `kopf freeze` (100) and `--dev` (666)
-    outrank every replica in the cluster."""
-    digest = hashlib.sha256(pod_name.encode()).digest()
-    return -1 - int.from_bytes(digest[:8], "big") % PRIORITY_SPAN
-
-
-def _sets_priority(args: Sequence[str]) -> bool:
-    """Whether the arguments fix the priority themselves, or make peering moot."""
-    for arg in args:
-        if arg == "--":
-            break
-        if arg in ("--priority", "--dev", "--standalone") or arg.startswith("--priority="):
-            return True
-        if arg.startswith("-") and not arg.startswith("--"):
-            # `-p 5`, `-p5`, `-vp 5`: flags first, then at most one option whose value follows.
-            for letter in arg[1:]:
-                if letter == "p":
-                    return True
-                if letter not in SHORT_FLAGS:
-                    break
-    return False
-
-
-def run_args(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """The arguments of `kopf run` for the operator's own: the handlers module, and a priority of
-    this pod's own where the arguments and environment give none."""
+def run_args(args: Sequence[str]) -> list[str]:
+    """The arguments of `kopf run` for the operator's own: the handlers module, and no kopf
+    peering (the Lease decides who acts)."""
     args = list(args)
     if args[:1] == ["run"]:
         # `embedding-proxy-operator run ...`, as kopf's usage line suggests, means the same.
         args = args[1:]
-    extra: list[str] = []
-    pod = next((environ[k] for k in POD_NAME_ENV if environ.get(k)), "")
-    if pod and not _sets_priority(args) and not any(environ.get(k) for k in PRIORITY_ENV):
-        extra.append(f"--priority={peer_priority(pod)}")
-    return ["run", "--module", HANDLERS, *extra, *args]
+    standalone = [] if "--standalone" in args else ["--standalone"]
+    return ["run", "--module", HANDLERS, *standalone, *args]
+
+
+def peering_problem(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """Why kopf's peering must not be asked for, in one line: the Lease does its work, and a
+    replica taking over would wait up to a minute for its former peer's record to age out."""
+    args = list(args)[1:] if list(args[:1]) == ["run"] else list(args)
+    try:
+        context = kopf.cli.run.make_context(
+            "run", args, resilient_parsing=True, auto_envvar_prefix="KOPF_RUN"
+        )
+    except click.ClickException:
+        return None  # kopf says what is wrong with them
+    if context.params.get("peering_name") or environ.get("KOPF_RUN_PEERING"):
+        return (
+            "--peering: kopf's peering is not used; the replicas elect their leader with a "
+            f"Lease ({settings.PREFIX}LEASE_NAME); leave --peering out"
+        )
+    return None
 
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -100,10 +79,8 @@ def missing_cluster(environ: Mapping[str, str], token: Path = SERVICE_ACCOUNT_TO
     )
 
 
-def liveness_problem(args: Sequence[str]) -> str | None:
-    """Why kopf's liveness endpoint (`--liveness=URL`) cannot listen, in one line; None when it
-    can, or none is asked for. Checked before kopf starts, which would otherwise fail with a
-    traceback of some 70 lines."""
+def liveness_url(args: Sequence[str]) -> str | None:
+    """The URL of `--liveness` among kopf's arguments; None when there is none."""
     url = None
     for i, arg in enumerate(args):
         if arg == "--":
@@ -112,6 +89,14 @@ def liveness_problem(args: Sequence[str]) -> str | None:
             url = arg.split("=", 1)[1]
         elif arg == "--liveness" and i + 1 < len(args):
             url = args[i + 1]
+    return url
+
+
+def liveness_problem(args: Sequence[str]) -> str | None:
+    """Why kopf's liveness endpoint (`--liveness=URL`) cannot listen, in one line; None when it
+    can, or none is asked for. Checked before kopf starts, which would otherwise fail with a
+    traceback of some 70 lines."""
+    url = liveness_url(args)
     if not url:
         return None
     try:
@@ -192,16 +177,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not wants_help:
         problem = (
             webhook_problem(args, os.environ)
+            or peering_problem(args, os.environ)
             or missing_cluster(os.environ)
             or liveness_problem(args)
         )
     if problem is not None:
         print(f"embedding-proxy-operator: {problem}", file=sys.stderr)
         raise SystemExit(1)
-    guard = peering.install()
-    try:
-        kopf.cli.main.main(args=run_args(args, os.environ), prog_name="embedding-proxy-operator")
-    except SystemExit as done:
-        if guard.forbidden and not done.code:
-            raise SystemExit(peering.EXIT_FORBIDDEN) from None
-        raise
+    kopf.cli.main.main(args=run_args(args), prog_name="embedding-proxy-operator")

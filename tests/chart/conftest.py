@@ -28,12 +28,8 @@ Objects = list[dict[str, Any]]
 
 
 # The CRDs a user applies first (README), in that order.
-SHIPPED_CRDS = [MANIFESTS / "crd.yaml", MANIFESTS / "operator" / "peering-crds.yaml"]
-CRD_NAMES = [
-    "crd/embeddingproxies.embeddingproxy.io",
-    "crd/clusterkopfpeerings.kopf.dev",
-    "crd/kopfpeerings.kopf.dev",
-]
+SHIPPED_CRDS = [MANIFESTS / "crd.yaml"]
+CRD_NAMES = ["crd/embeddingproxies.embeddingproxy.io"]
 
 
 @pytest.fixture(scope="session")

@@ -57,11 +57,6 @@ def test_install_lives_in_its_own_namespace(kit: Any) -> None:
     } <= kinds
 
 
-def test_peering_crds_are_the_charts(kit: Any) -> None:
-    shipped = (kit.manifests / "operator" / "peering-crds.yaml").read_text()
-    assert shipped == (kit.chart / "crds" / "kopf-peering.yaml").read_text()
-
-
 def test_chart_crd_is_manifests_crd(kit: Any) -> None:
     source = kit.manifests / "crd.yaml"
     if not source.is_file():

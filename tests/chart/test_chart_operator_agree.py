@@ -1,6 +1,7 @@
 """The chart and the operator agree: the arguments the chart passes are ones `kopf run` takes,
-the environment gives each replica its own peering priority, the liveness probe asks where kopf
-answers, and the PodMonitor scrapes the port the operator gives the sidecar."""
+the replicas elect a leader with the operator's Lease and never with kopf's peering, the
+liveness probe asks where kopf answers, and the PodMonitor scrapes the port the operator gives
+the sidecar."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import jsonpatch
 import kopf.cli
 import pytest
 
-from embedding_proxy_operator.cli import POD_NAME_ENV, peer_priority, run_args
+from embedding_proxy_operator.cli import peering_problem, run_args
+from embedding_proxy_operator.handlers.leading import identity
 from embedding_proxy_operator.logic import patches, render
 from embedding_proxy_operator.model import names
+from embedding_proxy_operator.model.settings import Options
 from embedding_proxy_operator.model.spec import parse
 
 Obj = dict[str, Any]
@@ -40,12 +43,11 @@ def operator_container(objects: list[Obj]) -> Obj:
     return container
 
 
-def kopf_params(container: Obj, pod: str) -> dict[str, Any]:
-    """What `kopf run` makes of the container's command line in a pod of this name (parsed by
-    kopf's own command-line parser, not run)."""
-    env = {e["name"]: pod for e in container["env"] if e.get("valueFrom", {}).get("fieldRef")}
-    env = {k: v for k, v in env.items() if k in POD_NAME_ENV}
-    args = run_args(container["args"], env)
+def kopf_params(container: Obj) -> dict[str, Any]:
+    """What `kopf run` makes of the container's command line (parsed by kopf's own
+    command-line parser, not run)."""
+    assert peering_problem(container["args"], {}) is None
+    args = run_args(container["args"])
     assert args[0] == "run"
     return dict(kopf.cli.run.make_context("run", args[1:]).params)
 
@@ -55,11 +57,8 @@ def test_kopf_run_takes_the_charts_arguments(mode: str, render: Any, kit: Any) -
     flags = NAMESPACED if mode == "namespaced" else ()
     objects = render(*flags, "--set", "operator.replicas=2")
     container = operator_container(objects)
-    params = kopf_params(container, "embedding-proxy-5d8c7b9f4-x2kq7")
-    peering_kind = "KopfPeering" if mode == "namespaced" else "ClusterKopfPeering"
-    peerings = {p["metadata"]["name"] for p in kit.by_kind(objects, peering_kind)}
-    assert params["peering_name"] in peerings
-    assert params["standalone"] is None  # peering is on
+    params = kopf_params(container)
+    assert params["peering_name"] is None and params["standalone"] is True
     if mode == "cluster":
         assert params["clusterwide"] is True and params["namespaces"] == ()
     else:
@@ -68,41 +67,32 @@ def test_kopf_run_takes_the_charts_arguments(mode: str, render: Any, kit: Any) -
     assert params["modules"] == ("embedding_proxy_operator.handlers",)
 
 
-def test_each_replica_gets_a_priority_of_its_own(render: Any) -> None:
-    container = operator_container(render("--set", "operator.replicas=2"))
-    # The pod's name reaches the process by the downward API, under the name the operator reads.
-    by_name = {e["name"]: e for e in container["env"]}
-    (source,) = [by_name[n] for n in POD_NAME_ENV if n in by_name]
-    assert source["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    pods = ["embedding-proxy-5d8c7b9f4-x2kq7", "embedding-proxy-5d8c7b9f4-m8r4t"]
-    priorities = [kopf_params(container, pod)["priority"] for pod in pods]
-    assert priorities == [peer_priority(pod) for pod in pods]
-    assert priorities[0] != priorities[1]
-
-
-def test_a_fixed_priority_is_refused_with_several_replicas(helm: str, kit: Any) -> None:
-    for arg in ("--priority=10", "-p", "--dev"):
-        result = kit.run_helm(
-            helm,
-            "template",
-            "x",
-            str(kit.chart),
-            "--set",
-            "operator.replicas=2",
-            "--set-json",
-            f"operator.extraArgs={json.dumps([arg])}",
-        )
-        assert result.returncode != 0
-        assert "equal priority" in result.stderr and arg in result.stderr
-    single = kit.run_helm(
-        helm, "template", "x", str(kit.chart), "--set-json", 'operator.extraArgs=["-p", "10"]'
+def test_replicas_share_the_charts_lease_each_under_its_pod_name(render: Any, kit: Any) -> None:
+    objects = render("--set", "operator.replicas=2")
+    container = operator_container(objects)
+    env = {e["name"]: e for e in container["env"]}
+    literal = {k: e["value"] for k, e in env.items() if "value" in e}
+    options = Options.from_env(literal)
+    (role,) = [
+        r
+        for r in kit.by_kind(objects, "Role")
+        if any(rule["resources"] == ["leases"] for rule in r["rules"])
+    ]
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named[0]["resourceNames"] == [options.lease_name]
+    assert role["metadata"]["namespace"] == kit.namespace
+    # The Lease lives in the pod's namespace, and each replica holds it under its pod's name.
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (
+        identity({"POD_ID": "embedding-proxy-5d8c7b9f4-x2kq7"}) == "embedding-proxy-5d8c7b9f4-x2kq7"
     )
-    assert single.returncode == 0, single.stderr
+    assert (options.lease.lease_seconds, options.lease.renew_deadline_seconds) == (15, 10)
 
 
 def test_liveness_probe_asks_where_kopf_answers(render: Any) -> None:
     container = operator_container(render("--set", "operator.healthPort=9090"))
-    params = kopf_params(container, "op-1")
+    params = kopf_params(container)
     url = urlsplit(params["liveness_endpoint"])
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

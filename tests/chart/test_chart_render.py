@@ -49,22 +49,23 @@ NAMESPACED_RULES = {
     # Conditions, config version, pod counts: a merge patch of the status subresource.
     ("embeddingproxy.io", "embeddingproxies/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
-    ("", "configmaps"): {"get", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     # Ready pods to scrape; Webhook mode deletes pods made without the sidecar, to remake them.
-    ("", "pods"): {"list", "delete"},
+    ("", "pods"): {"list", "watch", "delete"},
     ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
     # The autoscaler: the target's scale subresource, an HPA to stand back from, KEDA's object.
-    ("apps", "deployments/scale"): {"get", "patch"},
-    ("autoscaling", "horizontalpodautoscalers"): {"list"},
-    ("keda.sh", "scaledobjects"): {"get", "list", "create", "patch", "delete"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch"},
+    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 # kopf's discovery reads /api and /apis (open to every client) and watches CRDs.
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 # With --namespace, kopf lists and watches namespaces to serve the named ones; with
 # --all-namespaces it never does.
 NAMESPACES_READ = {("", "namespaces"): {"list", "watch"}}
-PEERING = {"list", "watch", "patch"}
+# Leader election: its Lease, by name but for `create` (the name is in the body).
+LEASE = {("coordination.k8s.io", "leases"): {"create", "get", "patch"}}
 # The admission webhook's configuration (the chart's own, by name): its CA bundle and webhooks.
 WEBHOOK_CONFIG = {
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"}
@@ -75,9 +76,12 @@ def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         assert "nonResourceURLs" not in rule
-        if "resourceNames" in rule:  # only the webhook's configuration, only the chart's
-            assert rule["resources"] == ["mutatingwebhookconfigurations"]
-            assert rule["resourceNames"] == [role["metadata"]["name"].removesuffix("-discovery")]
+        if "resourceNames" in rule:  # the chart's webhook configuration, the chart's Lease
+            assert rule["resources"] in (["mutatingwebhookconfigurations"], ["leases"])
+            base = role["metadata"]["name"].removesuffix("-discovery")
+            assert rule["resourceNames"] == [base.removesuffix("-leader-election")]
+        elif rule["resources"] == ["leases"]:
+            assert rule["verbs"] == ["create"]
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
@@ -124,58 +128,38 @@ def test_renders_valid_kubernetes_objects(case: str, render: Any, kit: Any) -> N
 def test_crds_are_valid_custom_resource_definitions(kit: Any) -> None:
     crds = kit.crd_documents()
     names = {c["metadata"]["name"] for c in crds}
-    assert {
-        "embeddingproxies.embeddingproxy.io",
-        "kopfpeerings.kopf.dev",
-        "clusterkopfpeerings.kopf.dev",
-    } <= names
+    assert names == {"embeddingproxies.embeddingproxy.io"}
     assert kit.validate_objects(crds) == set()
-
-
-def test_kopf_peering_crds_are_what_kopf_looks_for(kit: Any) -> None:
-    # kopf finds its peering objects at kopf.dev/v1 by these plurals and scopes.
-    crds = {c["metadata"]["name"]: c["spec"] for c in kit.crd_documents()}
-    for plural, scope, kind in [
-        ("kopfpeerings", "Namespaced", "KopfPeering"),
-        ("clusterkopfpeerings", "Cluster", "ClusterKopfPeering"),
-    ]:
-        spec = crds[f"{plural}.kopf.dev"]
-        names = spec["names"]
-        assert (spec["group"], spec["scope"], names["plural"]) == ("kopf.dev", scope, plural)
-        assert spec["names"]["kind"] == kind
-        (version,) = spec["versions"]
-        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-        assert status["x-kubernetes-preserve-unknown-fields"] is True
 
 
 def test_defaults_install_only_the_operator_cluster_wide(render: Any, kit: Any) -> None:
     objects = render()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == [
-        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
         "MutatingWebhookConfiguration",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
     container = operator_container(objects, kit)
     assert container["command"] == ["embedding-proxy-operator"]
     assert container["image"] == "embedding-proxy:0.1.0"
-    peering = kit.one(objects, "ClusterKopfPeering")["metadata"]["name"]
-    assert container["args"] == [
-        "--all-namespaces",
-        f"--peering={peering}",
-        "--liveness=http://0.0.0.0:8080/healthz",
-    ]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert probe["port"] == "health"
-    pod_id = next(e for e in container["env"] if e["name"] == "POD_ID")
-    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    lease = {k.removeprefix("EMBEDDING_PROXY_OPERATOR_"): v.get("value") for k, v in env.items()}
+    assert (lease["LEASE_NAME"], lease["LEASE_SECONDS"]) == (kit.release, "15")  # the full name
+    assert lease["LEASE_RENEW_DEADLINE_SECONDS"] == "10"
+    assert lease["LEASE_RETRY_SECONDS"] == "2"
 
 
 def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
@@ -185,7 +169,6 @@ def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
         **NAMESPACED_RULES,
         **CRD_READ,
         **WEBHOOK_CONFIG,
-        ("kopf.dev", "clusterkopfpeerings"): PEERING,
     }
     binding = kit.one(objects, "ClusterRoleBinding")
     account = kit.one(objects, "ServiceAccount")
@@ -197,16 +180,36 @@ def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:
             "namespace": account["metadata"]["namespace"],
         }
     ]
-    assert not kit.by_kind(objects, "Role")
+    assert_lease_role(objects, kit)
+
+
+def assert_lease_role(objects: list[dict[str, Any]], kit: Any) -> None:
+    """In both modes, one Role in the release namespace: the Lease, and nothing else."""
+    (role,) = [
+        r for r in kit.by_kind(objects, "Role") if r["metadata"]["namespace"] == kit.namespace
+    ]
+    assert rules_of(role) == LEASE
+    (binding,) = [
+        b
+        for b in kit.by_kind(objects, "RoleBinding")
+        if b["metadata"]["namespace"] == kit.namespace
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == kit.one(objects, "ServiceAccount")["metadata"]["name"]
 
 
 def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: Any) -> None:
     objects = render(*NAMESPACED)
-    roles = kit.by_kind(objects, "Role")
+    assert_lease_role(objects, kit)
+    roles = [r for r in kit.by_kind(objects, "Role") if r["metadata"]["namespace"] != kit.namespace]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
-        assert rules_of(role) == {**NAMESPACED_RULES, ("kopf.dev", "kopfpeerings"): PEERING}
-    bindings = kit.by_kind(objects, "RoleBinding")
+        assert rules_of(role) == NAMESPACED_RULES
+    bindings = [
+        b
+        for b in kit.by_kind(objects, "RoleBinding")
+        if b["metadata"]["namespace"] != kit.namespace
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == kit.namespace
@@ -222,13 +225,9 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(render: Any, kit: An
     container = operator_container(objects, kit)
     assert not [e for e in container["env"] if "WEBHOOK" in e["name"]]
     assert "webhook" not in [p["name"] for p in container["ports"]]
-    peerings = kit.by_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-    assert not kit.by_kind(objects, "ClusterKopfPeering")
     args = operator_container(objects, kit)["args"]
     assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--all-namespaces" not in args
-    assert f"--peering={peerings[0]['metadata']['name']}" in args
 
 
 def test_webhook_injection_needs_cluster_mode(render: Any, kit: Any) -> None:
@@ -245,7 +244,8 @@ def test_webhook_injection_needs_cluster_mode(render: Any, kit: Any) -> None:
 
 def test_namespaced_mode_defaults_to_the_release_namespace(render: Any, kit: Any) -> None:
     objects = render("--set", "operator.watch.mode=namespaced", namespace="tei")
-    assert [r["metadata"]["namespace"] for r in kit.by_kind(objects, "Role")] == ["tei"]
+    watched = [r for r in kit.by_kind(objects, "Role") if rules_of(r) == NAMESPACED_RULES]
+    assert [r["metadata"]["namespace"] for r in watched] == ["tei"]
     assert operator_container(objects, kit)["args"][0] == "--namespace=tei"
 
 

@@ -94,15 +94,12 @@ def server(api_server: ControlPlane) -> ControlPlane:
 
 def test_every_manifest_passes_a_server_dry_run(server: ControlPlane, kit: Any) -> None:
     manifests = kit.manifests
-    crds = [
-        *kit.load_all((manifests / "crd.yaml").read_text()),
-        *kit.load_all((manifests / "operator" / "peering-crds.yaml").read_text()),
-    ]
+    crds = kit.load_all((manifests / "crd.yaml").read_text())
     install = kit.load_all((manifests / "operator" / "install.yaml").read_text())
     examples = [
         o for f in sorted(manifests.glob("examples/*.yaml")) for o in kit.load_all(f.read_text())
     ]
-    assert len(crds) == 3 and examples and install
+    assert len(crds) == 1 and examples and install
 
     # install.yaml brings its own Namespace, labelled `restricted`: create it as it says.
     server.apply(kit.by_kind(install, "Namespace"))
@@ -223,7 +220,8 @@ def test_namespaced_install_without_skip_crds_then_upgrade_to_cluster_mode(
         roles = server.kubectl(
             "get", "roles", "-A", "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
         ).stdout.split()
-        assert len(roles) == 2
+        # One per watched namespace, and the Lease's in the release namespace.
+        assert len(roles) == 3
         helm_on(
             server,
             helm,
@@ -235,10 +233,12 @@ def test_namespaced_install_without_skip_crds_then_upgrade_to_cluster_mode(
             "--set",
             "operator.watch.mode=cluster",
         )
-        assert not server.kubectl(
+        # The watched namespaces' Roles are gone; the Lease's stays, as in every mode.
+        assert server.kubectl(
             "get", "roles", "-A", "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
-        ).stdout.strip()
+        ).stdout.split() == [
+            f"role.rbac.authorization.k8s.io/{release}-embedding-proxy-leader-election"
+        ]
         server.kubectl("get", "clusterrole", f"{release}-embedding-proxy")
-        server.kubectl("get", "clusterkopfpeering", f"{release}-embedding-proxy")
     finally:
         helm_on(server, helm, "uninstall", release, "-n", namespace)

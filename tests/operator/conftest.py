@@ -93,6 +93,9 @@ async def operator(
     must stop cleanly. At the end the test's EmbeddingProxies are deleted while it still runs,
     so that none is left holding its finalizer."""
     operators = Operators(cluster_account, tmp_path)
+    # A Lease an earlier test's operator left held (killed, or stopped without giving it back)
+    # would keep this test's operator standing by until it ran out.
+    await api.delete(cluster_account.lease_path)
     yield operators
     failures: list[str] = []
     if any(proc.poll() is None for proc, _ in operators.started):

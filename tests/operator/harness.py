@@ -32,7 +32,7 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = [ROOT / "manifests" / "crd.yaml", ROOT / "manifests" / "operator" / "peering-crds.yaml"]
+CRDS = [ROOT / "manifests" / "crd.yaml"]
 NODE = "node-1"
 TEST_AGENT = "embedding-proxy-tests"
 
@@ -89,8 +89,6 @@ def install_crds(plane: ControlPlane) -> None:
         "--timeout=60s",
         "crd/embeddingproxies.embeddingproxy.io",
         "crd/scaledobjects.keda.sh",
-        "crd/clusterkopfpeerings.kopf.dev",
-        "crd/kopfpeerings.kopf.dev",
     )
 
 

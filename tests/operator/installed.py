@@ -1,5 +1,5 @@
 """The operator as the Helm chart installs it: `helm template` renders the chart, its
-ServiceAccount, (Cluster)Roles, bindings and peering object are applied to the real API server, and
+ServiceAccount, (Cluster)Roles and bindings are applied to the real API server, and
 the operator runs with the chart's arguments and environment and a token of that ServiceAccount.
 What it may do is exactly what the chart grants; the audit log shows what it did."""
 
@@ -31,8 +31,6 @@ ACCOUNT_KINDS = {
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
-    "ClusterKopfPeering",
-    "KopfPeering",
     "MutatingWebhookConfiguration",
 }
 
@@ -86,8 +84,10 @@ class Account:
         return f"system:serviceaccount:{self.namespace}:{self.name}"
 
     @property
-    def peering(self) -> str:
-        return next(a.split("=", 1)[1] for a in self.args if a.startswith("--peering="))
+    def lease_path(self) -> str:
+        """The Lease the chart's replicas share (in the release namespace)."""
+        name = self.env["EMBEDDING_PROXY_OPERATOR_LEASE_NAME"]
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{name}"
 
     def args_with_health_port(self, port: int) -> list[str]:
         """The chart's arguments, as rendered with `operator.healthPort=port` (one operator per

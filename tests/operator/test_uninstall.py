@@ -91,7 +91,7 @@ async def test_the_documented_uninstall_order_leaves_nothing_behind(
     dep = await api.get(f"{paths.deployments}/tei") or {}
     assert dep["spec"]["template"]["spec"] == before["spec"]["template"]["spec"]
     left = cluster.kubectl(
-        "get", "clusterroles,clusterrolebindings,clusterkopfpeerings,mutatingwebhookconfigurations",
+        "get", "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
         "-o", "name",
         "-l", f"app.kubernetes.io/instance={release}",
     )  # fmt: skip

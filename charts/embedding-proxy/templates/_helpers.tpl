@@ -109,8 +109,8 @@ app.kubernetes.io/component: operator
 {{- join "," $allowed }}
 {{- end }}
 
-{{- define "embedding-proxy.peeringName" -}}
-{{- default (include "embedding-proxy.fullname" .) .Values.operator.peering.name }}
+{{- define "embedding-proxy.leaseName" -}}
+{{- default (include "embedding-proxy.fullname" .) .Values.operator.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
@@ -154,19 +154,22 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
-# The autoscaler reads and sets the target's replicas through the scale subresource only.
+# The autoscaler sets the target's replicas through the scale subresource only (it reads them
+# from the Deployment as its watch has it).
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
-  verbs: ["get", "patch"]
-# The proxies' config, which they reload live.
+  verbs: ["patch"]
+# The proxies' config, which they reload live; watched (only the operator's, by label) so that
+# a hand edit is put back at once.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch", "delete"]
-# Ready pods, whose proxies' /metrics it reads; in Webhook mode, pods made without the sidecar
-# (while the webhook was not reached) are deleted so that their ReplicaSet makes them anew.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Ready pods, whose proxies' /metrics it reads (watched: it reads them from its cache); in
+# Webhook mode, pods made without the sidecar (while the webhook was not reached) are deleted so
+# that their ReplicaSet makes them anew.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "delete"]
+  verbs: ["list", "watch", "delete"]
 # Webhook mode: a pod is deleted only when its ReplicaSet is one the target Deployment controls.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
@@ -178,11 +181,11 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 # An HPA on the same target: the autoscaler stands back rather than fight it.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # autoscaling.provider KEDA: a ScaledObject the operator owns.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/* The admission webhook's configuration, which the chart creates and the operator fills in

@@ -1,5 +1,5 @@
-"""Start-up, login and clean-up: kopf's settings, the credentials, and closing what was opened.
-(Peering is kopf's own; `peering.py` guards it from the command line.)"""
+"""Start-up, login and clean-up: kopf's settings, the credentials, the Lease (`leading`), and
+closing what was opened."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 import kopf
 
 from ..model import images, names
+from ..model.settings import api_backoffs
 from .admission import server_for
+from .drift import CONFIGMAP_SELECTOR
+from .leading import find_credentials, lead, step_down
 from .state import state_of
 
 
@@ -47,6 +50,11 @@ async def configure(
     settings.watching.client_timeout = options.watch_seconds + 30
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = options.api_timeout_seconds * 3
+    # kopf's own retries (its watches' too) wait at most max_retry_seconds each, as long in all
+    # as kopf's default, so that a change made during an API outage waits little after it.
+    settings.networking.error_backoffs = api_backoffs(options.max_retry_seconds)
+    # Of the cluster's ConfigMaps, only the operator's are sent (`drift`).
+    settings.watching.label_selectors["", "v1", "configmaps"] = CONFIGMAP_SELECTOR
     settings.posting.reporting_component = names.FIELD_MANAGER
     # Events are posted for warnings and changes; kopf's own per-handler chatter stays in logs.
     settings.posting.level = logging.WARNING
@@ -55,20 +63,19 @@ async def configure(
     settings.admission.server = server_for(state, os.environ.get("POD_NAMESPACE", ""), logger)
     settings.admission.managed = None
     logger.info("injection by default: %s", options.injection)
+    # Last: from here on only the leader goes on (kopf starts its watches after the start-up).
+    await lead(state, settings, logger)
 
 
 @kopf.on.login()
 def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    info: kopf.ConnectionInfo | None = None
-    try:
-        info = kopf.login_via_client(**kwargs)
-    except kopf.LoginError:
-        info = None
-    info = info or kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = find_credentials(**kwargs)
     state_of(memo).connection = info
     return info
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    await state_of(memo).close()
+    state = state_of(memo)
+    await step_down(state)
+    await state.close()

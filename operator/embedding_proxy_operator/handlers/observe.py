@@ -13,8 +13,8 @@ from typing import Any
 import kopf
 
 from ..io import kube, metrics
-from ..io.kube import ApiError, list_if_served
-from ..io.writes import remove_scaled_object, write_status
+from ..io.kube import ApiError
+from ..io.writes import changes, remove_scaled_object, write_status
 from ..logic import (
     hpa,
     hpa_policy,
@@ -28,11 +28,12 @@ from ..logic import (
     scrape,
 )
 from ..logic.conditions import Fact
-from ..logic.plan import config_fact, plan
+from ..logic.plan import config_fact, lagging, plan
 from ..model import names
 from ..model.settings import image_allowed
 from ..model.spec import ProxySpec, SpecError, parse, target_name
 from .admission import recreate_escaped
+from .caches import Cached
 from .state import State, state_of
 
 Obj = dict[str, Any]
@@ -45,18 +46,31 @@ async def observe(
     name: str,
     memo: kopf.Memo,
     logger: logging.Logger,
+    body: kopf.Body,
+    deployments_by_name: kopf.Index[tuple[str, str], Obj],
+    pods_by_namespace: kopf.Index[str, Obj],
+    hpas_by_namespace: kopf.Index[str, Obj],
+    scaled_objects_by_namespace: kopf.Index[str, Obj],
     **_: Any,
 ) -> None:
     """Ask the ready pods' proxies which config they run and how much work they hold; count them
-    into status, and autoscale."""
+    into status, and autoscale. What it reads of the cluster comes from kopf's watches: the
+    EmbeddingProxy is the daemon's live body, the Deployment and the pods are indexed."""
     state = state_of(memo)
+    cached = Cached(
+        body,
+        deployments_by_name,
+        pods_by_namespace,
+        hpas_by_namespace,
+        scaled_objects_by_namespace,
+    )
     first = True
     wake = state.wakeup(namespace, name)
     while not stopped and not state.closed:
         interval = state.options.status_seconds
         wake.clear()
         try:
-            interval = await observe_once(state, namespace, name, logger, first) or interval
+            interval = await observe_once(state, cached, logger, first) or interval
             first = False
         except Exception as e:
             if stopped or state.closed:
@@ -81,14 +95,15 @@ async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
 
 
 async def observe_once(
-    state: State, namespace: str, name: str, logger: logging.Logger, first: bool = False
+    state: State, cached: Cached, logger: logging.Logger, first: bool = False
 ) -> float | None:
     api = state.client()
-    proxy = await api.get(kube.proxy_path(namespace, name))
-    if proxy is None or proxy["metadata"].get("deletionTimestamp"):
+    proxy = cached.proxy()
+    if proxy["metadata"].get("deletionTimestamp"):
         return None
+    namespace, name = proxy["metadata"]["namespace"], proxy["metadata"]["name"]
     target = target_name(proxy.get("spec"))
-    deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
+    deployment = cached.deployment(namespace, target) if target else None
     if deployment is None:
         return None
     try:
@@ -99,10 +114,7 @@ async def observe_once(
         return None  # refused by `reconcile`: nothing of this EmbeddingProxy is acted on
     version = render.proxy_config(spec)["version"]
     selector = (deployment.get("spec") or {}).get("selector") or {}
-    listing = await api.request(
-        "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
-    )
-    items = listing.get("items") or []
+    items = [p for p in cached.pods(namespace) if pods.matches(selector, pods.labels(p))]
     escape: tuple[Fact | None, list[str]] = (None, [])
     planned = plan(
         proxy,
@@ -121,11 +133,9 @@ async def observe_once(
     )
     pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
     current = sum(1 for page in pages if page.config_version == version)
-    readings = {
-        p["metadata"]["name"]: page.queue_depth_avg for p, page in zip(ready, pages, strict=True)
-    }
+    readings = {p["metadata"]["name"]: page.load for p, page in zip(ready, pages, strict=True)}
     fact, scaling = await autoscale(
-        state, proxy, spec, pods.live_pods(items, selector), readings, first, logger
+        state, cached, proxy, spec, pods.live_pods(items, selector), readings, first, logger
     )
     load = state.metrics.observe(
         namespace,
@@ -136,10 +146,8 @@ async def observe_once(
         scaling,
         metrics.pod_readings(ready, texts, pages, version),
     )
-    async with state.lock(namespace, name):
-        fresh = await api.get(kube.proxy_path(namespace, name))
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return None
+
+    def status_for(fresh: Mapping[str, Any]) -> tuple[list[Fact], Obj]:
         fields = {
             "podsReady": len(ready),
             "podsOnConfigVersion": current,
@@ -159,8 +167,28 @@ async def observe_once(
             fields["injection"] = {**(injected or {}), "podsWithoutSidecar": escape[1][:20] or None}
         if (fresh.get("status") or {}).get("configVersion") == version:
             # Only a config the reconciliation wrote (a refused or failed write says why).
-            facts.insert(0, config_fact(len(ready), current, version))
-        await write_status(api, fresh, facts, fields)
+            behind = [
+                lagging(p["metadata"]["name"], page.config_version, page.failed_reloads)
+                for p, page in zip(ready, pages, strict=True)
+                if page.config_version != version
+            ]
+            facts.insert(0, config_fact(len(ready), current, version, behind))
+        return facts, fields
+
+    async with state.lock(namespace, name):
+        if not changes(cached.proxy(), *status_for(cached.proxy())):
+            return poll_seconds(spec)  # nothing to say: no request at all
+        # Something to write: read it afresh (the cache may lag a write of `reconcile`'s, and
+        # conditions are one list, written whole).
+        fresh = await api.get(kube.proxy_path(namespace, name))
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return None
+        await write_status(api, fresh, *status_for(fresh))
+    return poll_seconds(spec)
+
+
+def poll_seconds(spec: ProxySpec) -> float | None:
+    """The autoscaler's poll interval; None: the status interval."""
     if spec.autoscaling.enabled:
         return float(spec.autoscaling.poll_seconds)
     return None
@@ -171,6 +199,7 @@ async def observe_once(
 
 async def autoscale(
     state: State,
+    cached: Cached,
     proxy: Mapping[str, Any],
     spec: ProxySpec,
     live: list[Obj],
@@ -197,8 +226,8 @@ async def autoscale(
         return scaling_status.disabled_fact(auto.enabled, auto.provider), None
 
     conflict = scaling_status.conflicting_autoscaler(
-        await list_if_served(api, kube.hpa_path(namespace)),
-        await list_if_served(api, kube.scaledobject_path(namespace)),
+        cached.hpas(namespace),
+        cached.scaled_objects(namespace),
         target,
         ours,
         uid,
@@ -211,12 +240,13 @@ async def autoscale(
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
         return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
     if with_keda:
-        return await write_scaled_object(state, proxy, spec)
-    return await scale_builtin(state, proxy, spec, live, readings, logger)
+        return await write_scaled_object(state, cached, proxy, spec)
+    return await scale_builtin(state, cached, proxy, spec, live, readings, logger)
 
 
 async def scale_builtin(
     state: State,
+    cached: Cached,
     proxy: Mapping[str, Any],
     spec: ProxySpec,
     live: list[Obj],
@@ -228,7 +258,8 @@ async def scale_builtin(
     status = (proxy.get("status") or {}).get("autoscaling") or {}
     target = spec.scale_target_name
     path = kube.scale_path(namespace, target)
-    scale = await api.get(path)
+    # The Deployment's spec.replicas is its scale's, as the watch last saw it.
+    scale = cached.deployment(namespace, target)
     if scale is None:
         message = f"Deployment {target!r} (the scale target) does not exist in {namespace!r}"
         fields = {"scaleTargetName": target, "lastScaleTime": status.get("lastScaleTime")}
@@ -264,7 +295,7 @@ async def scale_builtin(
 
 
 async def write_scaled_object(
-    state: State, proxy: Mapping[str, Any], spec: ProxySpec
+    state: State, cached: Cached, proxy: Mapping[str, Any], spec: ProxySpec
 ) -> tuple[Fact, Obj]:
     """Create our ScaledObject, or bring it back to what the spec says."""
     api = state.client()
@@ -273,7 +304,7 @@ async def write_scaled_object(
     wanted = keda.scaled_object(name, namespace, uid, spec)
     ours, target = wanted["metadata"]["name"], spec.scale_target_name
     fields = {"scaleTargetName": target, "scaledObjectName": ours}
-    current = await api.get(kube.scaledobject_path(namespace, ours))
+    current = cached.scaled_object(namespace, ours)
     try:
         if current is None:
             await api.request("POST", kube.scaledobject_path(namespace), wanted)

@@ -27,6 +27,7 @@ from ..io.writes import (
 )
 from ..logic import patches, pods, replica_failure
 from ..logic.conditions import Fact, now
+from ..logic.drift import drifted
 from ..logic.plan import Plan, config_fact, plan, release_marked
 from ..model import names
 from ..model.settings import retry_delay
@@ -130,7 +131,9 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         if result.configmap is not None:
             cm_name = result.configmap["metadata"]["name"]
             try:
-                change = await write_configmap(api, result.configmap, proxy["metadata"].get("uid"))
+                change, before = await write_configmap(
+                    api, result.configmap, proxy["metadata"].get("uid")
+                )
             except ApiError as e:
                 # Status says so (and never that the config is written); kopf retries.
                 message = f"writing ConfigMap {cm_name!r} failed: {e}"
@@ -151,7 +154,12 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
                 await write_status(api, proxy, facts, {})
                 return
             written = True
-            if change:
+            drift = drifted(proxy, change, before, result.version)
+            if drift:
+                message = f"ConfigMap {cm_name!r} {drift}: put back (config {result.version})"
+                state.post_event(proxy, "Warning", "ConfigMapRepaired", message)
+                logger.warning(message)
+            elif change:
                 state.post_event(proxy, "Normal", "ConfigWritten", _config_message(change, result))
 
         path = kube.deployment_path(namespace, target)

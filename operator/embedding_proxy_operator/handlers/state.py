@@ -16,6 +16,7 @@ import kopf
 from ..io import metrics
 from ..io.fetch import MetricsFetcher
 from ..io.kube import Kube
+from ..io.leader import Elector
 from ..model.settings import (
     Options,
     native_from_version,
@@ -45,6 +46,8 @@ class State:
     webhook_published: bool = False
     # Set by the operator's clean-up: kopf may still run a daemon's poll after it.
     closed: bool = False
+    # The Lease that makes this replica the leader.
+    elector: Elector | None = None
     _kube: Kube | None = None
     _kube_info: kopf.ConnectionInfo | None = None
     _fetcher: MetricsFetcher | None = None
@@ -55,9 +58,15 @@ class State:
             if self._kube is not None:
                 asyncio.get_running_loop().create_task(self._kube.close())
             assert self.connection is not None, "no login yet"
-            self._kube = Kube(self.connection, self.options.api_timeout_seconds)
+            self._kube = Kube(self.connection, self.options.api_timeout_seconds, self.fence)
             self._kube_info = self.connection
         return self._kube
+
+    def fence(self, what: str) -> None:
+        """Before every write: only the leader writes (see `leading`)."""
+        if self.elector is None:
+            raise RuntimeError(f"{what}: a write before this replica took the Lease")
+        self.elector.fence(what)
 
     def fetcher(self) -> MetricsFetcher:
         if self._fetcher is None:

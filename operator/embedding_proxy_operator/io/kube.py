@@ -80,8 +80,15 @@ async def retrying(
 
 
 class Kube:
-    def __init__(self, info: kopf.ConnectionInfo, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        timeout_seconds: float = 10.0,
+        fence: Callable[[str], None] | None = None,
+    ) -> None:
         self.server = info.server.rstrip("/")
+        # Called before every write (it stops the process when this replica is not the leader).
+        self._fence = fence
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
             headers={**info.as_http_headers(), "User-Agent": names.FIELD_MANAGER},
@@ -99,6 +106,8 @@ class Kube:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Obj:
+        if self._fence is not None and method not in ("GET", "HEAD"):
+            self._fence(f"{method} {path}")
         query = dict(params or {})
         if method in ("PATCH", "POST", "PUT"):
             query.setdefault("fieldManager", names.FIELD_MANAGER)
@@ -131,16 +140,6 @@ class Kube:
             if e.status == 404:
                 return False
             raise
-
-
-async def list_if_served(api: Kube, path: str) -> list[Obj]:
-    """The items of a list; none when the API is not served (KEDA not installed)."""
-    try:
-        return list((await api.request("GET", path)).get("items") or [])
-    except ApiError as e:
-        if e.status == 404:
-            return []
-        raise
 
 
 def _error(status: int, http_reason: str | None, retry_after: str | None, text: str) -> ApiError:
@@ -204,10 +203,6 @@ def proxy_path(namespace: str, name: str) -> str:
         f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{segment(namespace)}/"
         f"{names.PLURAL}/{segment(name)}"
     )
-
-
-def hpa_path(namespace: str) -> str:
-    return f"/apis/autoscaling/v2/namespaces/{segment(namespace)}/horizontalpodautoscalers"
 
 
 def scaledobject_path(namespace: str, name: str | None = None) -> str:

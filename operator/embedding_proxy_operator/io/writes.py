@@ -18,28 +18,29 @@ Obj = dict[str, Any]
 CONFLICT = "conflict"
 
 
-async def write_configmap(api: Kube, wanted: Obj, uid: str | None) -> str | None:
-    """Create or update the ConfigMap; 'created', 'updated' or None when it was already so, and
-    CONFLICT (nothing written) when a ConfigMap of that name exists that this EmbeddingProxy
-    (`uid`) does not own: it is someone else's, never taken over."""
+async def write_configmap(api: Kube, wanted: Obj, uid: str | None) -> tuple[str | None, Obj | None]:
+    """Create or update the ConfigMap: ('created' or 'updated', or None when it was already so;
+    the ConfigMap as it was, None when there was none). CONFLICT (nothing written) when a
+    ConfigMap of that name exists that this EmbeddingProxy (`uid`) does not own: it is someone
+    else's, never taken over."""
     meta = wanted["metadata"]
     path = kube.configmap_path(meta["namespace"], meta["name"])
     current = await api.get(path)
     if current is None:
         try:
             await api.request("POST", kube.configmap_path(meta["namespace"]), wanted)
-            return "created"
+            return "created", None
         except ApiError as e:
             if e.status != 409:
                 raise
             current = await api.get(path) or {}
     if not keda.owned_by(current, uid):
-        return CONFLICT
+        return CONFLICT, current
     patch = patches.configmap_patch(current, wanted)
     if patch is None:
-        return None
+        return None, current
     await api.request("PATCH", path, patch, kube.MERGE_PATCH)
-    return "updated"
+    return "updated", current
 
 
 async def delete_configmap(api: Kube, namespace: str, name: str, uid: str | None) -> None:
@@ -55,6 +56,13 @@ async def delete_configmap(api: Kube, namespace: str, name: str, uid: str | None
     except ApiError as e:
         if e.status not in (404, 409):
             raise
+
+
+def changes(proxy: Mapping[str, Any], facts: Sequence[Fact], fields: Mapping[str, Any]) -> bool:
+    """Whether `write_status` would write anything for this EmbeddingProxy as it is."""
+    meta = proxy["metadata"]
+    current = dict(proxy.get("status") or {})
+    return status_update(current, facts, fields, meta.get("generation"), now()) is not None
 
 
 async def write_status(

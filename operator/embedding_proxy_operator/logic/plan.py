@@ -3,7 +3,7 @@ what to say. The handlers read, call `plan`, write, and report what `plan` says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,8 +324,15 @@ def _advice(deployment: Mapping[str, Any], spec: ProxySpec) -> list[Notice]:
     return out
 
 
-def config_fact(ready_pods: int, current_pods: int, version: str | None) -> Fact:
-    """ConfigApplied from what the ready pods' proxies report."""
+# Pods named in a ConfigApplied message, at most.
+NAMED_PODS = 5
+
+
+def config_fact(
+    ready_pods: int, current_pods: int, version: str | None, behind: Sequence[str] = ()
+) -> Fact:
+    """ConfigApplied from what the ready pods' proxies report; `behind` says which pods are not
+    on `version` and why (`lagging`), to be named."""
     if version is None:
         return Fact(names.CONFIG_APPLIED, "False", "NoConfig", "no config has been written")
     if ready_pods == 0:
@@ -340,7 +347,7 @@ def config_fact(ready_pods: int, current_pods: int, version: str | None) -> Fact
             names.CONFIG_APPLIED,
             "False",
             "Rolling",
-            f"{current_pods} of {ready_pods} ready pods run config {version}",
+            f"{current_pods} of {ready_pods} ready pods run config {version}" + _named(behind),
         )
     return Fact(
         names.CONFIG_APPLIED,
@@ -348,3 +355,19 @@ def config_fact(ready_pods: int, current_pods: int, version: str | None) -> Fact
         "Applied",
         f"all {ready_pods} ready pods run config {version}",
     )
+
+
+def lagging(name: str, served: str | None, failed_reloads: float | None) -> str:
+    """One pod not on the current config, as ConfigApplied names it."""
+    what = f"serves {served}" if served else "did not say"
+    if failed_reloads:
+        what += f", {failed_reloads:g} failed reloads"
+    return f"{name} ({what})"
+
+
+def _named(behind: Sequence[str]) -> str:
+    if not behind:
+        return ""
+    more = len(behind) - NAMED_PODS
+    tail = f" and {more} more" if more > 0 else ""
+    return "; not yet: " + ", ".join(behind[:NAMED_PODS]) + tail

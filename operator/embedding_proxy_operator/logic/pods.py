@@ -47,6 +47,10 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
 def containers(pod: Mapping[str, Any]) -> list[Obj]:
     """The pod's init containers and containers."""
     spec = pod.get("spec") or {}
@@ -109,3 +113,10 @@ def _config_version(text: str) -> str | None:
     except ValueError:
         return None
     return None
+
+
+def cached(obj: Mapping[str, Any]) -> Obj:
+    """An object as kept in the operator's caches: all but its managedFields, which nothing
+    reads and which can be most of its size."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**dict(obj), "metadata": meta}

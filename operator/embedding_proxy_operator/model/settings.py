@@ -12,6 +12,37 @@ from . import images
 PREFIX = "EMBEDDING_PROXY_OPERATOR_"
 
 
+# client-go's JitterFactor: the wait between attempts is retry_seconds * [1, 1.2).
+LEASE_JITTER = 1.2
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """Leader election's clock, as controller-runtime's (its defaults: 15 s / 10 s / 2 s): the
+    Lease lasts `lease_seconds` past its last renewal seen, the holder renews every
+    `retry_seconds`, and stops acting when it has not renewed for `renew_deadline_seconds`."""
+
+    lease_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        # client-go refuses the same.
+        if self.retry_seconds <= 0:
+            raise ValueError(f"{PREFIX}LEASE_RETRY_SECONDS: the retry period must be above 0")
+        if self.lease_seconds <= self.renew_deadline_seconds:
+            raise ValueError(
+                f"{PREFIX}LEASE_SECONDS ({self.lease_seconds:g}) must be longer than the renew "
+                f"deadline, {PREFIX}LEASE_RENEW_DEADLINE_SECONDS ({self.renew_deadline_seconds:g})"
+            )
+        if self.renew_deadline_seconds <= LEASE_JITTER * self.retry_seconds:
+            raise ValueError(
+                f"{PREFIX}LEASE_RENEW_DEADLINE_SECONDS ({self.renew_deadline_seconds:g}) must be "
+                f"longer than {LEASE_JITTER} x the retry period, {PREFIX}LEASE_RETRY_SECONDS "
+                f"({self.retry_seconds:g})"
+            )
+
+
 @dataclass(frozen=True)
 class Options:
     # How often ready pods are asked which config they run when autoscaling is off.
@@ -23,8 +54,10 @@ class Options:
     scrape_timeout_seconds: float = 2.0
     # Longest /metrics page read from a pod; a longer one counts as a failed scrape.
     scrape_max_bytes: int = 1 << 20
-    # Longest delay between retries of a failed reconciliation.
-    max_retry_seconds: float = 60.0
+    # Longest delay between retries of a failed reconciliation, and between kopf's retries of
+    # an API request (its watches too): a change made during an API outage waits at most this
+    # long once the server is back.
+    max_retry_seconds: float = 5.0
     native_sidecars: Literal["auto", "true", "false"] = "auto"
     # Port of the operator's own /metrics; 0: not served.
     metrics_port: int = 0
@@ -50,6 +83,11 @@ class Options:
     webhook_namespace_labels: tuple[tuple[str, str], ...] = ()
     # Life of the webhook's generated certificate; a new one is made after two thirds of it.
     webhook_cert_seconds: float = 30 * 86400.0
+    # Leader election: the Lease the replicas share (its namespace empty: the pod's own, from
+    # POD_NAMESPACE), and its clock.
+    lease_name: str = "embedding-proxy-operator"
+    lease_namespace: str = ""
+    lease: LeaseTiming = LeaseTiming()
 
     def __post_init__(self) -> None:
         if self.webhook_port and not (self.webhook_url or "." in self.webhook_service):
@@ -102,6 +140,13 @@ class Options:
             ),
             webhook_namespace_labels=_labels(environ, "WEBHOOK_NAMESPACE_LABELS"),
             webhook_cert_seconds=number("WEBHOOK_CERT_SECONDS", cls.webhook_cert_seconds),
+            lease_name=environ.get(PREFIX + "LEASE_NAME") or cls.lease_name,
+            lease_namespace=environ.get(PREFIX + "LEASE_NAMESPACE", ""),
+            lease=LeaseTiming(
+                number("LEASE_SECONDS", cls.lease.lease_seconds),
+                number("LEASE_RENEW_DEADLINE_SECONDS", cls.lease.renew_deadline_seconds),
+                number("LEASE_RETRY_SECONDS", cls.lease.retry_seconds),
+            ),
         )
 
 
@@ -197,3 +242,16 @@ def sleep_action_from_version(major: str, minor: str) -> bool:
 def retry_delay(retry: int, ceiling: float) -> float:
     """Backoff for failed reconciliations: 1, 2, 4, ... seconds, at most `ceiling`."""
     return float(min(ceiling, 2 ** min(retry, 16)))
+
+
+# kopf's own retries of an API request (seconds between them), and what they add up to.
+KOPF_BACKOFFS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+
+
+def api_backoffs(ceiling: float) -> tuple[float, ...]:
+    """kopf's backoffs, none longer than `ceiling`, and as many as it takes to wait as long in
+    all as kopf's own: an outage of up to a minute is retried through, never waited out long."""
+    out: list[float] = []
+    while sum(out) < sum(KOPF_BACKOFFS):
+        out.append(min(ceiling, KOPF_BACKOFFS[min(len(out), len(KOPF_BACKOFFS) - 1)]))
+    return tuple(out)

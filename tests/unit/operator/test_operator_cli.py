@@ -1,4 +1,4 @@
-"""The operator's command line: kopf's `run`, and a peering priority of each pod's own."""
+"""The operator's command line: kopf's `run` with the handlers, without kopf's peering."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import kopf.cli
 import pytest
 
-from embedding_proxy_operator.cli import HANDLERS, peer_priority, run_args
+from embedding_proxy_operator.cli import HANDLERS, peering_problem, run_args
 
 
 def parsed(args: list[str]) -> dict[str, Any]:
@@ -35,62 +35,25 @@ def refused_at_start(args: list[str], env: dict[str, str]) -> str:
     return lines[0]
 
 
-def test_replicas_of_one_deployment_get_distinct_stable_negative_priorities() -> None:
-    # Pod names as a ReplicaSet makes them: one prefix, five random characters.
-    pods = [f"embedding-proxy-7d9f8b6c4-{i:05x}" for i in range(2000)]
-    priorities = [peer_priority(p) for p in pods]
-    assert len(set(priorities)) == len(pods)
-    assert all(-(2**31) <= p < 0 for p in priorities)
-    assert peer_priority(pods[0]) == priorities[0]
-
-
-def test_pod_name_gives_the_priority_kopf_runs_with() -> None:
-    args = run_args(
-        ["--all-namespaces", "--peering=embedding-proxy"], {"POD_ID": "embedding-proxy-abc12"}
-    )
-    params = parsed(args)
-    assert params["priority"] == peer_priority("embedding-proxy-abc12")
+def test_kopf_runs_the_handlers_without_its_peering() -> None:
+    params = parsed(run_args(["--all-namespaces", "--verbose"]))
     assert params["modules"] == (HANDLERS,)
     assert params["clusterwide"] is True
-    assert params["peering_name"] == "embedding-proxy"
-
-
-def test_pod_name_is_also_read_from_pod_name() -> None:
-    params = parsed(run_args([], {"POD_NAME": "op-1"}))
-    assert params["priority"] == peer_priority("op-1")
+    assert params["standalone"] is True and params["peering_name"] is None
+    assert run_args(["--standalone"]).count("--standalone") == 1
 
 
 @pytest.mark.parametrize(
     ("args", "env"),
-    [
-        (["--priority", "10"], {}),
-        (["--priority=10"], {}),
-        (["-p", "10"], {}),
-        (["-p10"], {}),
-        (["-vp", "10"], {}),
-        (["--dev"], {}),
-        (["--standalone"], {}),
-        ([], {"KOPF_RUN_PRIORITY": "10"}),
-        ([], {"KOPF_RUN_DEV": "1"}),
-    ],
+    [(["--peering=embedding-proxy"], {}), (["-P", "epp"], {}), ([], {"KOPF_RUN_PEERING": "epp"})],
 )
-def test_a_given_priority_or_no_peering_is_left_alone(args: list[str], env: dict[str, str]) -> None:
-    assert run_args(args, {"POD_ID": "op-1", **env}) == ["run", "--module", HANDLERS, *args]
-
-
-def test_outside_a_pod_kopf_keeps_its_default() -> None:
-    assert run_args(["--all-namespaces"], {}) == ["run", "--module", HANDLERS, "--all-namespaces"]
-    assert parsed(run_args([], {}))["priority"] is None
-
-
-def test_flags_with_a_p_in_their_value_are_not_taken_for_a_priority() -> None:
-    params = parsed(run_args(["-nprod", "-Pepp"], {"POD_ID": "op-1"}))
-    assert params["priority"] == peer_priority("op-1")
-    assert params["namespaces"] == ("prod",) and params["peering_name"] == "epp"
+def test_kopf_peering_is_refused_at_start(args: list[str], env: dict[str, str]) -> None:
+    assert "--peering" in (peering_problem(args, env) or "")
+    assert peering_problem(["--all-namespaces"], {}) is None
 
 
 def test_a_leading_run_is_kopfs_own_and_dropped() -> None:
-    assert run_args(["run", "-A"], {}) == run_args(["-A"], {})
+    assert run_args(["run", "-A"]) == run_args(["-A"])
 
 
 def test_a_busy_liveness_port_is_one_line_and_exit_1(tmp_path: Any) -> None:

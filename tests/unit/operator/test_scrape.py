@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from embedding_proxy.telemetry import metrics as proxy_metrics
 from embedding_proxy.telemetry.metrics import Metrics
-from embedding_proxy_operator.logic import scrape
+from embedding_proxy_operator.logic import plan, scrape
 from embedding_proxy_operator.logic.hpa import History, decide
 from embedding_proxy_operator.logic.hpa_policy import Policy
 from embedding_proxy_operator.logic.scrape import ProxyReading, config_version, parse_metrics
@@ -23,6 +23,7 @@ def busy_proxy(depth: float, version: str | None = "3f9c0a1b2e") -> Metrics:
     m.queue_depth.set(depth / 2)  # the instantaneous gauges must not be mistaken for the signal
     m.inflight_inputs.set(depth / 2)
     m.queue_depth_avg.set(depth)
+    m.upstream_up.set(1)
     if version is not None:
         m.set_config_version(version)
     m.requests.labels(route="/embed", status="200").inc(5)
@@ -33,16 +34,24 @@ def busy_proxy(depth: float, version: str | None = "3f9c0a1b2e") -> Metrics:
 def test_names_are_the_proxys() -> None:
     assert scrape.QUEUE_DEPTH_AVG == proxy_metrics.QUEUE_DEPTH_AVG
     assert scrape.CONFIG_INFO == proxy_metrics.CONFIG_INFO
+    # Combined over workers by min: 0 when any of them finds TEI down.
+    assert scrape.UPSTREAM_UP in proxy_metrics.GAUGE_RULES
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 64.0, 1234.25])
 def test_reads_the_signal_and_version_from_the_real_exporter(depth: float) -> None:
     reading = parse_metrics(page(busy_proxy(depth)))
-    assert reading == ProxyReading(queue_depth_avg=depth, config_version="3f9c0a1b2e")
+    assert reading == ProxyReading(
+        queue_depth_avg=depth, config_version="3f9c0a1b2e", upstream_up=True
+    )
+    assert reading.load == depth
 
 
 def test_a_fresh_proxy_reads_zero_and_no_version() -> None:
-    assert parse_metrics(page(Metrics())) == ProxyReading(queue_depth_avg=0.0, config_version=None)
+    # Until it has asked its TEI, a proxy says upstream_up 0.
+    assert parse_metrics(page(Metrics())) == ProxyReading(
+        queue_depth_avg=0.0, config_version=None, upstream_up=False
+    )
 
 
 def test_after_a_reload_only_the_new_version_is_reported() -> None:
@@ -86,3 +95,47 @@ def test_pages_feed_the_autoscaler() -> None:
     samples = {f"tei-{i}": scrape.queue_depth_avg(t) for i, t in enumerate(texts)}
     d = decide(4, samples, Policy(), History(), 0.0)
     assert (d.pods_measured, d.pods_missing, d.desired_replicas) == (3, 1, 6)
+
+
+def test_a_proxy_whose_tei_is_down_is_no_load() -> None:
+    """A hung TEI fills its proxy's queue; more replicas would not drain it. Two proxies at 128
+    whose TEI answers and one at 4096 whose TEI does not: the third counts as a pod without a
+    value, so the autoscaler scales for the two, ceil(3 x (2 x 128 + 0) / 3 / 64) = 4, not for a
+    queue of 4096."""
+    hung = busy_proxy(4096)
+    hung.upstream_up.set(0)
+    reading = parse_metrics(page(hung))
+    assert reading.upstream_up is False and reading.queue_depth_avg == 4096
+    assert reading.load is None
+    pages = [page(busy_proxy(128)), page(busy_proxy(128)), page(hung)]
+    samples = {f"tei-{i}": parse_metrics(t).load for i, t in enumerate(pages)}
+    d = decide(3, samples, Policy(), History(), 0.0)
+    assert (d.pods_measured, d.pods_missing, d.desired_replicas) == (2, 1, 4)
+    # With every TEI down there is nothing to scale on: the replicas stay.
+    down = {f"tei-{i}": parse_metrics(page(hung)).load for i in range(3)}
+    assert decide(3, down, Policy(), History(), 0.0).desired_replicas == 3
+
+
+def test_configapplied_names_the_pods_behind_and_their_failed_reloads() -> None:
+    """ConfigApplied comes from what the proxies say: one runs the new config, one still the
+    old one after failing to load the new file twice, one did not answer."""
+    on = busy_proxy(1, version="new")
+    behind = busy_proxy(1, version="old")
+    behind.config_reloads.labels(result="failed").inc(2)
+    pages = {"tei-a": page(on), "tei-b": page(behind), "tei-c": None}
+    readings = {n: parse_metrics(t) if t else ProxyReading() for n, t in pages.items()}
+    assert readings["tei-b"].failed_reloads == 2 and readings["tei-a"].failed_reloads is None
+    lagging = [
+        plan.lagging(n, r.config_version, r.failed_reloads)
+        for n, r in readings.items()
+        if r.config_version != "new"
+    ]
+    fact = plan.config_fact(3, 1, "new", lagging)
+    assert (fact.status, fact.reason) == ("False", "Rolling")
+    assert fact.message == (
+        "1 of 3 ready pods run config new; not yet: tei-b (serves old, 2 failed reloads), "
+        "tei-c (did not say)"
+    )
+    many = [f"tei-{i} (did not say)" for i in range(8)]
+    assert plan.config_fact(9, 1, "new", many).message.endswith("tei-4 (did not say) and 3 more")
+    assert plan.config_fact(3, 3, "new").status == "True"

@@ -1,0 +1,47 @@
+"""Drift: whether the operator put back what someone else changed, and who that was, from the
+object's managedFields (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import names
+
+
+def drifted(
+    proxy: Mapping[str, Any], change: str | None, before: Mapping[str, Any] | None, version: str
+) -> str | None:
+    """What happened to the ConfigMap, when the write `change` put back a config the operator
+    had written already (status names its version); None when the write was news (a first
+    config, a changed spec) or there was none."""
+    if change not in ("created", "updated"):
+        return None
+    if (proxy.get("status") or {}).get("configVersion") != version:
+        return None
+    if before is None:
+        return "was deleted"
+    return f"was changed by {changed_by(before, names.FIELD_MANAGER)}"
+
+
+def changed_by(obj: Mapping[str, Any], own: str, field: str = "f:data") -> str:
+    """Who else holds `field` of `obj` (the fields the operator writes): "kubectl-edit (Update,
+    2026-01-02T03:04:05Z)", newest first. A writer that changed them took them over from the
+    operator's field manager (`own`), so it is named here; when none is, the others that hold
+    anything, and when there are none either, that the writer used the operator's own name."""
+    entries = [
+        e
+        for e in (obj.get("metadata") or {}).get("managedFields") or []
+        if isinstance(e, Mapping) and e.get("manager") not in (None, own)
+    ]
+    holding = [e for e in entries if field in (e.get("fieldsV1") or {})] or entries
+    if not holding:
+        return f"a writer with the operator's own field manager ({own})"
+    # RFC 3339 in UTC, one precision: the strings sort as the times do.
+    holding.sort(key=lambda e: str(e.get("time") or ""), reverse=True)
+    return ", ".join(_describe(e) for e in holding)
+
+
+def _describe(entry: Mapping[str, Any]) -> str:
+    how = ", ".join(str(entry[k]) for k in ("operation", "time") if entry.get(k))
+    return f"{entry['manager']} ({how})" if how else str(entry["manager"])

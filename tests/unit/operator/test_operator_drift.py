@@ -1,0 +1,49 @@
+"""Drift, from managedFields: a write that puts back a config already written is drift, and who
+changed it is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embedding_proxy_operator.logic.drift import changed_by, drifted
+
+OWN = "embedding-proxy-operator"
+
+
+def entry(manager: str, time: str, *fields: str, operation: str = "Update") -> dict[str, Any]:
+    return {
+        "manager": manager,
+        "operation": operation,
+        "time": time,
+        "fieldsV1": {f: {} for f in fields},
+    }
+
+
+def cm(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"managedFields": list(entries)}}
+
+
+def test_the_writer_who_took_the_data_over_is_named_newest_first() -> None:
+    edited = cm(
+        entry(OWN, "2026-01-01T00:00:05Z", "f:metadata"),
+        entry("kubectl-label", "2026-01-01T00:00:09Z", "f:metadata"),
+        entry("kubectl-edit", "2026-01-01T00:00:05Z", "f:data"),
+        entry("helm", "2026-01-01T00:00:07Z", "f:data", operation="Apply"),
+    )
+    assert changed_by(edited, OWN) == (
+        "helm (Apply, 2026-01-01T00:00:07Z), kubectl-edit (Update, 2026-01-01T00:00:05Z)"
+    )
+    # Nobody else holds the data: whoever else wrote anything; nobody at all: our own name.
+    assert changed_by(cm(entry("x", "t", "f:metadata")), OWN) == "x (Update, t)"
+    assert "operator's own field manager" in changed_by(cm(entry(OWN, "t", "f:data")), OWN)
+
+
+def test_only_a_config_already_written_is_drift() -> None:
+    written = {"status": {"configVersion": "v1"}}
+    before = cm(entry("kubectl-edit", "t", "f:data"))
+    assert drifted(written, "updated", before, "v1") == "was changed by kubectl-edit (Update, t)"
+    assert drifted(written, "created", None, "v1") == "was deleted"
+    assert drifted(written, None, before, "v1") is None  # nothing to put back
+    assert drifted(written, "updated", before, "v2") is None  # the spec changed: news
+    assert drifted({}, "created", None, "v1") is None  # the first write
+    assert drifted(written, "conflict", before, "v1") is None
