@@ -30,6 +30,7 @@ from ..logic import (
 from ..logic.conditions import Fact
 from ..logic.plan import config_fact, plan
 from ..model import names
+from ..model.images import with_sidecar_image
 from ..model.settings import image_allowed
 from ..model.spec import ProxySpec, SpecError, parse, target_name
 from .admission import recreate_escaped
@@ -87,6 +88,7 @@ async def observe_once(
     proxy = await api.get(kube.proxy_path(namespace, name))
     if proxy is None or proxy["metadata"].get("deletionTimestamp"):
         return None
+    proxy = with_sidecar_image(proxy, state.options.sidecar_image)
     target = target_name(proxy.get("spec"))
     deployment = await api.get(kube.deployment_path(namespace, target)) if target else None
     if deployment is None:
