@@ -180,3 +180,15 @@ def test_neither_rules_file_nor_prometheusrule_fails_the_render() -> None:
     assert not [
         d for d in served if d["metadata"]["name"].endswith("-alerts") and d["kind"] == "ConfigMap"
     ]
+
+
+def test_the_install_notes_say_where_the_rules_are() -> None:
+    done = subprocess.run(
+        [require_helm(), "install", "ep", str(CHART), "--dry-run=client", "-n", "monitoring",
+         "--set", "alerts.enabled=true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "ConfigMap ep-embedding-proxy-alerts: embedding-proxy.rules.yaml" in notes
+    assert "No PrometheusRule: monitoring.coreos.com/v1 is not served here" in notes
