@@ -39,18 +39,31 @@ def operator_available(namespace: str, deployment: str) -> tuple[bool, str]:
     return ok, f"operator deployment {namespace}/{deployment}: {have} of {want} replicas available"
 
 
+def one_line(error: BaseException) -> str:
+    """The error's type and its message's last line (urllib3's hold the whole retry story)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}"[:300]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m embedding_proxy_operator.check")
     p.add_argument("--namespace", required=True, help="the release's namespace")
     p.add_argument("--deployment", required=True, help="the operator's Deployment")
     args = p.parse_args(argv)
-    _load_credentials()
+    try:
+        _load_credentials()
+    except config.ConfigException as e:
+        print(f"FAILED no credentials for the API server: {one_line(e)}")
+        return 1
     results = []
     for check in (crd_established, lambda: operator_available(args.namespace, args.deployment)):
         try:
             results.append(check())
         except client.ApiException as e:
             results.append((False, f"cannot ask the API server: {e.status} {e.reason}"))
+        except Exception as e:  # unreachable, refused, TLS: one line, not urllib3's traceback
+            results.append((False, f"cannot reach the API server: {one_line(e)}"))
+            break  # the next check would wait for the same retries
     for ok, line in results:
         print(("ok    " if ok else "FAILED ") + line)
     return 0 if all(ok for ok, _ in results) else 1

@@ -172,15 +172,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if list(args[:1]) == ["--version"]:
         print(version())
         return
-    wants_help = any(a in ("--help", "-h") for a in args)
-    problem = None
-    if not wants_help:
-        problem = (
-            webhook_problem(args, os.environ)
-            or peering_problem(args, os.environ)
-            or missing_cluster(os.environ)
-            or liveness_problem(args)
+    if any(a in ("--help", "-h") for a in args):
+        # `kopf run`'s options, under this command's own name (through kopf's group, the usage
+        # line would read `embedding-proxy-operator run [OPTIONS]`).
+        kopf.cli.run.main(
+            args=["--help"], prog_name="embedding-proxy-operator", auto_envvar_prefix="KOPF_RUN"
         )
+    problem = (
+        webhook_problem(args, os.environ)
+        or peering_problem(args, os.environ)
+        or missing_cluster(os.environ)
+        or liveness_problem(args)
+    )
     if problem is not None:
         print(f"embedding-proxy-operator: {problem}", file=sys.stderr)
         raise SystemExit(1)

@@ -147,7 +147,8 @@ def test_defaults_install_only_the_operator_cluster_wide(render: Any, kit: Any) 
     ]
     container = operator_container(objects, kit)
     assert container["command"] == ["embedding-proxy-operator"]
-    assert container["image"] == "embedding-proxy:0.1.0"
+    # The operator's own image; the sidecar it injects by default is image.repository's.
+    assert container["image"] == "embedding-proxy-operator:0.1.0"
     assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
@@ -156,10 +157,39 @@ def test_defaults_install_only_the_operator_cluster_wide(render: Any, kit: Any) 
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE"]["value"] == "embedding-proxy:0.1.0"
     lease = {k.removeprefix("EMBEDDING_PROXY_OPERATOR_"): v.get("value") for k, v in env.items()}
     assert (lease["LEASE_NAME"], lease["LEASE_SECONDS"]) == (kit.release, "15")  # the full name
     assert lease["LEASE_RENEW_DEADLINE_SECONDS"] == "10"
     assert lease["LEASE_RETRY_SECONDS"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("flags", "operator_image"),
+    [
+        (("--set", "image.repository=r.example.com/ml/ep", "--set", "image.tag=2.0"),
+         "r.example.com/ml/ep-operator:2.0"),
+        (("--set", "image.repository=r.example.com/ml/ep", "--set", "image.tag=2.0",
+          "--set", "image.operatorRepository=r.example.com/ops/ep-op"),
+         "r.example.com/ops/ep-op:2.0"),
+    ],
+    ids=["derived", "operatorRepository"],
+)  # fmt: skip
+def test_one_value_names_the_operator_image_and_the_sidecar_it_injects(
+    flags: tuple[str, ...], operator_image: str, render: Any, kit: Any, helm: str
+) -> None:
+    container = operator_container(render(*flags, "--set", "example.enabled=true"), kit)
+    assert container["image"] == operator_image
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE"] == "r.example.com/ml/ep:2.0"
+    assert env["EMBEDDING_PROXY_OPERATOR_ALLOWED_IMAGES"] == "r.example.com/ml/ep"
+    proxy = kit.one(render(*flags, "--set", "example.enabled=true"), "EmbeddingProxy")
+    assert proxy["spec"]["sidecar"]["image"] == "r.example.com/ml/ep:2.0"
+    # `helm test`'s pod asks the API server with the operator's client: the operator's image.
+    with_tests = kit.run_helm(helm, "template", "ep", str(kit.chart), *flags)
+    assert with_tests.returncode == 0, with_tests.stderr
+    pods = [o for o in kit.load_all(with_tests.stdout) if o["kind"] == "Pod"]
+    assert [c["image"] for p in pods for c in p["spec"]["containers"]] == [operator_image]
 
 
 def test_cluster_wide_rbac_is_least_privilege(render: Any, kit: Any) -> None:

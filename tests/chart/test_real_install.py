@@ -9,10 +9,11 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.control_plane import ControlPlane
+from tests.helpers.control_plane import ControlPlane, start_control_plane
 from tests.helpers.external_schemas import EXTERNAL
 
 Objects = list[dict[str, Any]]
@@ -242,3 +243,49 @@ def test_namespaced_install_without_skip_crds_then_upgrade_to_cluster_mode(
         server.kubectl("get", "clusterrole", f"{release}-embedding-proxy")
     finally:
         helm_on(server, helm, "uninstall", release, "-n", namespace)
+
+
+def test_first_try_is_one_helm_install_on_a_fresh_cluster(
+    tmp_path: Path, helm: str, kit: Any
+) -> None:
+    """README's first try, on an API server that has never seen the project: one `helm install`
+    brings the CRDs (from crds/), the namespace labelled `restricted` (namespace.create), the
+    operator admitted under it, and the first EmbeddingProxy is accepted."""
+    fresh = start_control_plane(tmp_path / "fresh")
+    release, namespace = "embedding-proxy", "embedding-proxy-system"
+    repository = "registry.example.com/embedding-proxy"
+    try:
+        assert "embeddingproxies" not in fresh.kubectl("get", "crd", "-o", "name").stdout
+        helm_on(
+            fresh, helm, "install", release, str(kit.chart), "-n", namespace,
+            "--create-namespace", "--set", "namespace.create=true",
+            "--set", f"image.repository={repository}",
+        )  # fmt: skip
+        labels = json.loads(fresh.kubectl("get", "namespace", namespace, "-o", "json").stdout)
+        assert labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        wait_for_pod(fresh, namespace, release)
+        pods = json.loads(fresh.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+        (pod,) = pods["items"]
+        assert [c["image"] for c in pod["spec"]["containers"]] == [f"{repository}-operator:0.1.0"]
+        fresh.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/embeddingproxies.embeddingproxy.io", "crd/clusterkopfpeerings.kopf.dev",
+        )  # fmt: skip
+        fresh.kubectl("create", "namespace", "ml")
+        fresh.apply(
+            {
+                "apiVersion": "embeddingproxy.io/v1alpha1",
+                "kind": "EmbeddingProxy",
+                "metadata": {"name": "tei", "namespace": "ml"},
+                "spec": {"targetRef": {"name": "tei"}},
+            }
+        )
+        # Uninstall succeeds and keeps the namespace (deleting it would take the release's own
+        # record before Helm purges it); the README's kubectl command deletes it after.
+        # (No operator ran here to put its finalizer on it.)
+        fresh.kubectl("delete", "embeddingproxies", "--all", "-A")
+        helm_on(fresh, helm, "uninstall", release, "-n", namespace)
+        assert not fresh.kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout
+        fresh.kubectl("get", "namespace", namespace)
+    finally:
+        fresh.stop()

@@ -28,11 +28,16 @@ _IDENTIFIERS = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _NUMBERS = re.compile(r"\b\d+(\.\d+)?(e[+-]?\d+)?\b")
 
 
+# `{__name__=~"a|b"}`: names chosen by a matcher (plain alternatives only).
+_NAME_MATCHER = re.compile(r'__name__\s*=~?\s*"([A-Za-z0-9_:|]+)"')
+
+
 def metric_names(expr: str) -> set[str]:
+    named = {n for group in _NAME_MATCHER.findall(expr) for n in group.split("|")}
     text = _STRINGS.sub(" ", expr)
     text = _MATCHERS.sub(" ", text)
     text = _RANGES.sub(" ", text)
     text = _GRAFANA_VARS.sub(" ", text)
     text = _GROUPINGS.sub(r" \1 ", text)
     text = _NUMBERS.sub(" ", text)
-    return {name for name in _IDENTIFIERS.findall(text) if name not in KEYWORDS}
+    return named | {name for name in _IDENTIFIERS.findall(text) if name not in KEYWORDS}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.helpers.promql import metric_names
-from tests.helpers.tools import helm_template, require_tool
+from tests.helpers.tools import helm_template, require_helm, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "embedding-proxy"
@@ -27,6 +27,7 @@ WANTED = {
     "EmbeddingProxyAutoscalerAtMaximum",
     "EmbeddingProxyConfigReloadFailed",
     "EmbeddingProxyOldConfigVersion",
+    "EmbeddingProxyOperatorMetricsAbsent",
 }
 
 
@@ -129,7 +130,65 @@ def test_values_add_labels_and_resolve_runbook_links() -> None:
         assert r["annotations"]["runbook_url"] == f"{base}#{r['alert'].lower()}"
 
 
-def test_no_rules_unless_enabled_and_served() -> None:
+def alerts_config_map(*flags: str) -> dict[str, Any]:
+    (cm,) = [
+        d
+        for d in render("--set", "alerts.enabled=true", *flags)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-alerts")
+    ]
+    return cm
+
+
+def test_no_rules_unless_enabled() -> None:
     kinds = lambda *flags: {d["kind"] for d in render(*flags)}  # noqa: E731
     assert "PrometheusRule" not in kinds(*MONITORING)
-    assert "PrometheusRule" not in kinds("--set", "alerts.enabled=true")
+    assert not [d for d in render(*MONITORING) if d["metadata"]["name"].endswith("-alerts")]
+
+
+def test_without_the_prometheus_operator_the_rules_come_as_a_plain_rules_file(
+    promtool: str, tmp_path: Path
+) -> None:
+    """`helm template` (Argo CD, Flux) and clusters without monitoring.coreos.com/v1 get the
+    rules as a ConfigMap holding a rule file Prometheus loads as it is, the same rules as the
+    PrometheusRule's."""
+    objects = render("--set", "alerts.enabled=true", "--set", "alerts.configMap.labels.a=b")
+    assert "PrometheusRule" not in {d["kind"] for d in objects}
+    cm = alerts_config_map("--set", "alerts.configMap.labels.a=b")
+    assert cm["metadata"]["labels"]["a"] == "b"
+    path = tmp_path / "embedding-proxy.rules.yaml"
+    path.write_text(cm["data"]["embedding-proxy.rules.yaml"])
+    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert yaml.safe_load(path.read_text())["groups"] == prometheus_rule()["spec"]["groups"]
+    # Where the Prometheus Operator is served, both come.
+    served = render("--set", "alerts.enabled=true", *MONITORING)
+    assert {"PrometheusRule", "ConfigMap"} <= {d["kind"] for d in served}
+
+
+def test_neither_rules_file_nor_prometheusrule_fails_the_render() -> None:
+    flags = ["--set", "alerts.enabled=true", "--set", "alerts.configMap.enabled=false"]
+    done = subprocess.run(
+        [require_helm(), "template", "ep", str(CHART), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "monitoring.coreos.com/v1" in done.stderr and "no rules" in done.stderr, done.stderr
+    served = render(*flags, *MONITORING)
+    assert "PrometheusRule" in {d["kind"] for d in served}
+    assert not [
+        d for d in served if d["metadata"]["name"].endswith("-alerts") and d["kind"] == "ConfigMap"
+    ]
+
+
+def test_the_install_notes_say_where_the_rules_are() -> None:
+    done = subprocess.run(
+        [require_helm(), "install", "ep", str(CHART), "--dry-run=client", "-n", "monitoring",
+         "--set", "alerts.enabled=true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "ConfigMap ep-embedding-proxy-alerts: embedding-proxy.rules.yaml" in notes
+    assert "No PrometheusRule: monitoring.coreos.com/v1 is not served here" in notes

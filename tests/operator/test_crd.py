@@ -150,7 +150,10 @@ def test_crd_defaults_are_the_operators_defaults() -> None:
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
     operator_view = ProxySpec.model_validate({"targetRef": {"name": "tei"}}).model_dump(**dump)
     assert ProxySpec.model_validate(defaulted).model_dump(**dump) == operator_view
-    # And every default the operator has is written in the CRD (nothing left implicit).
+    # And every default the operator has is written in the CRD (nothing left implicit), but the
+    # sidecar's image: the operator's setting (EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE) fills it.
+    assert "image" not in defaulted["sidecar"]
+    assert operator_view["sidecar"].pop("image") == names.DEFAULT_SIDECAR_IMAGE
     assert defaulted == operator_view
 
 
@@ -164,4 +167,6 @@ def test_crd_defaults_inside_optional_objects_match_too() -> None:
     }
     defaulted = apply_defaults(spec_schema, copy.deepcopy(given))
     dump = {"mode": "json", "by_alias": True, "exclude_none": True}
-    assert defaulted == ProxySpec.model_validate(given).model_dump(**dump)
+    operator_view = ProxySpec.model_validate(given).model_dump(**dump)
+    operator_view["sidecar"].pop("image")  # the operator's setting, not the CRD's
+    assert defaulted == operator_view

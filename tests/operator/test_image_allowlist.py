@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from harness import Api, Operators, Paths, condition, eventually, sidecar, tei_deployment
 from harness import embedding_proxy as proxy_object
-from installed import Account
+from installed import Account, render
 from tests.helpers.control_plane import ControlPlane
 
 from embedding_proxy_operator.model import names
@@ -97,3 +97,33 @@ async def test_an_image_off_the_allow_list_touches_nothing(
     now = await api.get(f"{paths.deployments}/tei") or {}
     assert (sidecar(now) or {}).get("image") == allowed
     assert operator_patches_of_the_deployment(cluster, cluster_account, paths.ns) == patched
+
+
+async def test_one_value_names_the_operators_image_and_the_sidecar_it_injects(
+    cluster_account: Account, api: Api, paths: Paths, operator: Operators
+) -> None:
+    """The chart's image.repository alone: the operator runs `<repository>-operator`, allows
+    `<repository>` and injects it into an EmbeddingProxy that names no image."""
+    repository = "registry.example.com/ml/embedding-proxy"
+    rendered = render("ep", "embedding-proxy-system", "--set", f"image.repository={repository}")
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{repository}-operator:0.1.0"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    chosen = {k: v for k, v in env.items() if k.endswith(("_SIDECAR_IMAGE", "_ALLOWED_IMAGES"))}
+    assert chosen == {
+        "EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE": f"{repository}:0.1.0",
+        "EMBEDDING_PROXY_OPERATOR_ALLOWED_IMAGES": repository,
+    }
+
+    await api.create(paths.deployments, tei_deployment(paths.ns))
+    operator(**chosen)
+    created = await api.create(paths.proxies, proxy_object(paths.ns))
+    # Nothing is filled in by the API server: the operator's setting decides.
+    assert "image" not in (created["spec"].get("sidecar") or {})
+
+    async def injected() -> dict | None:
+        dep = await api.get(f"{paths.deployments}/tei")
+        return dep if (sidecar(dep) or {}).get("image") == f"{repository}:0.1.0" else None
+
+    await eventually(injected, "the chart's sidecar image injected", timeout=60)

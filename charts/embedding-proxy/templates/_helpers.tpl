@@ -98,8 +98,14 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The sidecar's image (only the proxy), and the operator's (`<repository>-operator`). */}}
 {{- define "embedding-proxy.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "embedding-proxy.operatorImage" -}}
+{{- $repository := default (printf "%s-operator" .Values.image.repository) .Values.image.operatorRepository }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* The operator's allow list of sidecar images, comma separated; "" allows any. */}}
@@ -195,4 +201,25 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
   resources: ["mutatingwebhookconfigurations"]
   resourceNames: [{{ include "embedding-proxy.fullname" . | quote }}]
   verbs: ["get", "patch"]
+{{- end }}
+
+{{/* The alert rule groups, as a YAML list: each rule gets alerts.labels and, with
+runbookBaseUrl, a runbook link that resolves. */}}
+{{- define "embedding-proxy.alertGroups" -}}
+{{- $file := .Files.Get "alerts/embedding-proxy.rules.yaml" | fromYaml }}
+{{- $groups := list }}
+{{- range $file.groups }}
+{{- $rules := list }}
+{{- range .rules }}
+{{- $rule := deepCopy . }}
+{{- $_ := set $rule "labels" (merge (deepCopy ($rule.labels | default dict)) $.Values.alerts.labels) }}
+{{- with $.Values.alerts.runbookBaseUrl }}
+{{- $anchor := trimPrefix "docs/alerts.md" $rule.annotations.runbook_url }}
+{{- $_ := set $rule.annotations "runbook_url" (printf "%s%s" . $anchor) }}
+{{- end }}
+{{- $rules = append $rules $rule }}
+{{- end }}
+{{- $groups = append $groups (dict "name" .name "rules" $rules) }}
+{{- end }}
+{{- toYaml $groups }}
 {{- end }}

@@ -25,6 +25,7 @@ from ..io.webhook_server import WebhookServer
 from ..logic import certs, injection, pods
 from ..logic.conditions import Fact
 from ..model import names
+from ..model.images import with_sidecar_image
 from ..model.spec import SpecError, parse
 from .state import State, state_of
 
@@ -175,6 +176,7 @@ async def _injection(
         proxy = await api.get(kube.proxy_path(namespace, name))
         if proxy is None or proxy["metadata"].get("deletionTimestamp"):
             continue
+        proxy = with_sidecar_image(proxy, state.options.sidecar_image)
         try:
             spec = parse(proxy.get("spec") or {})
         except SpecError:

@@ -23,6 +23,7 @@ async def configure(
 ) -> None:
     state = state_of(memo)
     options = state.options
+    logger.info("sidecar image where an EmbeddingProxy names none: %s", options.sidecar_image)
     if options.allowed_images:
         logger.info("sidecar images allowed: %s", ", ".join(options.allowed_images))
         for entry in filter(images.names_a_registry, options.allowed_images):

@@ -30,6 +30,7 @@ from ..logic import (
 from ..logic.conditions import Fact
 from ..logic.plan import config_fact, lagging, plan
 from ..model import names
+from ..model.images import with_sidecar_image
 from ..model.settings import image_allowed
 from ..model.spec import ProxySpec, SpecError, parse, target_name
 from .admission import recreate_escaped
@@ -102,6 +103,7 @@ async def observe_once(
     if proxy["metadata"].get("deletionTimestamp"):
         return None
     namespace, name = proxy["metadata"]["namespace"], proxy["metadata"]["name"]
+    proxy = with_sidecar_image(proxy, state.options.sidecar_image)
     target = target_name(proxy.get("spec"))
     deployment = cached.deployment(namespace, target) if target else None
     if deployment is None:

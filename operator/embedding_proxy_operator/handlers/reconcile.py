@@ -30,6 +30,7 @@ from ..logic.conditions import Fact, now
 from ..logic.drift import drifted
 from ..logic.plan import Plan, config_fact, plan, release_marked
 from ..model import names
+from ..model.images import with_sidecar_image
 from ..model.settings import retry_delay
 from ..model.spec import target_name
 from .state import State, state_of
@@ -112,6 +113,7 @@ async def reconcile(state: State, namespace: str, name: str, logger: logging.Log
         proxy = await api.get(kube.proxy_path(namespace, name))
         if proxy is None or proxy["metadata"].get("deletionTimestamp"):
             return
+        proxy = with_sidecar_image(proxy, state.options.sidecar_image)
         target = target_name(proxy.get("spec"))
         native = await state.native_supported()
         sleep_action = await state.sleep_action_supported()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # Docker's grammar (github.com/distribution/reference, regexp.go). Each pattern is valid in
 # Python's `re` and in Go's RE2 alike: the chart's values schema holds ENTRY_PATTERN as its own.
@@ -131,3 +133,16 @@ def names_a_registry(entry: str) -> bool:
     it names the repository of that name, which is seldom what was meant (`registry.example.com/`
     is the registry)."""
     return _DOTTED_HOST.fullmatch(entry) is not None
+
+
+def with_sidecar_image(proxy: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """The EmbeddingProxy as the operator acts on it: `image` as its sidecar image where its spec
+    names none (the operator's setting; the chart sets it from the value that names the
+    operator's own image)."""
+    spec = proxy.get("spec")
+    if not isinstance(spec, Mapping):
+        return dict(proxy)
+    sidecar = spec.get("sidecar")
+    if sidecar is not None and (not isinstance(sidecar, Mapping) or "image" in sidecar):
+        return dict(proxy)
+    return {**proxy, "spec": {**spec, "sidecar": {**(sidecar or {}), "image": image}}}

@@ -22,6 +22,9 @@ PERSISTENCE_PREFIX = GROUP
 # What the operator adds to the target's pod template; every name is its own, so that removal
 # takes out exactly these and nothing of the user's.
 SIDECAR_NAME = "embedding-proxy"
+# The sidecar's image where an EmbeddingProxy names none and the operator's setting
+# (EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE; the chart's image.repository and tag) is not given.
+DEFAULT_SIDECAR_IMAGE = "embedding-proxy:0.1.0"
 CONFIG_VOLUME = "embedding-proxy-config"
 API_KEYS_VOLUME = "embedding-proxy-api-keys"
 UPSTREAM_KEY_VOLUME = "embedding-proxy-upstream-key"

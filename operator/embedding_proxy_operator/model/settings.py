@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import images
+from . import images, names, sidecar_rules
 
 PREFIX = "EMBEDDING_PROXY_OPERATOR_"
 
@@ -65,6 +65,8 @@ class Options:
     # image, which lets whoever writes an EmbeddingProxy run any image in the Deployments it
     # targets.
     allowed_images: tuple[str, ...] = ()
+    # The sidecar image of EmbeddingProxies that name none.
+    sidecar_image: str = names.DEFAULT_SIDECAR_IMAGE
     # How EmbeddingProxies without `spec.injection` inject the sidecar.
     injection: Literal["Deployment", "Webhook"] = "Deployment"
     # The admission webhook (docs/operator.md, "Injection modes"): the port its HTTPS server
@@ -98,6 +100,9 @@ class Options:
         if self.webhook_url and not self.webhook_url.startswith("https://"):
             raise ValueError(f"{PREFIX}WEBHOOK_URL must be https://..., got {self.webhook_url!r}")
         _checked_images(self.allowed_images)
+        problem = sidecar_rules.image_problem(self.sidecar_image)
+        if problem is not None:
+            raise ValueError(f"{PREFIX}SIDECAR_IMAGE: {problem}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Options:
@@ -126,6 +131,7 @@ class Options:
             native_sidecars=native,  # type: ignore[arg-type]
             metrics_port=int(raw_port),
             allowed_images=allowed_images(environ.get(PREFIX + "ALLOWED_IMAGES", "")),
+            sidecar_image=environ.get(PREFIX + "SIDECAR_IMAGE") or cls.sidecar_image,
             injection=_choice(environ, "INJECTION", ("Deployment", "Webhook"), "Deployment"),
             webhook_port=_port(environ, "WEBHOOK_PORT"),
             webhook_configuration=environ.get(PREFIX + "WEBHOOK_CONFIGURATION")

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import sidecar_rules
+from . import names, sidecar_rules
 from .quantity import Quantity
 
 MAX_INT32 = 2**31 - 1
@@ -145,8 +145,9 @@ def default_resources() -> dict[str, dict[str, Quantity]]:
 
 class Sidecar(CamelModel):
     # What pod validation would refuse is refused here (sidecar_rules.py).
+    # Absent from the stored object (the CRD has no default): `parse` fills the operator's own.
     image: Annotated[str, AfterValidator(sidecar_rules.checked_image)] = Field(
-        "embedding-proxy:0.1.0", min_length=1
+        names.DEFAULT_SIDECAR_IMAGE, min_length=1
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     mode: Literal["Native", "Container"] = "Native"

@@ -128,3 +128,16 @@ def test_the_refusal_is_one_line_and_exit_1(tmp_path: Any) -> None:
     line = refused_at_start(["--namespace=gpu"], {"KUBECONFIG": str(kubeconfig), **WEBHOOK_PORT})
     assert line.startswith("embedding-proxy-operator: EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT")
     assert "docs/security.md" in line
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_names_the_command_as_it_is_run(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from embedding_proxy_operator.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([flag])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Usage: embedding-proxy-operator [OPTIONS] [PATHS]...", out
+    # kopf run's own options, which every argument passes through to.
+    assert "--all-namespaces" in out and "--liveness" in out

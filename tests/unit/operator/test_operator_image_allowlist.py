@@ -11,6 +11,7 @@ import pytest
 from embedding_proxy_operator.logic.conditions import merge, summarize
 from embedding_proxy_operator.logic.plan import plan
 from embedding_proxy_operator.model import images, names
+from embedding_proxy_operator.model.images import with_sidecar_image
 from embedding_proxy_operator.model.settings import Options, image_allowed
 
 Obj = dict[str, Any]
@@ -200,3 +201,35 @@ def test_a_plan_for_an_image_off_the_list_writes_nothing_and_says_why() -> None:
     assert ok.ops and ok.configmap is not None
     assert plan(proxy("localhost:1"), deployment(), True, True, ALLOWED).ops
     assert names.SIDECAR_INJECTED in {f.type for f in p.facts}
+
+
+def test_the_default_sidecar_image_comes_from_the_environment() -> None:
+    assert Options.from_env({}).sidecar_image == names.DEFAULT_SIDECAR_IMAGE
+    env = {"EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE": "registry.example.com/ep:1.2"}
+    assert Options.from_env(env).sidecar_image == "registry.example.com/ep:1.2"
+    with pytest.raises(ValueError, match=r"SIDECAR_IMAGE: sidecar\.image must be an image"):
+        Options.from_env({"EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE": "Registry/EP:1 "})
+
+
+@pytest.mark.parametrize(
+    ("spec", "image"),
+    [
+        ({"targetRef": {"name": "tei"}}, "registry.example.com/ep:1.2"),
+        ({"targetRef": {"name": "tei"}, "sidecar": {}}, "registry.example.com/ep:1.2"),
+        (
+            {"targetRef": {"name": "tei"}, "sidecar": {"mode": "Container"}},
+            "registry.example.com/ep:1.2",
+        ),
+        ({"targetRef": {"name": "tei"}, "sidecar": {"image": "own/ep:3"}}, "own/ep:3"),
+    ],
+)
+def test_a_proxy_without_an_image_gets_the_operators(spec: dict[str, Any], image: str) -> None:
+    proxy = {"metadata": {"name": "tei", "namespace": "ml"}, "spec": spec}
+    acted_on = with_sidecar_image(proxy, "registry.example.com/ep:1.2")
+    assert acted_on["spec"]["sidecar"]["image"] == image
+    assert {k: v for k, v in acted_on["spec"]["sidecar"].items() if k != "image"} == {
+        k: v for k, v in (spec.get("sidecar") or {}).items() if k != "image"
+    }
+    assert "image" not in (proxy["spec"].get("sidecar") or {}) or image == "own/ep:3"
+    planned = plan(acted_on, None, True, allowed_images=("registry.example.com/ep", "own/"))
+    assert planned.spec is not None and planned.spec.sidecar.image == image
