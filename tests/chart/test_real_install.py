@@ -269,7 +269,7 @@ def test_first_try_is_one_helm_install_on_a_fresh_cluster(
         assert [c["image"] for c in pod["spec"]["containers"]] == [f"{repository}-operator:0.1.0"]
         fresh.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/embeddingproxies.embeddingproxy.io", "crd/clusterkopfpeerings.kopf.dev",
+            "crd/embeddingproxies.embeddingproxy.io",
         )  # fmt: skip
         fresh.kubectl("create", "namespace", "ml")
         fresh.apply(
