@@ -81,7 +81,9 @@ class Proxy:
         self._tasks.append(asyncio.create_task(self.housekeeping.watch_upstream()))
         self._tasks.append(asyncio.create_task(self.housekeeping.sample_and_tidy()))
         if config_path is not None and self._reload is not None:
-            self.watcher = ConfigWatcher(config_path, self._reload, self.apply, self._count_reload)
+            self.watcher = ConfigWatcher(
+                config_path, self._reload, self.apply, self._count_reload, lambda: self.config
+            )
             self._tasks.append(asyncio.create_task(self.watcher.run()))
 
     async def stop(self) -> None:
@@ -173,13 +175,17 @@ class Proxy:
         # One timer per request (cheaper than a timeout context on the hot path): at the deadline
         # every unanswered input fails with 504.
         timer = asyncio.get_running_loop().call_at(deadline, _expire, futures)
+        budget = self.config.limits.max_answer_bytes
         try:
             if len(futures) == 1:
                 try:
-                    return [await futures[0]]
+                    piece = await futures[0]
                 except Refused as e:
                     raise refusal(e) from None
-            await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+                if len(piece.fragment) > budget:
+                    raise answer_too_large(budget)
+                return [piece]
+            await _await_within(futures, budget)
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
@@ -328,6 +334,31 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
     if started:
         access.queue_s = max(e.started - e.enqueued for e in entries if e.started)
         access.upstream_s = now - min(started)
+
+
+async def _await_within(futures: list[asyncio.Future[Piece]], budget: int) -> None:
+    """Wait for every input's answer, until one fails, or until the answers held pass `budget`
+    bytes (413): a request spread over many batches must not make the proxy hold gigabytes
+    (`/embed_all` answers a vector per token). Wakes once a batch, not once an input."""
+    pending: set[asyncio.Future[Piece]] | list[asyncio.Future[Piece]] = futures
+    held = 0
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            if future.cancelled() or future.exception() is not None:
+                return
+            held += len(future.result().fragment)
+        if held > budget:
+            raise answer_too_large(budget)
+
+
+def answer_too_large(budget: int) -> ProxyError:
+    return ProxyError(
+        413,
+        f"the answer exceeds limits.max_answer_bytes ({budget} bytes); send fewer inputs at once",
+        VALIDATION,
+        reason="answer_too_large",
+    )
 
 
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:
