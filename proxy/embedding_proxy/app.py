@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .batching.answers import AnswerBudget
 from .batching.batcher import Batcher, Refused
 from .callers.auth import KeyStore
 from .callers.priority import HEADER, Priorities, Who
@@ -55,6 +56,9 @@ class Proxy:
             on_full=self.metrics.count_full,
         )
         self.priorities = Priorities(config.batching)
+        self.answers: AnswerBudget[Piece] = AnswerBudget(
+            config.limits.max_answer_bytes, config.limits.max_answers_held_bytes, _piece_size
+        )
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.housekeeping = Housekeeping(self, config.upstream)
@@ -129,8 +133,10 @@ class Proxy:
         )
         self.batcher.update(settings=config.batching)
         self.priorities = Priorities(config.batching)
-        self.keys.update(config.auth)
         limits = config.limits
+        self.answers.per_request = limits.max_answer_bytes
+        self.answers.total = limits.max_answers_held_bytes
+        self.keys.update(config.auth)
         if (limits.rate_per_second, limits.rate_burst) != (
             self.limiter.rate,
             self.limiter.burst_setting,
@@ -175,17 +181,16 @@ class Proxy:
         # One timer per request (cheaper than a timeout context on the hot path): at the deadline
         # every unanswered input fails with 504.
         timer = asyncio.get_running_loop().call_at(deadline, _expire, futures)
-        budget = self.config.limits.max_answer_bytes
         try:
             if len(futures) == 1:
                 try:
-                    piece = await futures[0]
+                    return [self.answers.check(await futures[0])]
                 except Refused as e:
                     raise refusal(e) from None
-                if len(piece.fragment) > budget:
-                    raise answer_too_large(budget)
-                return [piece]
-            await _await_within(futures, budget)
+            try:
+                await self.answers.gather(futures)
+            except Refused as e:
+                raise refusal(e) from None
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
@@ -336,29 +341,8 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
         access.upstream_s = now - min(started)
 
 
-async def _await_within(futures: list[asyncio.Future[Piece]], budget: int) -> None:
-    """Wait for every input's answer, until one fails, or until the answers held pass `budget`
-    bytes (413): a request spread over many batches must not make the proxy hold gigabytes
-    (`/embed_all` answers a vector per token). Wakes once a batch, not once an input."""
-    pending: set[asyncio.Future[Piece]] | list[asyncio.Future[Piece]] = futures
-    held = 0
-    while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for future in done:
-            if future.cancelled() or future.exception() is not None:
-                return
-            held += len(future.result().fragment)
-        if held > budget:
-            raise answer_too_large(budget)
-
-
-def answer_too_large(budget: int) -> ProxyError:
-    return ProxyError(
-        413,
-        f"the answer exceeds limits.max_answer_bytes ({budget} bytes); send fewer inputs at once",
-        VALIDATION,
-        reason="answer_too_large",
-    )
+def _piece_size(piece: Piece) -> int:
+    return len(piece.fragment)
 
 
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:

@@ -58,6 +58,12 @@ class ServerConfig(Section):
         ge=1024,
         description="Request bodies held across all connections; beyond, reading waits.",
     )
+    max_answer_buffer_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        description="Answers held for clients slow to take them, all connections; beyond, the "
+        "slowest is dropped.",
+    )
     drain_seconds: float = Field(
         0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."
     )

@@ -219,6 +219,11 @@ class LimitsConfig(Section):
         ge=1024,
         description="Bytes of one request's answer (its inputs' results as TEI sent them); 413.",
     )
+    max_answers_held_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Results held for all requests waiting for the rest of theirs; beyond, 503.",
+    )
     rate_per_second: float = Field(0, ge=0, description="Requests per second per key; 0: off.")
     rate_burst: int = Field(0, ge=0, description="Bucket size; 0: same as rate_per_second.")
 

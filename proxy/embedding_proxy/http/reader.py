@@ -43,6 +43,8 @@ class ServerSide(Protocol):
     def reserve(self, conn: RequestReader, size: int) -> bool: ...
     def release(self, size: int) -> None: ...
     def evict_idle(self) -> bool: ...
+    def hold_answer(self, conn: Any, unsent: int) -> None: ...
+    def answer_taken(self, conn: Any) -> None: ...
     def refused_connection(self) -> None: ...
 
 
@@ -167,9 +169,6 @@ class RequestReader(asyncio.Protocol):
         self.phase = _BODY
         self.raw = 0
         self.since = self.loop.time()
-        if self.refused:  # over the connection limit: 503 at once, the body never read
-            self._oversize(False)
-            return
         expect = headers.get("expect")
         # A 1.0 client does not know 100 Continue (RFC 9110 section 10.1.1): it sends its body.
         continue_wanted = (
@@ -177,6 +176,10 @@ class RequestReader(asyncio.Protocol):
         )
         length = headers.get("content-length")
         size = int(length) if length is not None else (0 if coding is None else -1)
+        if self.refused:  # over the connection limit: answered at once, the body never read
+            self.oversize = True
+            self._enqueue(self._request(b"", oversize=size != 0), False)
+            return
         if size > self.limits.max_body_bytes:
             # Answer at once; without an `Expect` the body is read and dropped (the client sees
             # the answer rather than a reset), with one the client may never send it.

@@ -66,6 +66,11 @@ class Server:
         # Connections waiting for body budget, first come first served (a dict keeps order).
         self.waiting: dict[RequestReader, None] = {}
         self.evictions = 0
+        # Connections whose clients leave answers waiting (writing paused), longest first, and
+        # the bytes each had unsent when it paused.
+        self.slow: dict[Connection, int] = {}
+        self.slow_bytes = 0
+        self.slow_drops = 0
         self._high = 0  # the most body bytes held since memory was last handed back
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
@@ -122,13 +127,36 @@ class Server:
             self.body_held += conn.wants
             conn.granted()
 
+    def hold_answer(self, conn: Connection, unsent: int) -> None:
+        """`conn`'s client left `unsent` bytes of answers waiting. Over the answer budget, drop
+        the connections that have left theirs waiting longest, until it fits (the newest always
+        does): a client reading a byte now and then must not hold its answer for ever."""
+        self.slow[conn] = unsent
+        self.slow_bytes += unsent
+        while self.slow_bytes > self.limits.max_answer_buffer_bytes and len(self.slow) > 1:
+            oldest = next(iter(self.slow))
+            self.answer_taken(oldest)
+            self.slow_drops += 1
+            log.debug("%s left its answer waiting over the answer budget: dropped", oldest.remote)
+            if oldest.transport is not None:
+                oldest.transport.abort()
+
+    def answer_taken(self, conn: Connection) -> None:
+        self.slow_bytes -= self.slow.pop(conn, 0)
+
     def evict_idle(self) -> bool:
-        """At the connection cap: close the connection idle longest between requests, to make
-        room for a new one. False if none is idle."""
+        """At the connection cap: close the connection idle longest between requests, or else
+        the one longest in a head not finished (or not begun), to make room for a new one.
+        False if every connection has a request in progress."""
         idle = [c for c in self.connections if c.idle()]
-        if not idle:
-            return False
-        oldest = min(idle, key=lambda c: c.answered_at)
+        if idle:
+            oldest = min(idle, key=lambda c: c.answered_at)
+        else:
+            # Peers that stall in a head must not hold every slot: the probes need one.
+            heads = [c for c in self.connections if c.in_head()]
+            if not heads:
+                return False
+            oldest = min(heads, key=lambda c: c.since)
         self.connections.discard(oldest)
         oldest.closing = oldest.ended = True
         assert oldest.transport is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -569,9 +570,11 @@ async def test_a_connection_that_asks_nothing_is_closed(strict: tuple[Server, Ec
 
 
 async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo]) -> None:
-    """Row 5: a cap on connections (max_connections=3 here)."""
+    """Row 5: a cap on connections (max_connections=3 here), each with a request under way."""
     server, _ = strict
     held = [await connect(server) for _ in range(3)]
+    for _, held_writer in held:  # in the middle of a body: never closed for a newcomer
+        held_writer.write(b"POST /within HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     await poll(lambda: len(server.connections) == 3, "not connected")
     reader, writer = await connect(server)
     writer.write(post("/over", b"x" * 500).replace(b"Length: 500", b"Length: 900"))
@@ -579,10 +582,39 @@ async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo])
     assert (status, headers["connection"], body) == (503, "close", b"too many connections\n")
     assert await closed(reader)
     held_reader, held_writer = held[0]
-    held_writer.write(post("/within"))
+    held_writer.write(b"defghij")
     status, _, _ = await read_response(held_reader)
     assert status == 200
     for _, w in [*held, (reader, writer)]:
+        w.close()
+
+
+async def test_at_the_limit_a_stalled_head_makes_room_and_probes_are_answered(
+    strict: tuple[Server, Echo],
+) -> None:
+    """Peers that stall in a head (or send nothing) give way to a newcomer, the oldest first;
+    and with every slot busy a probe is answered all the same."""
+    server, _ = strict
+    server.limits = dataclasses.replace(server.limits, probe_paths=frozenset({"/health"}))
+    stalled = [await connect(server) for _ in range(3)]
+    stalled[1][1].write(b"GET /half HTTP/1.1\r\nHost: x\r\n")
+    await poll(lambda: len(server.connections) == 3, "not connected")
+    reader, writer = await connect(server)
+    assert await closed(stalled[0][0])  # the oldest that asked nothing went
+    writer.write(post("/newcomer"))
+    status, _, _ = await read_response(reader)
+    assert status == 200
+    busy = []
+    for _ in range(3):  # every slot now has a request under way
+        r, w = await connect(server)
+        w.write(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        busy.append((r, w))
+    await poll(lambda: len(server.connections) == 3, "not settled")
+    probe_reader, probe_writer = await connect(server)
+    probe_writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = await read_response(probe_reader)
+    assert (status, headers["connection"]) == (200, "close")
+    for _, w in [*stalled, *busy, (reader, writer), (probe_reader, probe_writer)]:
         w.close()
 
 
