@@ -79,3 +79,27 @@ async def test_a_client_that_half_closes_after_its_last_request_gets_every_answe
     assert await answers(reader) == []
     assert time.monotonic() - started < 5  # closed at once, not left open
     writer.close()
+
+
+async def test_heads_that_declare_bodies_they_never_send_hold_no_body_budget(
+    start_proxy: Starter, simulator: Process
+) -> None:
+    """Each chunked head reserved `max_body_bytes` of the body budget until its body timeout:
+    12 of them (24 MB of a 20 MB budget here) made a 100 KB POST wait 30 s. Bodies are
+    charged as their bytes arrive now."""
+    proxy = start_proxy(simulator.url, "--max-body-buffer-bytes", "20000000", ready_path="/ready")
+    idle = []
+    for i in range(12):
+        sock = socket.create_connection(("127.0.0.1", proxy.port))
+        framing = b"Transfer-Encoding: chunked" if i % 2 else b"Content-Length: 2000000"
+        sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % framing)
+        idle.append(sock)
+    await asyncio.sleep(0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    started = time.monotonic()
+    writer.write(embed("a" * 100_000))
+    status, _, _ = await read_answer(reader, 10)  # was 30 s
+    assert status == 200 and time.monotonic() - started < 10
+    writer.close()
+    for sock in idle:
+        sock.close()

@@ -13,6 +13,7 @@ from .reader import _BODY, _HEAD, _IDLE, RequestReader, ServerSide
 log = logging.getLogger(__name__)
 
 LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
+FINISHER_STALL_SECONDS = 2.0  # the body read past a full budget may pause this long at most
 
 
 class Connection(RequestReader):
@@ -48,6 +49,7 @@ class Connection(RequestReader):
         if self.wants:
             self.wants = 0
             server.waiting.pop(self, None)
+        server.done_reading(self)
         self.pending.clear()
         self.stash = b""
         # The parser and this protocol refer to each other, so this object may wait for the
@@ -86,7 +88,7 @@ class Connection(RequestReader):
     def _next(self) -> None:
         if self.closing or self.write_paused or not self.pending:
             self.task = None
-            if self.continue_due and not self.pending and not self.closing:
+            if self.continue_due and not self.pending and not self.closing and not self.wants:
                 self._continue()
             return
         item, keep_alive = self.pending.popleft()
@@ -197,7 +199,10 @@ class Connection(RequestReader):
             if now - self.since > limits.head_timeout:
                 self._fail(408, "request head not received in time")
         elif self.phase == _BODY:
-            if not self.continue_due and now - self.since > limits.body_timeout:
+            if self.server.finisher is self and now - self.last_body > FINISHER_STALL_SECONDS:
+                # Past a full budget every other body waits for this one: it must keep coming.
+                self._fail(408, "request body stalled while others wait for room")
+            elif not self.continue_due and now - self.since > limits.body_timeout:
                 self._fail(None if self.oversize else 408, "request body not received in time")
         elif self.task is None and not self.pending:
             if self.served:

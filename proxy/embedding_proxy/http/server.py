@@ -29,7 +29,7 @@ from collections.abc import Callable
 from .answer import Clock
 from .connection import Connection
 from .message import Handler, Limits, Vet
-from .reader import RequestReader
+from .reader import FEED_SLICE, RequestReader
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class Server:
         self.handler = handler
         self.vet = vet
         self.limits = limits or Limits()
-        self.body_held = 0  # bytes of the body budget granted
+        self.body_held = 0  # bytes of request bodies held: read, and not yet answered
+        self.finisher: RequestReader | None = None  # may read past a full budget (`charge`)
         # Connections waiting for body budget, first come first served (a dict keeps order).
         self.waiting: dict[RequestReader, None] = {}
         self.evictions = 0
@@ -99,16 +100,30 @@ class Server:
         assert self._listener is not None
         return int(self._listener.sockets[0].getsockname()[1])
 
-    def reserve(self, conn: RequestReader, size: int) -> bool:
-        """Grant `size` bytes of the body budget now, or queue `conn` for it (False). One body
-        always fits in an empty budget, so a granted body can always be read whole."""
-        if not self.waiting and (
-            self.body_held == 0 or self.body_held + size <= self.limits.max_body_buffer_bytes
-        ):
-            self.body_held += size
+    def charge(self, conn: RequestReader, size: int) -> bool:
+        """`size` more body bytes arrived on `conn`. False: the budget is full, `conn` must
+        wait for room. One body at a time (the finisher) may always be read to its end past a
+        full budget, so bodies charged in part can never all wait on each other."""
+        self.body_held += size
+        if self.body_held <= self.limits.max_body_buffer_bytes:
+            if self.waiting:
+                self._wake()
             return True
-        self.waiting[conn] = None
-        return False
+        if self.finisher is None:
+            self.finisher = conn
+        return self.finisher is conn
+
+    def done_reading(self, conn: RequestReader) -> None:
+        """`conn` read its body (or gave it up): a finisher passes its turn to the waiting
+        connection first in line while the budget is still full."""
+        if self.finisher is not conn:
+            return
+        self.finisher = None
+        if self.waiting and self.body_held > self.limits.max_body_buffer_bytes:
+            first = next(iter(self.waiting))
+            del self.waiting[first]
+            self.finisher = first
+            first.granted()
 
     def release(self, size: int) -> None:
         if not size:
@@ -118,13 +133,17 @@ class Server:
         if self.body_held == 0 and self._high >= TRIM_AFTER:
             self._high = 0
             _trim()
-        budget = self.limits.max_body_buffer_bytes
-        while self.waiting:
+        if self.waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Let waiting connections read again, first come first served, as many as the room
+        left may take one read slice each (they wait again when they find it full)."""
+        room = self.limits.max_body_buffer_bytes - self.body_held
+        while self.waiting and room > 0:
             conn = next(iter(self.waiting))
-            if self.body_held and self.body_held + conn.wants > budget:
-                break
             del self.waiting[conn]
-            self.body_held += conn.wants
+            room -= FEED_SLICE
             conn.granted()
 
     def hold_answer(self, conn: Connection, unsent: int) -> None:
