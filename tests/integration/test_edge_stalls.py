@@ -45,6 +45,7 @@ async def test_peers_stalled_mid_head_never_keep_the_probes_out(
         sock = socket.create_connection(("127.0.0.1", proxy.port))
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         stalled.append(sock)
+    await asyncio.sleep(1.2)  # stalled, not merely new (a burst of new connections is no stall)
     for path in ("/health", "/ready") * 5:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())

@@ -61,6 +61,11 @@ class UpstreamConfig(Section):
     max_answer_bytes: int = Field(
         100_000_000, ge=1024, description="Larger upstream answer bodies are refused with 502."
     )
+    max_answer_buffer_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        description="Batch answer bodies held from TEI at once; beyond, reading them waits.",
+    )
     retry: RetryConfig = RetryConfig()
 
     @field_validator("url")

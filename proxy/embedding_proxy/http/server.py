@@ -33,6 +33,7 @@ from .reader import FEED_SLICE, RequestReader
 
 log = logging.getLogger(__name__)
 
+STALLED_SECONDS = 1.0  # in a head this long (or silent since accepted): a stall, at the cap
 TRIM_AFTER = 64 * 1024 * 1024  # bodies held at once before the heap is trimmed when all are gone
 
 
@@ -171,8 +172,10 @@ class Server:
         if idle:
             oldest = min(idle, key=lambda c: c.answered_at)
         else:
-            # Peers that stall in a head must not hold every slot: the probes need one.
-            heads = [c for c in self.connections if c.in_head()]
+            # Peers that stall in a head must not hold every slot: the probes need one. A
+            # connection just made has had no time to send its head: a burst is not a stall.
+            stalled = self.loop.time() - STALLED_SECONDS
+            heads = [c for c in self.connections if c.in_head() and c.since <= stalled]
             if not heads:
                 return False
             oldest = min(heads, key=lambda c: c.since)

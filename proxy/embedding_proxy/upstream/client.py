@@ -120,7 +120,10 @@ class Upstream:
             middlewares=(self._only_upstream,),
         )
         self._batch_client = httpclient.Client(
-            self.base, self.config.max_connections, self.config.max_answer_bytes
+            self.base,
+            self.config.max_connections,
+            self.config.max_answer_bytes,
+            self.config.max_answer_buffer_bytes,
         )
         self.refresh_key()
 

@@ -48,7 +48,9 @@ def worker_config(config: Config, index: int, workers: int) -> Config:
     server = config.server.model_copy(
         update=split(config.server, "max_body_buffer_bytes", "max_answer_buffer_bytes")
     )
-    upstream = config.upstream.model_copy(update=split(config.upstream, "max_connections"))
+    upstream = config.upstream.model_copy(
+        update=split(config.upstream, "max_connections", "max_answer_buffer_bytes")
+    )
     limits = config.limits.model_copy(update=split(config.limits, "max_answers_held_bytes"))
     return config.model_copy(
         update={"batching": batching, "server": server, "upstream": upstream, "limits": limits}
