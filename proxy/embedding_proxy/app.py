@@ -254,14 +254,18 @@ class Proxy:
         if request.oversize:
             raise _too_large(self.config.server.max_body_bytes)
         upstream_started = time.perf_counter()
-        status, headers, data = await self.upstream.forward(
-            request.method,
-            request.path,
-            request.query,
-            request.headers,
-            request.body,
-            self.deadline(request),
-        )
+        try:
+            status, headers, data = await self.upstream.forward(
+                request.method,
+                request.path,
+                request.query,
+                request.headers,
+                request.body,
+                self.deadline(request),
+                self.answers,
+            )
+        except Refused as e:
+            raise refusal(e) from None
         access = logs.current()
         if access is not None:
             access.upstream_s = time.perf_counter() - upstream_started

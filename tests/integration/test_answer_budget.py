@@ -14,6 +14,7 @@ import orjson
 import psutil
 from tests.helpers.processes import Process, Starter
 from tests.helpers.rawhttp import parse_head
+from tests.helpers.scripted import Received, Reply, answer, scripted, tei_like
 
 MIB = 1024 * 1024
 TIMEOUT = 120.0
@@ -124,3 +125,26 @@ async def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
     while not condition():
         assert time.monotonic() < end, what
         await asyncio.sleep(0.1)
+
+
+async def test_a_forwarded_answer_is_held_within_the_answer_budgets(
+    http: aiohttp.ClientSession, start_proxy: Starter
+) -> None:
+    """A forwarded route's answer (`/decode`, `/rerank` with texts, or an upstream that is not
+    TEI) was bounded only by `upstream.max_answer_bytes`, 100 MB a request, and by nothing
+    across requests. It counts against both answer budgets now."""
+
+    def script(request: Received) -> Reply:
+        if request.target.startswith("/big"):
+            return answer(200, b"x" * 3_000_000, [("Content-Type", "text/plain")]), False
+        return tei_like(request)
+
+    async with scripted(script) as upstream:
+        proxy = start_proxy(
+            upstream.url, "--max-answer-bytes", "2000000", "--max-answers-held-bytes", "5000000"
+        )
+        async with http.get(proxy.url + "/big") as resp:
+            assert resp.status == 413
+            assert "limits.max_answer_bytes" in (await resp.json())["error"]
+        async with http.get(proxy.url + "/small") as resp:
+            assert resp.status == 200 and await resp.read() == b"ok"

@@ -41,6 +41,18 @@ class AnswerBudget(Generic[R]):
         self.size = size
         self.held = 0  # bytes of results held for requests still waiting
 
+    def hold(self, size: int, grown: int) -> None:
+        """An answer that is not made of results (a forwarded one) grew by `grown` to `size`
+        bytes: held until `release(size)`, within both bounds."""
+        self.held += grown
+        if size > self.per_request:
+            raise TooLarge(self.per_request)
+        if self.held > self.total:
+            raise OverBudget(self.total)
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
     def check(self, result: R) -> R:
         """A request of one input: its one result within `per_request`."""
         if self.size(result) > self.per_request:
