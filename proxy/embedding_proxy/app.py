@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
-from .batching.answers import AnswerBudget
+from .batching.answers import AnswerBudget, TooLarge
 from .batching.batcher import Batcher, Refused
 from .callers.auth import KeyStore
 from .callers.priority import HEADER, Priorities, Who
@@ -184,9 +184,12 @@ class Proxy:
         try:
             if len(futures) == 1:
                 try:
-                    return [self.answers.check(await futures[0])]
+                    piece = await futures[0]
                 except Refused as e:
                     raise refusal(e) from None
+                if len(piece.fragment) > self.answers.per_request:
+                    raise refusal(TooLarge(self.answers.per_request))
+                return [piece]
             try:
                 await self.answers.gather(futures)
             except Refused as e:

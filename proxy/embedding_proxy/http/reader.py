@@ -77,7 +77,7 @@ class RequestReader(asyncio.Protocol):
         self.continue_due = False  # the request being read waits for `100 Continue`
         self.reserved = 0  # bytes of the body being read, charged to the body budget
         self.wants = 0  # 1 while waiting for room in the body budget (reading stopped)
-        self.last_body = 0.0  # when body bytes last came
+        self.last_body = 0.0  # when body bytes last came, past a full budget
         self._reset()
 
     def _reset(self) -> None:
@@ -235,7 +235,6 @@ class RequestReader(asyncio.Protocol):
         # Charged as it comes, never by what a head declares: a peer that sends no body holds
         # none of the budget.
         self.reserved += size
-        self.last_body = self.loop.time()
         if not self.server.charge(self, size):
             self._wait_for_room()
 

@@ -107,12 +107,17 @@ class Server:
         full budget, so bodies charged in part can never all wait on each other."""
         self.body_held += size
         if self.body_held <= self.limits.max_body_buffer_bytes:
+            if conn is self.finisher:
+                conn.last_body = self.loop.time()
             if self.waiting:
                 self._wake()
             return True
         if self.finisher is None:
             self.finisher = conn
-        return self.finisher is conn
+        if self.finisher is not conn:
+            return False
+        conn.last_body = self.loop.time()  # it must keep coming (FINISHER_STALL_SECONDS)
+        return True
 
     def done_reading(self, conn: RequestReader) -> None:
         """`conn` read its body (or gave it up): a finisher passes its turn to the waiting
