@@ -57,7 +57,10 @@ class Proxy:
         )
         self.priorities = Priorities(config.batching)
         self.answers: AnswerBudget[Piece] = AnswerBudget(
-            config.limits.max_answer_bytes, config.limits.max_answers_held_bytes, _piece_size
+            config.limits.max_answer_bytes,
+            config.limits.max_answers_held_bytes,
+            _piece_size,
+            _keep_piece,
         )
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
@@ -349,6 +352,14 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
 
 
 def _piece_size(piece: Piece) -> int:
+    return len(piece.fragment)
+
+
+def _keep_piece(piece: Piece) -> int:
+    """A result held while its request waits for the rest: a copy, not a view that would keep
+    its whole batch's answer alive (others' results in it are gone once they are answered)."""
+    if piece.fragment.__class__ is memoryview:
+        piece.fragment = bytes(piece.fragment)
     return len(piece.fragment)
 
 

@@ -13,9 +13,9 @@ import orjson
 from .errors import UPSTREAM, ProxyError
 
 
-def split(body: bytes, count: int) -> list[bytes]:
+def split(body: bytes, count: int) -> list[bytes | memoryview]:
     """The top-level JSON array `body` as `count` raw element fragments, or 502."""
-    parts = _split_numbers(body)
+    parts: list[bytes | memoryview] | None = _split_numbers(body)
     if parts is None:
         try:
             data = orjson.loads(body)
@@ -35,15 +35,17 @@ def split(body: bytes, count: int) -> list[bytes]:
     return parts
 
 
-def _split_numbers(body: bytes) -> list[bytes] | None:
+def _split_numbers(body: bytes) -> list[bytes | memoryview] | None:
     """Fast path for lists of numbers, as TEI sends vectors: `[[1.0,2.0],[3.0]]` (/embed), or
     nested deeper, a vector per token (/embed_all). Cut without parsing a number, which in
-    Python would cost several times the text's size. Each fragment is a copy, so that an input's
-    answer never keeps its whole batch's body alive. Anything else (objects, strings, spaces
-    between lists) returns None."""
+    Python would cost several times the text's size. A flat vector is a view into `body`:
+    nothing is copied until the caller's answer is joined (a result kept while its request
+    waits for the rest is copied then: app.py). Anything else (objects, strings, spaces between
+    lists) returns None."""
     if not (body.startswith(b"[[") and body.endswith(b"]]")) or b"{" in body:
         return None
-    parts: list[bytes] = []
+    view = memoryview(body)
+    parts: list[bytes | memoryview] = []
     start, end = 1, len(body) - 1
     # Single-byte searches (memchr) only: this runs over every vector the proxy passes through.
     while True:
@@ -52,7 +54,7 @@ def _split_numbers(body: bytes) -> list[bytes] | None:
             return None  # cut short
         if body.find(b"[", start + 1, cut) >= 0:
             return None if b'"' in body else _split_nested(body)
-        parts.append(body[start : cut + 1])
+        parts.append(view[start : cut + 1])
         if cut + 1 == end:
             return parts
         if body[cut + 1 : cut + 3] != b",[":
@@ -64,10 +66,11 @@ _BRACKETS = re.compile(rb"[\[\]]")
 _OPEN = ord("[")
 
 
-def _split_nested(body: bytes) -> list[bytes] | None:
+def _split_nested(body: bytes) -> list[bytes | memoryview] | None:
     """Lists of lists of numbers (no objects, no strings): cut where the top level's elements
-    end, counting brackets only (a few per token, never one per number)."""
-    parts: list[bytes] = []
+    end, counting brackets only (a few per token, never one per number). Each is a copy: an
+    input's vectors never keep the whole batch's answer alive."""
+    parts: list[bytes | memoryview] = []
     depth, start, end = 0, 1, len(body) - 1
     for found in _BRACKETS.finditer(body, 1, end):
         at = found.start()

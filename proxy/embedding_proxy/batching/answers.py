@@ -4,8 +4,8 @@ A request's inputs are spread over batches, and each batch's results wait, held,
 request's last input is answered. TEI's `/embed_all` answers a vector per token, so one request
 of 1,024 inputs could make the proxy hold gigabytes (docs/security.md). Two bounds: one request's
 results (`per_request`, else `TooLarge`), and all waiting requests' together (`total`, else
-`OverBudget` for a request that would wait on holding more). Generic: results are sized by a
-function the caller gives."""
+`OverBudget` for a request that would wait on holding more). Generic: results are sized, and
+made their own while they wait (`keep`), by functions the caller gives."""
 
 from __future__ import annotations
 
@@ -35,10 +35,19 @@ class OverBudget(Refused):
 
 
 class AnswerBudget(Generic[R]):
-    def __init__(self, per_request: int, total: int, size: Callable[[R], int]) -> None:
+    def __init__(
+        self,
+        per_request: int,
+        total: int,
+        size: Callable[[R], int],
+        keep: Callable[[R], int] | None = None,
+    ) -> None:
         self.per_request = per_request
         self.total = total
         self.size = size
+        # A result that waits for the rest of its request: made its own (not a view into its
+        # batch's answer, which it would keep alive whole), its size returned.
+        self.keep = keep or size
         self.held = 0  # bytes of results held for requests still waiting
 
     def hold(self, size: int, grown: int) -> None:
@@ -68,10 +77,11 @@ class AnswerBudget(Generic[R]):
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 grown = 0
+                measure = self.keep if pending else self.size  # the last are rendered at once
                 for future in done:
                     if future.cancelled() or future.exception() is not None:
                         return
-                    grown += self.size(future.result())
+                    grown += measure(future.result())
                 held += grown
                 self.held += grown
                 if held > self.per_request:

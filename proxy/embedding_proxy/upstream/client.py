@@ -57,7 +57,7 @@ class Piece:
 
     __slots__ = ("fragment", "tokens")
 
-    def __init__(self, fragment: bytes, tokens: int) -> None:
+    def __init__(self, fragment: bytes | memoryview, tokens: int) -> None:
         self.fragment = fragment
         self.tokens = tokens
 

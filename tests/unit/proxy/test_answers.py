@@ -58,3 +58,24 @@ def test_a_forwarded_answer_is_held_within_both_bounds() -> None:
     assert answers.check(b"x" * 100) == b"x" * 100
     with pytest.raises(TooLarge):
         answers.check(b"x" * 101)
+
+
+async def test_only_results_that_wait_for_the_rest_are_kept() -> None:
+    """A result that waits for others of its request is made its own (`keep`); those that come
+    last are rendered at once and cost no copy."""
+    kept: list[bytes] = []
+
+    def keep(result: bytes) -> int:
+        kept.append(result)
+        return len(result)
+
+    answers: AnswerBudget[bytes] = AnswerBudget(100, 150, len, keep)
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(3)]
+    waiting = asyncio.create_task(answers.gather(futures))
+    futures[0].set_result(b"first")
+    await asyncio.sleep(0.01)  # the waiter wakes
+    futures[1].set_result(b"second")
+    futures[2].set_result(b"third")
+    await waiting
+    assert kept == [b"first"] and answers.held == 0
