@@ -321,14 +321,19 @@ class RequestReader(asyncio.Protocol):
         if hold:
             self.transport.pause_reading()
         else:
-            self.transport.resume_reading()
             self.since = self.loop.time()  # the peer was not late while we did not read
             if self.stash:
+                # What was read stays the only thing held: the socket is read again once it
+                # is parsed, or a connection woken again and again would pile reads up.
                 self.loop.call_soon(self._feed_stash)
+            else:
+                self.transport.resume_reading()
 
     def _feed_stash(self) -> None:
         if self.stash and not self.held and not self.ended:
             self._feed_slices(b"")
+        if not self.held and not self.stash and self.transport is not None:
+            self.transport.resume_reading()
 
     def _drop_reading(self) -> None:
         """No more requests are read: give back budget held or asked for a body not read."""
