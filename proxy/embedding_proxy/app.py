@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .batching.answers import AnswerBudget, TooLarge
 from .batching.batcher import Batcher, Refused
 from .callers.auth import KeyStore
 from .callers.priority import HEADER, Priorities, Who
@@ -55,6 +56,12 @@ class Proxy:
             on_full=self.metrics.count_full,
         )
         self.priorities = Priorities(config.batching)
+        self.answers: AnswerBudget[Piece] = AnswerBudget(
+            config.limits.max_answer_bytes,
+            config.limits.max_answers_held_bytes,
+            _piece_size,
+            _keep_piece,
+        )
         self.keys = KeyStore(config.auth)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.housekeeping = Housekeeping(self, config.upstream)
@@ -81,7 +88,9 @@ class Proxy:
         self._tasks.append(asyncio.create_task(self.housekeeping.watch_upstream()))
         self._tasks.append(asyncio.create_task(self.housekeeping.sample_and_tidy()))
         if config_path is not None and self._reload is not None:
-            self.watcher = ConfigWatcher(config_path, self._reload, self.apply, self._count_reload)
+            self.watcher = ConfigWatcher(
+                config_path, self._reload, self.apply, self._count_reload, lambda: self.config
+            )
             self._tasks.append(asyncio.create_task(self.watcher.run()))
 
     async def stop(self) -> None:
@@ -127,8 +136,10 @@ class Proxy:
         )
         self.batcher.update(settings=config.batching)
         self.priorities = Priorities(config.batching)
-        self.keys.update(config.auth)
         limits = config.limits
+        self.answers.per_request = limits.max_answer_bytes
+        self.answers.total = limits.max_answers_held_bytes
+        self.keys.update(config.auth)
         if (limits.rate_per_second, limits.rate_burst) != (
             self.limiter.rate,
             self.limiter.burst_setting,
@@ -176,10 +187,16 @@ class Proxy:
         try:
             if len(futures) == 1:
                 try:
-                    return [await futures[0]]
+                    piece = await futures[0]
                 except Refused as e:
                     raise refusal(e) from None
-            await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+                if len(piece.fragment) > self.answers.per_request:
+                    raise refusal(TooLarge(self.answers.per_request))
+                return [piece]
+            try:
+                await self.answers.gather(futures)
+            except Refused as e:
+                raise refusal(e) from None
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
@@ -243,14 +260,18 @@ class Proxy:
         if request.oversize:
             raise _too_large(self.config.server.max_body_bytes)
         upstream_started = time.perf_counter()
-        status, headers, data = await self.upstream.forward(
-            request.method,
-            request.path,
-            request.query,
-            request.headers,
-            request.body,
-            self.deadline(request),
-        )
+        try:
+            status, headers, data = await self.upstream.forward(
+                request.method,
+                request.path,
+                request.query,
+                request.headers,
+                request.body,
+                self.deadline(request),
+                self.answers,
+            )
+        except Refused as e:
+            raise refusal(e) from None
         access = logs.current()
         if access is not None:
             access.upstream_s = time.perf_counter() - upstream_started
@@ -328,6 +349,18 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
     if started:
         access.queue_s = max(e.started - e.enqueued for e in entries if e.started)
         access.upstream_s = now - min(started)
+
+
+def _piece_size(piece: Piece) -> int:
+    return len(piece.fragment)
+
+
+def _keep_piece(piece: Piece) -> int:
+    """A result held while its request waits for the rest: a copy, not a view that would keep
+    its whole batch's answer alive (others' results in it are gone once they are answered)."""
+    if piece.fragment.__class__ is memoryview:
+        piece.fragment = bytes(piece.fragment)
+    return len(piece.fragment)
 
 
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:

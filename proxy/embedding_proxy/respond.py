@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
+from .batching.answers import OverBudget, TooLarge
 from .batching.batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
 from .http.message import Handler, Request, Response
 
@@ -35,6 +36,20 @@ def refusal(refused: Refused) -> ProxyError:
         return overloaded(
             f"too many parameter groups waiting at once ({refused.limit}); retry later",
             reason="too_many_groups",
+        )
+    if isinstance(refused, TooLarge):
+        return ProxyError(
+            413,
+            f"the answer exceeds limits.max_answer_bytes ({refused.limit} bytes); "
+            "send fewer inputs at once",
+            VALIDATION,
+            reason="answer_too_large",
+        )
+    if isinstance(refused, OverBudget):
+        return overloaded(
+            f"answers held for waiting requests are over limits.max_answers_held_bytes "
+            f"({refused.limit} bytes); retry later",
+            reason="answers_held",
         )
     if isinstance(refused, Expired):
         return ProxyError(504, "request deadline passed while queued", TIMEOUT)

@@ -46,6 +46,8 @@ async def serve(
         send_timeout=server.send_timeout_seconds,
         max_connections=server.max_connections,
         max_body_buffer_bytes=server.max_body_buffer_bytes,
+        max_answer_buffer_bytes=server.max_answer_buffer_bytes,
+        probe_paths=frozenset({"/health", "/ready"}),  # the kubelet's, whatever peers do
     )
     # The ports first, so that a busy one stops start-up before anything else happens (and
     # logs); until the proxy has started, requests wait for it.

@@ -139,7 +139,8 @@ class Ports(CamelModel):
 def default_resources() -> dict[str, dict[str, Quantity]]:
     return {
         "requests": {"cpu": "500m", "memory": "256Mi"},
-        "limits": {"cpu": "2", "memory": "1Gi"},
+        # 6Gi: above the proxy's worst case at its limits (docs/security.md, "Memory").
+        "limits": {"cpu": "2", "memory": "6Gi"},
     }
 
 

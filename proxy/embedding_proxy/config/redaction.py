@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*")
-_USERINFO = re.compile(r"^([^:]+://)[^/?#]*@")
+# Up to the URL's last `@`: a password may hold an unencoded `#`, `/` or `?`, which end the
+# authority for a URL parser but not for whoever reads the text (a path's `@` is masked too).
+_USERINFO = re.compile(r"^([^:]+://).*@")
 _QUERY_VALUE = re.compile(r"([?&][^=&#]*=)[^&#]*")
 
 

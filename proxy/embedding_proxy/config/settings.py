@@ -16,8 +16,6 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -33,87 +31,9 @@ from .lanes import (
     names,
 )
 from .redaction import redact
+from .server import Section, ServerConfig
 
 ENV_PREFIX = "EMBEDDING_PROXY_"
-MAX_WORKERS = 1024
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerConfig(Section):
-    host: str = Field("0.0.0.0", description="Listen address of both ports.")
-    port: int = Field(8000, ge=1, le=65535, description="API port (TEI and OpenAI routes).")
-    metrics_port: int | None = Field(
-        None, ge=1, le=65535, description="Serve /metrics here only; unset: on the API port."
-    )
-    workers: int | Literal["auto"] = Field(
-        "auto",
-        description="Worker processes sharing the ports; auto: the container's CPU limit.",
-    )
-    max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger bodies get 413.")
-    max_head_bytes: int = Field(
-        65_536,
-        ge=1024,
-        le=1_048_576,
-        description="Request line and headers, each header counted with 64 bytes more; 431.",
-    )
-    max_header_count: int = Field(100, ge=8, le=10_000, description="More headers get 431.")
-    head_timeout_seconds: float = Field(
-        10.0, gt=0, le=3600, description="A request head must arrive within this; else 408."
-    )
-    body_timeout_seconds: float = Field(
-        30.0, gt=0, le=3600, description="A body must arrive within this after its head; 408."
-    )
-    keepalive_seconds: float = Field(
-        75.0, gt=0, le=3600, description="A connection idle this long between requests is closed."
-    )
-    send_timeout_seconds: float = Field(
-        60.0,
-        gt=0,
-        le=3600,
-        description="A client that reads none of its answer this long: dropped.",
-    )
-    max_connections: int = Field(
-        4096,
-        ge=1,
-        le=1_000_000,
-        description="At the cap the longest-idle keep-alive connection is closed; else 503.",
-    )
-    max_body_buffer_bytes: int = Field(
-        268_435_456,
-        ge=1024,
-        description="Request bodies held across all connections; beyond, reading waits.",
-    )
-    drain_seconds: float = Field(
-        0.0, ge=0, le=300, description="After SIGTERM, keep serving this long before refusing."
-    )
-    grace_seconds: float = Field(
-        25.0, ge=0, le=3600, description="After draining, wait this long for queued work."
-    )
-    request_timeout_ms: int = Field(
-        30_000, ge=1, description="Default deadline of a request, queue time included."
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Least severe log level written."
-    )
-    log_format: Literal["text", "json"] = Field(
-        "text", description="text: one readable line a record; json: one JSON object a line."
-    )
-    access_log: bool = Field(
-        False, description="Log every API request (method, route, status, inputs, timings, id)."
-    )
-
-    @field_validator("workers", mode="before")
-    @classmethod
-    def _workers(cls, value: object) -> object:
-        text = str(value).strip()
-        if text == "auto":
-            return "auto"
-        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
-            raise ValueError(f"must be auto or a whole number from 1 to {MAX_WORKERS}")
-        return int(text)
 
 
 class RetryConfig(Section):
@@ -141,6 +61,11 @@ class UpstreamConfig(Section):
     max_answer_bytes: int = Field(
         100_000_000, ge=1024, description="Larger upstream answer bodies are refused with 502."
     )
+    max_answer_buffer_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        description="Batch answer bodies held from TEI at once; beyond, reading them waits.",
+    )
     retry: RetryConfig = RetryConfig()
 
     @field_validator("url")
@@ -151,8 +76,12 @@ class UpstreamConfig(Section):
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
-        except ValueError as e:
-            raise ValueError(f"not a valid URL: {e}") from None
+        except ValueError:
+            # Not the parser's words: they quote what it took for a port, which may be a
+            # password's first characters (`user:pa#ss@host`).
+            raise ValueError(
+                "not a valid URL (a password's `#`, `/`, `?` or `@` must be percent-encoded)"
+            ) from None
         if not parts.hostname:
             raise ValueError("no host")
         if parts.query or parts.fragment or url.endswith(("?", "#")):
@@ -289,6 +218,16 @@ class LimitsConfig(Section):
     )
     max_input_chars: int = Field(
         100_000, ge=1, description="Characters in one input; beyond that, 413."
+    )
+    max_answer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of one request's answer (its inputs' results as TEI sent them); 413.",
+    )
+    max_answers_held_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Results held for all requests waiting for the rest of theirs; beyond, 503.",
     )
     rate_per_second: float = Field(0, ge=0, description="Requests per second per key; 0: off.")
     rate_burst: int = Field(0, ge=0, description="Bucket size; 0: same as rate_per_second.")

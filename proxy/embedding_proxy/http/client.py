@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from urllib.parse import urlsplit
 
 import httptools
@@ -18,6 +19,7 @@ import httptools
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers
 MAX_HEADERS = 100
 DEFAULT_MAX_BODY = 100_000_000
+DEFAULT_MAX_HELD = 256 * 1024 * 1024  # answer bodies of all connections at once
 
 
 class ClientError(Exception):
@@ -37,13 +39,48 @@ class Answer:
         self.body = body
 
 
+class _Budget:
+    """Answer bodies held across the client's connections, from their heads until they are
+    handed over: each is charged its Content-Length (or `max_body` without one) at its head; one
+    that does not fit waits, first come first served, its connection not read meanwhile. One
+    always fits in an empty budget, so a granted body can always be read whole."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.waiting: deque[tuple[_Connection, int]] = deque()
+
+    def take(self, conn: _Connection, size: int) -> bool:
+        if not self.waiting and (not self.held or self.held + size <= self.limit):
+            self.held += size
+            return True
+        self.waiting.append((conn, size))
+        return False
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+        while self.waiting:
+            conn, wants = self.waiting[0]
+            if conn.closed:
+                self.waiting.popleft()
+                continue
+            if self.held and self.held + wants > self.limit:
+                return
+            self.waiting.popleft()
+            self.held += wants
+            conn.granted(wants)
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection, one request at a time."""
 
-    def __init__(self, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_BODY, budget: _Budget | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.max_body = max_body
+        self.budget = budget or _Budget(max_body)
+        self.charged = 0  # of the budget, for the answer being read
+        self.wants = 0  # of it, asked for and not yet granted (reading paused meanwhile)
         self.waiter: asyncio.Future[Answer] | None = None
         self.closed = False
         self.received = False  # any byte of the current answer
@@ -111,6 +148,28 @@ class _Connection(asyncio.Protocol):
             )
         chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
         self.until_close = length is None and not chunked
+        if 100 <= self.parser.get_status_code() < 200:
+            return  # an interim answer: no body
+        size = int(length) if length is not None and length.isdigit() else self.max_body
+        if not size:
+            return
+        if self.budget.take(self, size):
+            self.charged = size
+        else:
+            self.wants = size
+            if self.transport is not None:
+                self.transport.pause_reading()  # until the budget has room (granted)
+
+    def granted(self, size: int) -> None:
+        self.charged, self.wants = size, 0
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def give_back(self) -> None:
+        """The answer is handed over (or given up): its room in the budget goes back."""
+        if self.charged:
+            charged, self.charged = self.charged, 0
+            self.budget.give_back(charged)
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -123,6 +182,11 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self._reset()  # an interim answer: the real one follows
             return
+        if self.wants:  # the whole body came in the read with its head: held, not waiting
+            self.budget.waiting.remove((self, self.wants))
+            self.wants = 0
+            if self.transport is not None:
+                self.transport.resume_reading()
         answer = Answer(status, self.headers, b"".join(self.parts))
         if not self.parser.should_keep_alive() or status == 101:
             self.close()
@@ -154,7 +218,11 @@ class Client:
     """POST to one server over at most `max_connections` keep-alive connections."""
 
     def __init__(
-        self, base_url: str, max_connections: int, max_body: int = DEFAULT_MAX_BODY
+        self,
+        base_url: str,
+        max_connections: int,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_held: int = DEFAULT_MAX_HELD,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
@@ -166,6 +234,7 @@ class Client:
         host_header = parts.netloc.rpartition("@")[2]
         self._host_line = f"Host: {host_header}\r\n".encode("latin-1")
         self.max_body = max_body
+        self.budget = _Budget(max_held)
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
 
@@ -180,7 +249,10 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self.max_body), self.host, self.port, ssl=self.ssl
+                    lambda: _Connection(self.max_body, self.budget),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
                 )
         except TimeoutError:
             raise ClientError(f"connect to {self.host}:{self.port} timed out") from None
@@ -214,6 +286,8 @@ class Client:
                 except BaseException:
                     conn.close()
                     raise
+                finally:
+                    conn.give_back()  # the caller cuts the answer up at once, without awaiting
                 if not conn.closed:
                     self._idle.append(conn)
                 return answer

@@ -13,6 +13,7 @@ from .reader import _BODY, _HEAD, _IDLE, RequestReader, ServerSide
 log = logging.getLogger(__name__)
 
 LINGER_SECONDS = 5.0  # after a last answer, read and drop what the client still sends, this long
+FINISHER_STALL_SECONDS = 2.0  # the body read past a full budget may pause this long at most
 
 
 class Connection(RequestReader):
@@ -24,6 +25,7 @@ class Connection(RequestReader):
         self.answered_at = 0.0  # when the last one was
         self.write_paused_at = 0.0
         self.closing = False  # last answer written (or none to write): lingering, then closed
+        self.half_closed = False  # the client shut its sending side and waits for its answers
         self.closed_at = 0.0
 
     # asyncio.Protocol
@@ -41,11 +43,13 @@ class Connection(RequestReader):
         self.closing = self.ended = True
         server = self.server
         server.connections.discard(self)
+        server.answer_taken(self)
         server.release(self.reserved + self.pending_bytes)  # a running handler's: when it ends
         self.reserved = self.pending_bytes = 0
         if self.wants:
             self.wants = 0
             server.waiting.pop(self, None)
+        server.done_reading(self)
         self.pending.clear()
         self.stash = b""
         # The parser and this protocol refer to each other, so this object may wait for the
@@ -54,17 +58,28 @@ class Connection(RequestReader):
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the caller left: its handler (and queued inputs) go with it
 
-    # No eof_received: a client's FIN closes the connection and cancels its handler. A client
-    # that half-closes to wait for its answer is rare; one that gave up is common.
+    def eof_received(self) -> bool:
+        """The client sent FIN. If its last request said it was the last (`Connection: close`,
+        or HTTP/1.0), the client has shut its sending side to wait, as RFC 9112 (9.6) lets it:
+        what it sent is answered, then the connection closes. Otherwise it gave up waiting (a
+        pooled client's timeout closes so): the connection closes, and the handler and its
+        queued inputs go with it."""
+        if self.ended and not self.closing and (self.task is not None or self.pending):
+            self.half_closed = True
+            return True  # keep writing
+        return False
 
     def pause_writing(self) -> None:
         """The client is not reading: handle none of its further requests, read none."""
         self.write_paused = True
         self.write_paused_at = self.loop.time()
         self._update_reading()
+        if self.transport is not None:
+            self.server.hold_answer(self, self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.server.answer_taken(self)
         if not self.closing:
             self._update_reading()
             if self.task is None:
@@ -73,7 +88,7 @@ class Connection(RequestReader):
     def _next(self) -> None:
         if self.closing or self.write_paused or not self.pending:
             self.task = None
-            if self.continue_due and not self.pending and not self.closing:
+            if self.continue_due and not self.pending and not self.closing and not self.wants:
                 self._continue()
             return
         item, keep_alive = self.pending.popleft()
@@ -93,7 +108,7 @@ class Connection(RequestReader):
 
     async def _run(self, request: Request, keep_alive: bool) -> None:
         try:
-            if self.refused:
+            if self.refused and not self._probe(request):
                 response = plain(503, "too many connections", {"Retry-After": "1"})
             elif request.path == "*":
                 response = Response(200, headers=ALLOW)  # OPTIONS *: the server itself
@@ -153,6 +168,9 @@ class Connection(RequestReader):
         self.closed_at = self.loop.time()
         if transport.is_closing():
             return
+        if self.half_closed:
+            transport.close()  # nothing more can come: close once the answers are written
+            return
         if self.held:
             self.held = False
             transport.resume_reading()
@@ -181,7 +199,10 @@ class Connection(RequestReader):
             if now - self.since > limits.head_timeout:
                 self._fail(408, "request head not received in time")
         elif self.phase == _BODY:
-            if not self.continue_due and now - self.since > limits.body_timeout:
+            if self.server.finisher is self and now - self.last_body > FINISHER_STALL_SECONDS:
+                # Past a full budget every other body waits for this one: it must keep coming.
+                self._fail(408, "request body stalled while others wait for room")
+            elif not self.continue_due and now - self.since > limits.body_timeout:
                 self._fail(None if self.oversize else 408, "request body not received in time")
         elif self.task is None and not self.pending:
             if self.served:
@@ -190,6 +211,21 @@ class Connection(RequestReader):
                 late = now - self.since > limits.head_timeout
             if late:
                 transport.close()
+
+    def _probe(self, request: Request) -> bool:
+        """A probe, answered even over the connection cap: the kubelet must learn the truth."""
+        return request.method in ("GET", "HEAD") and request.path in self.limits.probe_paths
+
+    def in_head(self) -> bool:
+        """Nothing asked yet, or a head begun and not finished, with nothing in progress."""
+        return (
+            (self.phase == _HEAD or (self.phase == _IDLE and not self.served))
+            and self.task is None
+            and not self.pending
+            and not self.stash
+            and not self.closing
+            and self.transport is not None
+        )
 
     def idle(self) -> bool:
         """Between requests on a kept-alive connection, after at least one answer."""

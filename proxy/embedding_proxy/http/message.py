@@ -24,6 +24,12 @@ class Limits:
     # body is read only once its whole size (Content-Length, or max_body_bytes if chunked)
     # fits; until then its connection is not read.
     max_body_buffer_bytes: int = 256 * 1024 * 1024
+    # Answers held in write buffers for clients that do not take them as fast as they come,
+    # across all connections: beyond it, the connection whose client has left its answer
+    # waiting longest is dropped.
+    max_answer_buffer_bytes: int = 256 * 1024 * 1024
+    # GET and HEAD paths answered even on a connection over `max_connections` (the probes).
+    probe_paths: frozenset[str] = frozenset()
 
 
 class Request:

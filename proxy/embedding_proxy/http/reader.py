@@ -40,9 +40,14 @@ class ServerSide(Protocol):
     waiting: dict[Any, None]  # connections waiting for body budget, in order
     connections: set[Any]
 
-    def reserve(self, conn: RequestReader, size: int) -> bool: ...
+    finisher: Any  # the one connection that may read its body past a full budget
+
+    def charge(self, conn: RequestReader, size: int) -> bool: ...
+    def done_reading(self, conn: RequestReader) -> None: ...
     def release(self, size: int) -> None: ...
     def evict_idle(self) -> bool: ...
+    def hold_answer(self, conn: Any, unsent: int) -> None: ...
+    def answer_taken(self, conn: Any) -> None: ...
     def refused_connection(self) -> None: ...
 
 
@@ -70,8 +75,9 @@ class RequestReader(asyncio.Protocol):
         self.ended = False  # no more requests are read on this connection
         self.refused = False  # over the connection limit: every request gets 503
         self.continue_due = False  # the request being read waits for `100 Continue`
-        self.reserved = 0  # bytes of the body budget held for the body being read
-        self.wants = 0  # bytes of it asked for and not yet granted (reading stopped meanwhile)
+        self.reserved = 0  # bytes of the body being read, charged to the body budget
+        self.wants = 0  # 1 while waiting for room in the body budget (reading stopped)
+        self.last_body = 0.0  # when body bytes last came, past a full budget
         self._reset()
 
     def _reset(self) -> None:
@@ -167,9 +173,6 @@ class RequestReader(asyncio.Protocol):
         self.phase = _BODY
         self.raw = 0
         self.since = self.loop.time()
-        if self.refused:  # over the connection limit: 503 at once, the body never read
-            self._oversize(False)
-            return
         expect = headers.get("expect")
         # A 1.0 client does not know 100 Continue (RFC 9110 section 10.1.1): it sends its body.
         continue_wanted = (
@@ -177,6 +180,10 @@ class RequestReader(asyncio.Protocol):
         )
         length = headers.get("content-length")
         size = int(length) if length is not None else (0 if coding is None else -1)
+        if self.refused:  # over the connection limit: answered at once, the body never read
+            self.oversize = True
+            self._enqueue(self._request(b"", oversize=size != 0), False)
+            return
         if size > self.limits.max_body_bytes:
             # Answer at once; without an `Expect` the body is read and dropped (the client sees
             # the answer rather than a reset), with one the client may never send it.
@@ -189,30 +196,29 @@ class RequestReader(asyncio.Protocol):
                 self.oversize = True
                 self._enqueue(answer, False)
                 return
-        if size:
-            self._reserve(size if size > 0 else self.limits.max_body_bytes)
         if continue_wanted:
+            if self.server.body_held >= self.limits.max_body_buffer_bytes:
+                self._wait_for_room()  # the body is asked for only once there is room for it
             if self.task is None and not self.pending and not self.wants:
                 self._continue()
             else:
-                self.continue_due = True  # once the answers before it are written
+                self.continue_due = True  # once the answers before it are written, and room
 
     def _refuse(self, reason: str, status: int = 400) -> None:
         self._fail(status, reason)
         raise httptools.HttpParserError(reason)
 
-    def _reserve(self, size: int) -> None:
-        """Hold `size` bytes of the server's body budget for this body; without room, read
-        nothing more until the server grants it."""
-        if self.server.reserve(self, size):
-            self.reserved = size
-        else:
-            self.wants = size
+    def _wait_for_room(self) -> None:
+        """Read nothing more until the server has room in the body budget (`granted`)."""
+        if not self.wants:
+            self.wants = 1
+            self.server.waiting[self] = None
             self._update_reading()
 
     def granted(self) -> None:
-        """The server granted the budget this connection waited for."""
-        self.reserved, self.wants = self.wants, 0
+        """The server has room for this connection's body again: read on."""
+        self.wants = 0
+        self.last_body = self.loop.time()
         self._update_reading()
         if self.continue_due and self.task is None and not self.pending:
             self._continue()  # the body is asked for only once there is room for it
@@ -220,32 +226,35 @@ class RequestReader(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.oversize:
             return
-        self.body_bytes += len(body)
+        size = len(body)
+        self.body_bytes += size
         if self.body_bytes > self.limits.max_body_bytes:
             self._oversize(self.keep_alive and self.parser.should_keep_alive())
             return
         self.body_parts.append(body)
+        # Charged as it comes, never by what a head declares: a peer that sends no body holds
+        # none of the budget.
+        self.reserved += size
+        if not self.server.charge(self, size):
+            self._wait_for_room()
 
     def on_message_complete(self) -> None:
         self.phase = _IDLE
         self.continue_due = False
         reserved, self.reserved = self.reserved, 0
+        self.server.done_reading(self)
+        if self.wants:  # its last bytes came in the read that found the budget full
+            self.server.waiting.pop(self, None)
+            self.wants = 0
+            self._update_reading()
         if self.oversize:
             self.server.release(reserved)
             return
         parts = self.body_parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.body_parts = []
-        if self.wants:
-            # Its body came in the same read as its head (one FEED_SLICE at most): charged
-            # though over the budget, rather than parsed again.
-            self.server.waiting.pop(self, None)
-            self.wants = 0
-            self.server.body_held += len(body)
-            self._update_reading()
-        else:
-            # The budget now holds this body until it is answered (pending_bytes, then the task).
-            self.server.release(reserved - len(body))
+        # The budget holds this body (`reserved` bytes) until it is answered (pending_bytes,
+        # then the task).
         self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
 
     def _continue(self) -> None:
@@ -272,6 +281,7 @@ class RequestReader(asyncio.Protocol):
         self.body_parts = []
         self.server.release(self.reserved)
         self.reserved = 0
+        self.server.done_reading(self)
         self._enqueue(self._request(b"", oversize=True), keep_alive)
 
     def _enqueue(self, request: Request | Response | None, keep_alive: bool) -> None:
@@ -311,14 +321,19 @@ class RequestReader(asyncio.Protocol):
         if hold:
             self.transport.pause_reading()
         else:
-            self.transport.resume_reading()
             self.since = self.loop.time()  # the peer was not late while we did not read
             if self.stash:
+                # What was read stays the only thing held: the socket is read again once it
+                # is parsed, or a connection woken again and again would pile reads up.
                 self.loop.call_soon(self._feed_stash)
+            else:
+                self.transport.resume_reading()
 
     def _feed_stash(self) -> None:
         if self.stash and not self.held and not self.ended:
             self._feed_slices(b"")
+        if not self.held and not self.stash and self.transport is not None:
+            self.transport.resume_reading()
 
     def _drop_reading(self) -> None:
         """No more requests are read: give back budget held or asked for a body not read."""
@@ -328,6 +343,7 @@ class RequestReader(asyncio.Protocol):
         if self.reserved:
             self.server.release(self.reserved)
             self.reserved = 0
+        self.server.done_reading(self)
         self.body_parts = []
 
     def _next(self) -> None:

@@ -29,10 +29,11 @@ from collections.abc import Callable
 from .answer import Clock
 from .connection import Connection
 from .message import Handler, Limits, Vet
-from .reader import RequestReader
+from .reader import FEED_SLICE, RequestReader
 
 log = logging.getLogger(__name__)
 
+STALLED_SECONDS = 1.0  # in a head this long (or silent since accepted): a stall, at the cap
 TRIM_AFTER = 64 * 1024 * 1024  # bodies held at once before the heap is trimmed when all are gone
 
 
@@ -62,10 +63,16 @@ class Server:
         self.handler = handler
         self.vet = vet
         self.limits = limits or Limits()
-        self.body_held = 0  # bytes of the body budget granted
+        self.body_held = 0  # bytes of request bodies held: read, and not yet answered
+        self.finisher: RequestReader | None = None  # may read past a full budget (`charge`)
         # Connections waiting for body budget, first come first served (a dict keeps order).
         self.waiting: dict[RequestReader, None] = {}
         self.evictions = 0
+        # Connections whose clients leave answers waiting (writing paused), longest first, and
+        # the bytes each had unsent when it paused.
+        self.slow: dict[Connection, int] = {}
+        self.slow_bytes = 0
+        self.slow_drops = 0
         self._high = 0  # the most body bytes held since memory was last handed back
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
@@ -94,16 +101,35 @@ class Server:
         assert self._listener is not None
         return int(self._listener.sockets[0].getsockname()[1])
 
-    def reserve(self, conn: RequestReader, size: int) -> bool:
-        """Grant `size` bytes of the body budget now, or queue `conn` for it (False). One body
-        always fits in an empty budget, so a granted body can always be read whole."""
-        if not self.waiting and (
-            self.body_held == 0 or self.body_held + size <= self.limits.max_body_buffer_bytes
-        ):
-            self.body_held += size
+    def charge(self, conn: RequestReader, size: int) -> bool:
+        """`size` more body bytes arrived on `conn`. False: the budget is full, `conn` must
+        wait for room. One body at a time (the finisher) may always be read to its end past a
+        full budget, so bodies charged in part can never all wait on each other."""
+        self.body_held += size
+        if self.body_held <= self.limits.max_body_buffer_bytes:
+            if conn is self.finisher:
+                conn.last_body = self.loop.time()
+            if self.waiting:
+                self._wake()
             return True
-        self.waiting[conn] = None
-        return False
+        if self.finisher is None:
+            self.finisher = conn
+        if self.finisher is not conn:
+            return False
+        conn.last_body = self.loop.time()  # it must keep coming (FINISHER_STALL_SECONDS)
+        return True
+
+    def done_reading(self, conn: RequestReader) -> None:
+        """`conn` read its body (or gave it up): a finisher passes its turn to the waiting
+        connection first in line while the budget is still full."""
+        if self.finisher is not conn:
+            return
+        self.finisher = None
+        if self.waiting and self.body_held > self.limits.max_body_buffer_bytes:
+            first = next(iter(self.waiting))
+            del self.waiting[first]
+            self.finisher = first
+            first.granted()
 
     def release(self, size: int) -> None:
         if not size:
@@ -113,22 +139,51 @@ class Server:
         if self.body_held == 0 and self._high >= TRIM_AFTER:
             self._high = 0
             _trim()
-        budget = self.limits.max_body_buffer_bytes
-        while self.waiting:
+        if self.waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Let waiting connections read again, first come first served, as many as the room
+        left may take one read slice each (they wait again when they find it full)."""
+        room = self.limits.max_body_buffer_bytes - self.body_held
+        while self.waiting and room > 0:
             conn = next(iter(self.waiting))
-            if self.body_held and self.body_held + conn.wants > budget:
-                break
             del self.waiting[conn]
-            self.body_held += conn.wants
+            room -= FEED_SLICE
             conn.granted()
 
+    def hold_answer(self, conn: Connection, unsent: int) -> None:
+        """`conn`'s client left `unsent` bytes of answers waiting. Over the answer budget, drop
+        the connections that have left theirs waiting longest, until it fits (the newest always
+        does): a client reading a byte now and then must not hold its answer for ever."""
+        self.slow[conn] = unsent
+        self.slow_bytes += unsent
+        while self.slow_bytes > self.limits.max_answer_buffer_bytes and len(self.slow) > 1:
+            oldest = next(iter(self.slow))
+            self.answer_taken(oldest)
+            self.slow_drops += 1
+            log.debug("%s left its answer waiting over the answer budget: dropped", oldest.remote)
+            if oldest.transport is not None:
+                oldest.transport.abort()
+
+    def answer_taken(self, conn: Connection) -> None:
+        self.slow_bytes -= self.slow.pop(conn, 0)
+
     def evict_idle(self) -> bool:
-        """At the connection cap: close the connection idle longest between requests, to make
-        room for a new one. False if none is idle."""
+        """At the connection cap: close the connection idle longest between requests, or else
+        the one longest in a head not finished (or not begun), to make room for a new one.
+        False if every connection has a request in progress."""
         idle = [c for c in self.connections if c.idle()]
-        if not idle:
-            return False
-        oldest = min(idle, key=lambda c: c.answered_at)
+        if idle:
+            oldest = min(idle, key=lambda c: c.answered_at)
+        else:
+            # Peers that stall in a head must not hold every slot: the probes need one. A
+            # connection just made has had no time to send its head: a burst is not a stall.
+            stalled = self.loop.time() - STALLED_SECONDS
+            heads = [c for c in self.connections if c.in_head() and c.since <= stalled]
+            if not heads:
+                return False
+            oldest = min(heads, key=lambda c: c.since)
         self.connections.discard(oldest)
         oldest.closing = oldest.ended = True
         assert oldest.transport is not None

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -26,12 +25,14 @@ from ..api.forwarding import (
 )
 from ..api.splitting import share, split
 from ..api.tei import Group
+from ..batching.answers import AnswerBudget
 from ..config.redaction import redact
 from ..config.reload import Fingerprint, fingerprint
 from ..config.settings import UpstreamConfig
 from ..http import client as httpclient
 from ..telemetry import logs
 from ..telemetry.metrics import Metrics
+from .info import UpstreamInfo
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -51,37 +52,12 @@ class UpstreamError(ProxyError):
         self.cause = cause
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamInfo:
-    """What TEI's /info says about itself, as far as the proxy needs it."""
-
-    model_id: str
-    max_client_batch_size: int
-    max_batch_tokens: int
-    max_concurrent_requests: int
-    max_input_length: int
-
-    @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> UpstreamInfo:
-        def positive(name: str, default: int) -> int:
-            value = data.get(name)
-            return value if isinstance(value, int) and value > 0 else default
-
-        return cls(
-            model_id=str(data.get("model_id", "unknown")),
-            max_client_batch_size=positive("max_client_batch_size", 32),
-            max_batch_tokens=positive("max_batch_tokens", 16384),
-            max_concurrent_requests=positive("max_concurrent_requests", 512),
-            max_input_length=positive("max_input_length", 512),
-        )
-
-
 class Piece:
     """One input's answer: its raw JSON fragment and its share of the batch's tokens."""
 
     __slots__ = ("fragment", "tokens")
 
-    def __init__(self, fragment: bytes, tokens: int) -> None:
+    def __init__(self, fragment: bytes | memoryview, tokens: int) -> None:
         self.fragment = fragment
         self.tokens = tokens
 
@@ -120,7 +96,10 @@ class Upstream:
             middlewares=(self._only_upstream,),
         )
         self._batch_client = httpclient.Client(
-            self.base, self.config.max_connections, self.config.max_answer_bytes
+            self.base,
+            self.config.max_connections,
+            self.config.max_answer_bytes,
+            self.config.max_answer_buffer_bytes,
         )
         self.refresh_key()
 
@@ -326,8 +305,11 @@ class Upstream:
         headers: Mapping[str, str],
         body: bytes,
         deadline: float,
+        answers: AnswerBudget[Any] | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Pass a request through unchanged, but for hop-by-hop headers and keys."""
+        """Pass a request through unchanged, but for hop-by-hop headers and keys. Its answer
+        is held within `upstream.max_answer_bytes` (502) and, with `answers`, within one
+        request's answer budget (413) and all requests' (429)."""
         url = self.target(path, query)
         out = request_headers(headers)
         # The caller's credentials stay here: TEI gets the proxy's own, or none.
@@ -354,13 +336,20 @@ class Upstream:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise _too_big(limit)
                 parts: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_any():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_big(limit)
-                    parts.append(chunk)
-                return resp.status, answer_headers(resp.raw_headers), b"".join(parts)
+                size = taken = 0
+                try:
+                    async for chunk in resp.content.iter_any():
+                        size += len(chunk)
+                        if size > limit:
+                            raise _too_big(limit)
+                        if answers is not None:
+                            taken += len(chunk)
+                            answers.hold(size, len(chunk))
+                        parts.append(chunk)
+                    return resp.status, answer_headers(resp.raw_headers), b"".join(parts)
+                finally:
+                    if answers is not None:
+                        answers.release(taken)
         except TimeoutError:
             raise UpstreamError(
                 504, "upstream did not answer in time", TIMEOUT, "no answer in time"

@@ -1,12 +1,12 @@
 """Pod-level limits split among worker processes, pure.
 
 With `server.workers` > 1 each worker has its own batcher, so a limit meant for the pod (upstream
-calls at once, TEI's `max_concurrent_requests`, queue capacity and each lane's, memory for bodies,
-pooled upstream connections) is divided: worker `index` of `workers` gets `limit // workers`, and
-the first `limit % workers` workers one more, so the shares add up to the limit exactly. A share
-is never below 1 (a worker with no upstream slot could not serve), so only where the limit is
-below the number of workers do the shares add up to more: `workers` then, and the proxy says so
-at start.
+calls at once, TEI's `max_concurrent_requests`, queue capacity and each lane's, memory for bodies
+and answers, pooled upstream connections) is divided: worker `index` of `workers` gets
+`limit // workers`, and the first `limit % workers` workers one more, so the shares add up to
+the limit exactly. A share is never below 1 (a worker with no upstream slot could not serve), so
+only where the limit is below the number of workers do the shares add up to more: `workers`
+then, and the proxy says so at start.
 """
 
 from __future__ import annotations
@@ -45,9 +45,16 @@ def worker_config(config: Config, index: int, workers: int) -> Config:
             lane.model_copy(update=split(lane, "queue_capacity")) for lane in config.batching.lanes
         ]
     batching = config.batching.model_copy(update=update)
-    server = config.server.model_copy(update=split(config.server, "max_body_buffer_bytes"))
-    upstream = config.upstream.model_copy(update=split(config.upstream, "max_connections"))
-    return config.model_copy(update={"batching": batching, "server": server, "upstream": upstream})
+    server = config.server.model_copy(
+        update=split(config.server, "max_body_buffer_bytes", "max_answer_buffer_bytes")
+    )
+    upstream = config.upstream.model_copy(
+        update=split(config.upstream, "max_connections", "max_answer_buffer_bytes")
+    )
+    limits = config.limits.model_copy(update=split(config.limits, "max_answers_held_bytes"))
+    return config.model_copy(
+        update={"batching": batching, "server": server, "upstream": upstream, "limits": limits}
+    )
 
 
 def worker_caps(caps: Caps, index: int, workers: int) -> Caps:

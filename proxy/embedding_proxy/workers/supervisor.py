@@ -32,7 +32,7 @@ SIBLING_SECONDS = 1.0  # a worker's answer to the supervisor; a stuck one is pas
 START_POLL_SECONDS = 0.05
 RESTART_FIRST_SECONDS = 0.5  # a worker that dies is restarted after this ...
 RESTART_MAX_SECONDS = 30.0  # ... doubling while it keeps dying, up to this
-STABLE_SECONDS = 60.0  # a worker that lived this long starts the doubling over
+STABLE_SECONDS = 5.0  # a worker that served this long starts the doubling over
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Slot:
     control: str
     proc: asyncio.subprocess.Process | None = None
     serving: bool = False
+    served_at: float | None = None  # when its process began serving
     last: podmetrics.Snapshot | None = None  # its metrics when last asked (a stuck one's stay)
 
 
@@ -52,9 +53,9 @@ class Supervisor:
         self.workers = workers
         self.config_path = config_path
         self.flags = flags
-        names = ["pod", *(f"worker-{i}" for i in range(workers))]
-        (self.pod, *sockets), self.dir = control.addresses(names)
-        self.slots = [Slot(i, address) for i, address in enumerate(sockets)]
+        self.dir = control.directory()
+        self.pod = control.address("pod", self.dir)
+        self.slots = [Slot(i, "") for i in range(workers)]  # each start names its own socket
         self.retired: podmetrics.Snapshot = []  # counts of workers that exited
         self.restarts = 0
         self.up = False  # every worker has served once: from now on one that exits is restarted
@@ -66,7 +67,7 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         try:
-            pod = await control.listen(self.pod, self._answer)
+            pod = await control.listen(self.pod, self._answer, self._is_worker)
         except OSError:
             self._remove_dir()
             raise
@@ -139,6 +140,12 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         delay = RESTART_FIRST_SECONDS
         while not self.stopping:
+            if self.dir is not None:  # the socket file the last worker left
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(slot.control)
+            # A new name each start: whoever took the last one's (it is listed in
+            # /proc/net/unix) neither stops this worker binding nor is taken for it.
+            slot.control = control.address(f"worker-{slot.index}", self.dir)
             spec = Spec(
                 slot.index,
                 self.workers,
@@ -148,15 +155,18 @@ class Supervisor:
                 str(self.config_path) if self.config_path else None,
                 self.flags,
             )
-            if self.dir is not None:  # a socket file the last worker left
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(slot.control)
+            # The spec on stdin, not in argv: a command line is there for every process to read.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "embedding_proxy.workers.worker", spec.encode(),
-                stdin=asyncio.subprocess.DEVNULL,
+                sys.executable, "-m", "embedding_proxy.workers.worker",
+                stdin=asyncio.subprocess.PIPE,
             )  # fmt: skip
             slot.proc = proc
-            began = loop.time()
+            assert proc.stdin is not None
+            proc.stdin.write(spec.encode().encode() + b"\n")
+            with contextlib.suppress(OSError):
+                await proc.stdin.drain()
+            proc.stdin.close()
+            slot.served_at = None
             watching = asyncio.create_task(self._watch_start(slot, proc))
             code = await proc.wait()
             watching.cancel()
@@ -170,7 +180,9 @@ class Supervisor:
                 self._stop(quiet=True)
                 return
             self.restarts += 1
-            if loop.time() - began >= STABLE_SECONDS:
+            # The back-off is for a worker that cannot start or dies at once; one that served a
+            # while died of something else, and its pod is unready until it is back.
+            if slot.served_at is not None and loop.time() - slot.served_at >= STABLE_SECONDS:
                 delay = RESTART_FIRST_SECONDS
             log.error(
                 "worker %d (pid %d) exited with %s; restarting it in %.1f s",
@@ -188,10 +200,13 @@ class Supervisor:
         while True:
             await asyncio.sleep(START_POLL_SECONDS)
             with contextlib.suppress(OSError, TimeoutError, ValueError, KeyError, TypeError):
-                state = orjson.loads(await control.ask(slot.control, "state", SIBLING_SECONDS))
+                state = orjson.loads(
+                    await control.ask(slot.control, "state", SIBLING_SECONDS, proc.pid)
+                )
                 if state["serving"]:
                     break
         slot.serving = True
+        slot.served_at = asyncio.get_running_loop().time()
         if self.up:
             log.info("worker %d (pid %d) serving again", slot.index, proc.pid)
         if self.draining:
@@ -236,12 +251,24 @@ class Supervisor:
     async def _fetch(self, slot: Slot) -> None:
         proc = slot.proc
         try:
-            data = await control.ask(slot.control, "metrics", SIBLING_SECONDS)
+            if proc is None:
+                return
+            data = await control.ask(slot.control, "metrics", SIBLING_SECONDS, proc.pid)
             snap = podmetrics.decode(data)
         except (OSError, TimeoutError, ValueError, IndexError, TypeError):
             return  # stuck or gone: its last figures stand (or were retired)
         if slot.proc is proc and proc is not None and proc.returncode is None:
             slot.last = snap
+
+    def _is_worker(self, pid: int) -> bool:
+        """Whether `pid` is one of the worker processes started here (and still running)."""
+        return any(s.proc is not None and s.proc.pid == pid for s in self.slots)
+
+    async def _state(self, slot: Slot) -> bytes:
+        proc = slot.proc
+        if proc is None:
+            raise OSError("not started")
+        return await control.ask(slot.control, "state", SIBLING_SECONDS, proc.pid)
 
     async def _not_ready(self) -> str | None:
         """Ready: every worker serving and ready, none draining."""
@@ -251,7 +278,7 @@ class Supervisor:
             if not slot.serving:
                 return f"worker {slot.index} is not serving"
         answers = await asyncio.gather(
-            *(control.ask(s.control, "state", SIBLING_SECONDS) for s in self.slots),
+            *(self._state(s) for s in self.slots),
             return_exceptions=True,
         )
         for slot, answer in zip(self.slots, answers, strict=True):

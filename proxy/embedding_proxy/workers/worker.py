@@ -36,7 +36,7 @@ POD_SECONDS = 3.0  # for the supervisor's answer (it waits at most control.SIBLI
 
 @dataclass(frozen=True)
 class Spec:
-    """What the supervisor tells a worker it starts (as JSON, its one argument)."""
+    """What the supervisor tells a worker it starts (as one line of JSON on its stdin)."""
 
     index: int
     workers: int
@@ -63,7 +63,10 @@ class WorkerProxy(Proxy):
 
     async def start(self, config_path: Path | None = None) -> None:
         await super().start(config_path)
-        self._control = await control.listen(self.spec.control, self._answer)
+        parent = self.spec.parent
+        self._control = await control.listen(
+            self.spec.control, self._answer, lambda pid: pid == parent
+        )
 
     async def stop(self) -> None:
         if self._control is not None:
@@ -89,7 +92,7 @@ class WorkerProxy(Proxy):
 
     async def handle_metrics(self, request: Request) -> Response:
         try:
-            data = await control.ask(self.spec.pod, "metrics", POD_SECONDS)
+            data = await control.ask(self.spec.pod, "metrics", POD_SECONDS, self.spec.parent)
         except (OSError, TimeoutError, ValueError):
             body = b"the pod's metrics are not available: its supervisor did not answer\n"
             return Response(503, body, "text/plain; charset=utf-8")
@@ -99,7 +102,8 @@ class WorkerProxy(Proxy):
         reason = self.not_ready()
         if reason is None:
             try:
-                answer = orjson.loads(await control.ask(self.spec.pod, "ready", POD_SECONDS))
+                asked = control.ask(self.spec.pod, "ready", POD_SECONDS, self.spec.parent)
+                answer = orjson.loads(await asked)
                 reason = answer["not_ready"]
             except (OSError, TimeoutError, ValueError, KeyError, TypeError):
                 reason = "the workers' supervisor did not answer"
@@ -121,7 +125,8 @@ def _die_with_parent(parent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     from ..serve import run, serve
 
-    spec = Spec(**orjson.loads((argv or sys.argv[1:])[0]))
+    # The supervisor writes the spec on stdin (a command line is for every process to read).
+    spec = Spec(**orjson.loads(argv[0] if argv else sys.stdin.readline()))
     _die_with_parent(spec.parent)
     path = Path(spec.config) if spec.config else None
 

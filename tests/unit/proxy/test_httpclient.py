@@ -220,3 +220,40 @@ async def test_answers_over_a_limit_are_refused(reply: bytes, words: str) -> Non
     finally:
         client.close()
         server.close()
+
+
+async def test_answers_held_at_once_fit_the_budget_and_the_rest_wait() -> None:
+    """Answer bodies are charged their Content-Length at their heads: one that does not fit
+    is not read until an answer before it is handed over; none is lost, none hangs."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await read_request(reader)
+            head, _, rest = answer(body * 600).partition(b"\r\n\r\n")  # 600 times as much
+            writer.write(head + b"\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the body in a read of its own
+            writer.write(rest)
+            await writer.drain()
+
+    server = await asyncio.start_server(Scripted(script).handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}", max_connections=4, max_held=1000)
+    try:
+        first = asyncio.create_task(client.post("/a", b"x", {}, 1.0))  # 600 bytes
+        second = asyncio.create_task(client.post("/b", b"y", {}, 1.0))  # 600: over 1,000
+        answers = await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert [a.body for a in answers] == [b"x" * 600, b"y" * 600]
+        assert client.budget.held == 0 and not client.budget.waiting
+        # While the first is held (its post not returned), the second's body is not read.
+        held = client.budget
+        held.held = 900  # as if an answer of 900 bytes were being read
+        third = asyncio.create_task(client.post("/c", b"z", {}, 1.0))
+        await asyncio.sleep(0.2)
+        assert not third.done() and len(held.waiting) == 1
+        held.give_back(900)
+        assert (await asyncio.wait_for(third, 5)).body == b"z" * 600
+        assert held.held == 0
+    finally:
+        client.close()
+        server.close()

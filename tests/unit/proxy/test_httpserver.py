@@ -569,9 +569,11 @@ async def test_a_connection_that_asks_nothing_is_closed(strict: tuple[Server, Ec
 
 
 async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo]) -> None:
-    """Row 5: a cap on connections (max_connections=3 here)."""
+    """Row 5: a cap on connections (max_connections=3 here), each with a request under way."""
     server, _ = strict
     held = [await connect(server) for _ in range(3)]
+    for _, held_writer in held:  # in the middle of a body: never closed for a newcomer
+        held_writer.write(b"POST /within HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     await poll(lambda: len(server.connections) == 3, "not connected")
     reader, writer = await connect(server)
     writer.write(post("/over", b"x" * 500).replace(b"Length: 500", b"Length: 900"))
@@ -579,11 +581,41 @@ async def test_connections_beyond_the_limit_get_503(strict: tuple[Server, Echo])
     assert (status, headers["connection"], body) == (503, "close", b"too many connections\n")
     assert await closed(reader)
     held_reader, held_writer = held[0]
-    held_writer.write(post("/within"))
+    held_writer.write(b"defghij")
     status, _, _ = await read_response(held_reader)
     assert status == 200
     for _, w in [*held, (reader, writer)]:
         w.close()
+
+
+async def test_at_the_limit_a_stalled_head_makes_room_and_probes_are_answered() -> None:
+    """Peers that stall in a head (or send nothing) give way to a newcomer, the oldest first;
+    and with every slot busy a probe is answered all the same."""
+    limits = Limits(max_connections=3, probe_paths=frozenset({"/health"}))
+    server = Server(Echo(), limits)
+    await server.start("127.0.0.1", 0)
+    stalled = [await connect(server) for _ in range(3)]
+    stalled[1][1].write(b"GET /half HTTP/1.1\r\nHost: x\r\n")
+    await poll(lambda: len(server.connections) == 3, "not connected")
+    await asyncio.sleep(1.1)  # a stall, not a burst of new connections (STALLED_SECONDS)
+    reader, writer = await connect(server)
+    assert await closed(stalled[0][0])  # the oldest that asked nothing went
+    writer.write(post("/newcomer"))
+    status, _, _ = await read_response(reader)
+    assert status == 200
+    busy = []
+    for _ in range(3):  # every slot now has a request under way
+        r, w = await connect(server)
+        w.write(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        busy.append((r, w))
+    await poll(lambda: len(server.connections) == 3, "not settled")
+    probe_reader, probe_writer = await connect(server)
+    probe_writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = await read_response(probe_reader)
+    assert (status, headers["connection"]) == (200, "close")
+    for _, w in [*stalled, *busy, (reader, writer), (probe_reader, probe_writer)]:
+        w.close()
+    await server.close(timeout=1)
 
 
 async def test_draining_ends_each_connection_after_what_it_sent(
@@ -627,42 +659,56 @@ async def test_close_answers_the_connections_waiting_in_the_backlog() -> None:
         sock.close()
 
 
-async def test_bodies_wait_for_room_in_the_body_budget() -> None:
-    """Bodies held across all connections are bounded; a body is
-    read once its whole size fits, and none is lost while it waits."""
+async def test_bodies_are_charged_as_they_arrive_and_never_wait_on_each_other() -> None:
+    """Bodies held across all connections are bounded, charged by the bytes received (a head
+    that declares a body and sends none holds nothing); past a full budget one body at a time
+    may be read to its end, and one that then stalls gives its turn to the next; none is lost."""
     echo = Echo()
     server = Server(echo, Limits(max_body_bytes=LIMIT, max_body_buffer_bytes=1500))
     await server.start("127.0.0.1", 0)
     try:
+        _, idle = await connect(server)  # declares 1,000 and 2 MB, sends nothing
+        idle.write(post("/idle", b"x" * 1000)[:-1000])
+        _, chunked = await connect(server)
+        chunked.write(b"POST /idle HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         first_reader, first = await connect(server)
-        first.write(post("/a", b"x" * 1000)[:-400])  # 600 of 1,000 bytes: 1,000 held for it
-        await poll(lambda: server.body_held == 1000, "first body not reserved")
+        first.write(post("/a", b"x" * 1000)[:-400])  # 600 of 1,000 bytes
+        await poll(lambda: server.body_held == 600, "first body not charged as received")
         second_reader, second = await connect(server)
-        second.write(post("/b", b"y" * 800)[:-800])  # 1,000 + 800 does not fit
-        await poll(lambda: len(server.waiting) == 1, "second body not waiting")
-        second.write(b"y" * 800)  # not read meanwhile
+        second.write(post("/b", b"y" * 1000))  # 1,600 > 1,500: read to its end all the same
+        status, _, body = await read_response(second_reader)
+        assert (status, body) == (200, b"POST /b 1000")
+        await poll(lambda: server.body_held == 600, "second body not given back")
         third_reader, third = await connect(server)
-        third.write(post("/c", b"z" * 100)[:-100])  # fits, but waits behind the second
-        await poll(lambda: len(server.waiting) == 2, "third body not waiting")
-        third.write(b"z" * 100)
-        await asyncio.sleep(0.2)  # not a condition to wait for: a chance to go wrong
-        assert echo.seen == [] and server.body_held == 1000
+        third.write(post("/c", b"z" * 1000)[:-100])  # 1,500: fits
+        await poll(lambda: server.body_held == 1500, "third body not charged")
+        stall_reader, stall = await connect(server)
+        stall.write(post("/d", b"s" * 1000)[:-900])  # over: may finish, but stalls
+        await poll(lambda: server.finisher is not None, "no body allowed past the budget")
+        late_reader, late = await connect(server)
+        late.write(post("/e", b"e" * 300)[:-200])  # over, and one is finishing: waits its turn
+        await poll(lambda: len(server.waiting) == 1, "late body not waiting")
+        late.write(b"e" * 200)  # not read meanwhile
+        status, headers, _ = await read_response(stall_reader)  # after 2 s without a byte
+        assert (status, headers["connection"]) == (408, "close")
+        status, _, body = await read_response(late_reader)
+        assert (status, body) == (200, b"POST /e 300")
         first.write(b"x" * 400)
-        for reader, want in [(first_reader, b"/a 1000"), (second_reader, b"/b 800")]:
+        third.write(b"z" * 100)
+        for reader, want in [(first_reader, b"/a 1000"), (third_reader, b"/c 1000")]:
             status, _, body = await read_response(reader)
             assert (status, body) == (200, b"POST " + want)
-        status, _, body = await read_response(third_reader)
-        assert (status, body) == (200, b"POST /c 100")
         await poll(lambda: server.body_held == 0, "budget not given back")
+        assert [r.path for r in echo.seen] == ["/b", "/e", "/a", "/c"]
         # A body cut off in the middle gives its room back when its client leaves.
-        first.write(post("/d", b"x" * 1000)[:-10])
-        await poll(lambda: server.body_held == 1000, "body not reserved")
+        first.write(post("/f", b"x" * 1000)[:-10])
+        await poll(lambda: server.body_held == 990, "body not charged")
         (conn,) = [c for c in server.connections if c.body_parts]
         first.close()
         await poll(lambda: server.body_held == 0, "budget of a departed client not given back")
         # Its parts go with it, not when the cycle collector gets to the connection.
         assert conn.body_parts == [] and conn.transport is not None
-        for w in (second, third):
+        for w in (idle, chunked, second, third, stall, late):
             w.close()
     finally:
         await server.close(timeout=1)
