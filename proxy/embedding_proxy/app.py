@@ -20,8 +20,8 @@ from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .batching.batcher import Batcher, Refused
-from .callers.auth import KeyStore
-from .callers.priority import HEADER, Priorities, Who
+from .callers.auth import KeyStore, check_lent
+from .callers.priority import HEADER, Key, Priorities, Who
 from .callers.ratelimit import RateLimiter
 from .config.reload import ConfigWatcher
 from .config.settings import Config
@@ -198,11 +198,21 @@ class Proxy:
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
         headers = request.headers
-        key = self.keys.check(headers.get("authorization")) if self.keys.enabled else None
+        key = self.check_key(headers.get("authorization"))
         if self.limiter.enabled:
             client = key.key if key else request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
         return self.priorities.who(headers.get(HEADER), key, request.remote)
+
+    def check_key(self, authorization: str | None) -> Key | None:
+        """The caller's key, when the proxy has keys of its own; else, when it holds the
+        upstream's credentials, the caller must present those same ones (never lent to a
+        caller TEI would refuse); else anyone may call. 401 otherwise."""
+        if self.keys.enabled:
+            return self.keys.check(authorization)
+        if self.upstream.guarded:
+            check_lent(authorization, self.upstream.authorization())
+        return None
 
     def read_body(self, request: Request) -> tuple[bytes, Who]:
         who = self.admit(request)

@@ -107,15 +107,16 @@ async def serve(
 
 
 def _key_check(proxy: Proxy) -> Vet:
-    """With API keys on, a request with a body and no valid key gets its 401 from the head
-    alone: its body is never read. /health, /ready and /metrics take no key."""
+    """With API keys on (the proxy's own, or the upstream's lent to callers who hold them), a
+    request with a body and no valid key gets its 401 from the head alone: its body is never
+    read. /health, /ready and /metrics take no key."""
     open_paths = frozenset({"/health", "/ready", "/metrics"})
 
     def vet(request: Request) -> Response | None:
-        if not proxy.keys.enabled or request.path in open_paths:
+        if not (proxy.keys.enabled or proxy.upstream.guarded) or request.path in open_paths:
             return None
         try:
-            proxy.keys.check(request.headers.get("authorization"))
+            proxy.check_key(request.headers.get("authorization"))
         except ProxyError as e:
             openai = request.path == "/v1/embeddings"
             body = e.openai_body() if openai else e.tei_body()

@@ -94,7 +94,10 @@ async def test_upstream_credentials_are_never_shown(
             assert resp.status == 503
         for path in ("/embed", "/info"):
             async with http.request(
-                "POST" if path == "/embed" else "GET", proxy.url + path, json={"inputs": "a"}
+                "POST" if path == "/embed" else "GET",
+                proxy.url + path,
+                json={"inputs": "a"},
+                auth=aiohttp.BasicAuth("someone", secret),  # lent only to who holds them
             ) as resp:
                 shown.append(await resp.text())
                 assert resp.status == 502

@@ -56,7 +56,8 @@ async def test_url_credentials_and_key_one_rule_for_every_call(
             expected = "Bearer k3y"
         url = f"http://u:p%20w@127.0.0.1:{upstream.port}/pfx"
         proxy = start_proxy(url, *flags)
-        async with aiohttp.ClientSession() as s:
+        # The credentials are lent only to callers who present them (test_lent_key.py).
+        async with aiohttp.ClientSession(headers={"Authorization": expected}) as s:
             await wait_ready(s, proxy.url)
             async with s.post(f"{proxy.url}/embed", json={"inputs": ["a", "bb"]}) as resp:
                 assert resp.status == 200, await resp.text()

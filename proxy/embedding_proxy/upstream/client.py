@@ -93,6 +93,9 @@ class Upstream:
         url = URL(config.url.rstrip("/"))
         # URL credentials: our own header (authorization()), never left in a URL a client reads.
         self.url_auth = url_credentials(url)
+        # Credentials of its own that TEI (or what fronts it) requires: lent only to callers
+        # who present them (app.Proxy.check_key).
+        self.guarded = config.api_key_file is not None or self.url_auth is not None
         self.origin = url.with_user(None)
         self.base = str(self.origin)
         self.shown = redact(config.url.rstrip("/"))  # as it may be shown: without secrets
