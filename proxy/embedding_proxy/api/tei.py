@@ -80,10 +80,14 @@ class BatchRequest:
         return self.group
 
 
-# Each route's parameters (its fields in TEI's router, inputs aside) and their defaults. Fields TEI
-# does not know it ignores (serde without deny_unknown_fields), and so does the proxy: they are
-# neither sent upstream nor part of the group key. Parameters equal to TEI's defaults are dropped,
-# so that callers who spell them out and callers who leave them out share a queue.
+# Each route's parameters (its fields in TEI's router, inputs aside: router/src/http/types.rs) and
+# the value TEI reads when the field is absent. Fields TEI does not know it ignores (serde without
+# deny_unknown_fields), and so does the proxy: they are neither sent upstream nor part of the group
+# key. A parameter equal to this value is dropped, so that callers who spell it out and callers who
+# leave it out share a queue; only values TEI reads the same whatever its flags belong here: serde's
+# fixed defaults, and null for an `Option`. Never a value for `truncate`: TEI reads its absence as
+# its `--auto-truncate` (`req.truncate.unwrap_or(info.auto_truncate)`, on by default since 1.9),
+# so an explicit `false` or `true` is sent as the caller gave it.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "/embed": {
         "normalize": True,
@@ -95,7 +99,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "/embed_sparse": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
     "/embed_all": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
     "/tokenize": {"add_special_tokens": True, "prompt_name": None},
-    "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
+    "/predict": {"truncate": None, "raw_scores": False, "truncation_direction": "Right"},
 }
 BATCH_ROUTES = frozenset(_DEFAULTS)
 
