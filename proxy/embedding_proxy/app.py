@@ -67,12 +67,15 @@ class Proxy:
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
-        self.handle_tei = responder(self._tei, ProxyError.tei_body, *self._tally)
+        self.handle_tei = responder(self._tei, ProxyError.tei_body, *self.tally)
         self.handle_openai = responder(
-            self._openai, ProxyError.openai_body, *self._tally, route="/v1/embeddings"
+            self._openai, ProxyError.openai_body, *self.tally, route="/v1/embeddings"
+        )
+        self.handle_openai_bare = responder(
+            self._openai, ProxyError.openai_body, *self.tally, route="/embeddings"
         )
         self.handle_forward = responder(
-            self._forward, ProxyError.tei_body, *self._tally, route="other"
+            self.forward, ProxyError.tei_body, *self.tally, route="other"
         )
 
     # Lifecycle.
@@ -231,16 +234,28 @@ class Proxy:
     async def _tei(self, request: Request, outcome: Outcome) -> Response:
         body, who = self.read_body(request)
         req = tei_api.parse(request.path, body, self.config.limits)
+        return await self.answer_batch(req, request, who, outcome)
+
+    async def answer_batch(
+        self, req: tei_api.BatchRequest, request: Request, who: Who, outcome: Outcome
+    ) -> Response:
+        """Queue a parsed TEI request and answer it in TEI's shape for its route."""
         outcome.inputs = len(req.items)
         pieces = await self.run_batch(req, self.deadline(request), who)
         return Response(body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON)
+
+    @property
+    def served_model_name(self) -> str:
+        """The `model` of OpenAI answers: TEI's `served_model_name` (its model id before 1.9)."""
+        info = self.upstream.info
+        return info.served_model_name if info is not None else "unknown"
 
     async def _openai(self, request: Request, outcome: Outcome) -> Response:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
         pieces = await self.run_batch(req, self.deadline(request), who)
-        model = self.upstream.info.model_id if self.upstream.info else "unknown"
+        model = self.served_model_name
         return Response(
             body=openai_api.render(
                 [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
@@ -248,8 +263,12 @@ class Proxy:
             content_type=JSON,
         )
 
-    async def _forward(self, request: Request, outcome: Outcome) -> Response:
+    async def forward(self, request: Request, outcome: Outcome) -> Response:
         self.admit(request)
+        return await self.pass_on(request)
+
+    async def pass_on(self, request: Request) -> Response:
+        """Forward an admitted request to TEI unchanged, and its answer back."""
         if request.oversize:
             raise _too_large(self.config.server.max_body_bytes)
         upstream_started = time.perf_counter()
@@ -298,7 +317,7 @@ class Proxy:
             info = self.upstream.info
             if info is None:
                 info = await self.upstream.fetch_info()
-            body = openai_api.render_models(info.model_id, self.started_at)
+            body = openai_api.render_models(info.served_model_name, self.started_at)
             return Response(body=body, content_type=JSON)
         except ProxyError as e:
             return Response(e.status, e.openai_body(), JSON, headers=e.headers)
@@ -309,7 +328,7 @@ class Proxy:
         return Response(404, body, "text/plain; charset=utf-8")
 
     @property
-    def _tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
+    def tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
         return self._observe, self._count_rejection
 
     def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:

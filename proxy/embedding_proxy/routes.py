@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
+from . import aliases
 from .api import tei as tei_api
+from .api.errors import ProxyError
 from .app import Proxy
 from .http.message import Handler, Request, Response
+from .respond import responder
 from .telemetry import logs
 
 
@@ -17,6 +21,16 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     use for a general router."""
     posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
     posts["/v1/embeddings"] = proxy.handle_openai
+    # TEI's other doors to the same work (aliases.py): OpenAI clients whose base URL lacks /v1,
+    # the Hugging Face clients and SageMaker (/, /invocations), Vertex AI.
+    posts["/embeddings"] = proxy.handle_openai_bare
+    tei_error = ProxyError.tei_body
+    for path, work in (
+        ("/", aliases.root),
+        ("/invocations", aliases.root),
+        ("/vertex", aliases.vertex),
+    ):
+        posts[path] = responder(functools.partial(work, proxy), tei_error, *proxy.tally)
     gets: dict[str, Handler] = {
         "/health": proxy.handle_health,
         "/ready": proxy.handle_ready,
@@ -28,10 +42,19 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     # HEAD of the proxy's own routes: as GET, the server leaves the body out. Others: to TEI.
     routes = {"POST": posts, "GET": gets, "HEAD": gets}
     forward = proxy.handle_forward
+    model = functools.partial(aliases.model, proxy)
+
+    def elsewhere(request: Request) -> Handler:
+        """A route outside the tables: OpenAI's one model, or TEI's."""
+        if request.method in ("GET", "HEAD") and request.path.startswith(aliases.MODELS):
+            return model
+        return forward
 
     async def handle(request: Request) -> Response:
         table = routes.get(request.method)
-        handler = table.get(request.path, forward) if table is not None else forward
+        handler = table.get(request.path) if table is not None else None
+        if handler is None:
+            handler = elsewhere(request)
         response = await handler(request)
         given = request.headers.get(logs.REQUEST_ID)
         if given is not None:

@@ -118,7 +118,7 @@ def _key_check(proxy: Proxy) -> Vet:
         try:
             proxy.check_key(request.headers.get("authorization"))
         except ProxyError as e:
-            openai = request.path == "/v1/embeddings"
+            openai = request.path in ("/v1/embeddings", "/embeddings")
             body = e.openai_body() if openai else e.tei_body()
             return Response(e.status, body, "application/json", e.headers)
         return None

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from tests.helpers.calls import wait_ready
 from tests.helpers.processes import PYTHON, Starter, free_port
 from tests.helpers.scripted import Received, Reply, answer, scripted, tei_like
 
@@ -31,15 +32,6 @@ def prefixed(prefix: str):  # type: ignore[no-untyped-def]
         return tei_like(request)
 
     return script
-
-
-async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(400):
-        async with session.get(f"{url}/ready") as resp:
-            if resp.status == 200:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url}/ready never answered 200")
 
 
 @pytest.mark.parametrize("with_key", [False, True])

@@ -256,13 +256,34 @@ def check_inputs(items: Sequence[Item], limits: LimitsConfig) -> None:
             )
 
 
-def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
-    """A TEI request on one of the batching routes."""
-    data = decode_object(body)
-    if route == "/embed" and "inputs" not in data and "input" in data:
+def parse(
+    route: str,
+    body: bytes,
+    limits: LimitsConfig,
+    data: dict[str, Any] | None = None,
+    simple: bool = True,
+) -> BatchRequest:
+    """A TEI request on one of the batching routes (`data`: its body, if already decoded;
+    `simple`: the proxy's own `{"input": ...}` form is taken on /embed)."""
+    if data is None:
+        data = decode_object(body)
+    if simple and route == "/embed" and "inputs" not in data and "input" in data:
         refuse_repeats(body, _SIMPLE_FIELDS)
         return _parse_simple(data, limits)
     refuse_repeats(body, _FIELDS[route])
+    return parse_decoded(route, data, limits)
+
+
+def parse_instance(route: str, instance: Any, limits: LimitsConfig) -> BatchRequest:
+    """One of `/vertex`'s instances, a whole request for `route`. TEI reads it from a parsed
+    JSON value (`serde_json::from_value`), where a repeated key has already given way to the
+    last, as orjson's does."""
+    if not isinstance(instance, dict):
+        raise ProxyError(422, "invalid type: expected a JSON object for an instance", VALIDATION)
+    return parse_decoded(route, instance, limits)
+
+
+def parse_decoded(route: str, data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
     if "inputs" not in data:
         raise ProxyError(
             422,
