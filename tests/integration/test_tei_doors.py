@@ -14,7 +14,7 @@ import orjson
 import pytest
 from tests.helpers.calls import metrics, wait_ready
 from tests.helpers.processes import Process, Starter
-from tests.helpers.scripted import INFO, Received, Reply, answer, scripted
+from tests.helpers.scripted import INFO, Received, Reply, answer, scripted, tei_like
 
 JSON = [("Content-Type", "application/json")]
 
@@ -155,3 +155,28 @@ async def test_a_rerankers_root_is_forwarded(start_proxy: Starter) -> None:
             assert await post(s, proxy.url + "/", body) == (200, orjson.loads(ranks))
         (sent,) = [r for r in upstream.received if r.method == "POST"]
         assert sent.target == "/" and orjson.loads(sent.body) == body
+
+
+@pytest.mark.parametrize(("served", "expected"), [("served-name", "served-name"), (None, "org/m")])
+async def test_openai_answers_name_the_served_model(
+    start_proxy: Starter, served: str | None, expected: str
+) -> None:
+    """TEI 1.9 answers OpenAI calls with its served_model_name (router/src/http/server.rs,
+    `openai_embed`); TEI 1.8's /info has none, and its model id stands in."""
+    info = {**orjson.loads(INFO), "model_id": "org/m"}
+    if served is not None:
+        info["served_model_name"] = served
+
+    def script(request: Received) -> Reply:
+        if request.target == "/info":
+            return answer(200, orjson.dumps(info), JSON), False
+        return tei_like(request)
+
+    async with scripted(script) as upstream:
+        proxy = start_proxy(upstream.url)
+        async with aiohttp.ClientSession() as s:
+            await wait_ready(s, proxy.url)
+            status, body = await post(s, proxy.url + "/v1/embeddings", {"input": "a"})
+            assert status == 200 and body["model"] == expected  # type: ignore[index]
+            async with s.get(proxy.url + "/v1/models") as resp:
+                assert [m["id"] for m in (await resp.json())["data"]] == [expected]
