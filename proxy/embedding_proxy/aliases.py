@@ -1,7 +1,7 @@
 """TEI's other doors to the work the proxy batches, served as TEI serves them: `POST /` and
 `POST /invocations` (SageMaker's, and the Hugging Face clients') by the model type in TEI's /info,
-`POST /vertex` (`{"instances": [...]}`), and OpenAI's `GET /v1/models/{id}`. Whatever these cannot
-batch as TEI would answer it is forwarded to TEI unchanged."""
+and `POST /vertex` (`{"instances": [...]}`); whatever these cannot batch as TEI would answer it is
+forwarded to TEI unchanged. And OpenAI's `GET /v1/models` and `GET /v1/models/{id}`."""
 
 from __future__ import annotations
 
@@ -85,6 +85,18 @@ async def vertex(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
             raise answer
         parts.append(tei_api.render(req, [p.fragment for p in answer]))
     return Response(body=b'{"predictions":[' + b",".join(parts) + b"]}", content_type=JSON)
+
+
+async def models(proxy: Proxy, request: Request) -> Response:
+    """OpenAI's `GET /v1/models`: the one model TEI serves, from its /info (read now if it was
+    never read)."""
+    try:
+        proxy.admit(request)
+        info = proxy.upstream.info or await proxy.upstream.fetch_info()
+        body = openai_api.render_models(info.served_model_name, proxy.started_at)
+        return Response(body=body, content_type=JSON)
+    except ProxyError as e:
+        return Response(e.status, e.openai_body(), JSON, headers=e.headers)
 
 
 async def model(proxy: Proxy, request: Request) -> Response:

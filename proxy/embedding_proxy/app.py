@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .api import answer_headers
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
@@ -164,8 +165,15 @@ class Proxy:
             ms = min(ms, float(header))
         return asyncio.get_running_loop().time() + ms / 1000
 
-    async def run_batch(self, req: tei_api.BatchRequest, deadline: float, who: Who) -> list[Piece]:
-        """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent."""
+    async def run_batch(
+        self,
+        req: tei_api.BatchRequest,
+        deadline: float,
+        who: Who,
+        outcome: Outcome | None = None,
+    ) -> list[Piece]:
+        """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent.
+        `outcome.waited`: the longest its inputs waited in the queue."""
         caller = next(self._callers)
         owned = [(caller, item) for item in req.items]
         try:
@@ -186,6 +194,8 @@ class Proxy:
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
+            if outcome is not None:
+                outcome.waited = _longest_wait(entries)
             access = logs.current()
             if access is not None:
                 _time_batch(access, entries, asyncio.get_running_loop().time())
@@ -241,8 +251,12 @@ class Proxy:
     ) -> Response:
         """Queue a parsed TEI request and answer it in TEI's shape for its route."""
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who)
-        return Response(body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON)
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome)
+        return Response(
+            body=tei_api.render(req, [p.fragment for p in pieces]),
+            content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+        )
 
     @property
     def served_model_name(self) -> str:
@@ -254,13 +268,14 @@ class Proxy:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who)
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome)
         model = self.served_model_name
         return Response(
             body=openai_api.render(
                 [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
             ),
             content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
         )
 
     async def forward(self, request: Request, outcome: Outcome) -> Response:
@@ -310,18 +325,6 @@ class Proxy:
         m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
-    async def handle_models(self, request: Request) -> Response:
-        """OpenAI's model list, from TEI's /info (read now if it was never read)."""
-        try:
-            self.admit(request)
-            info = self.upstream.info
-            if info is None:
-                info = await self.upstream.fetch_info()
-            body = openai_api.render_models(info.served_model_name, self.started_at)
-            return Response(body=body, content_type=JSON)
-        except ProxyError as e:
-            return Response(e.status, e.openai_body(), JSON, headers=e.headers)
-
     async def handle_metrics_elsewhere(self, request: Request) -> Response:
         port = self.config.server.metrics_port
         body = f"metrics are served on port {port} (server.metrics_port)\n".encode()
@@ -357,6 +360,13 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
     if started:
         access.queue_s = max(e.started - e.enqueued for e in entries if e.started)
         access.upstream_s = now - min(started)
+
+
+def _longest_wait(entries: Sequence[Any]) -> float:
+    if len(entries) == 1:
+        e = entries[0]
+        return e.started - e.enqueued if e.started else 0.0
+    return max((e.started - e.enqueued for e in entries if e.started), default=0.0)
 
 
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:

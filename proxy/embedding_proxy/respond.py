@@ -46,10 +46,12 @@ def refusal(refused: Refused) -> ProxyError:
 class Outcome:
     """What a handler's work tells the wrapper besides its answer."""
 
-    __slots__ = ("inputs",)
+    __slots__ = ("inputs", "started", "waited")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = 0.0) -> None:
         self.inputs = 0  # inputs the request held, once parsed
+        self.started = started  # perf_counter() at its arrival
+        self.waited = 0.0  # seconds its inputs waited in the queue, the longest
 
 
 Work = Callable[[Request, Outcome], Awaitable[Response]]
@@ -67,7 +69,7 @@ def responder(
 
     async def handle(request: Request) -> Response:
         started = time.perf_counter()
-        outcome = Outcome()
+        outcome = Outcome(started)
         try:
             response = await work(request, outcome)
         except ProxyError as e:

@@ -34,7 +34,7 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     gets: dict[str, Handler] = {
         "/health": proxy.handle_health,
         "/ready": proxy.handle_ready,
-        "/v1/models": proxy.handle_models,
+        "/v1/models": functools.partial(aliases.models, proxy),
     }
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.

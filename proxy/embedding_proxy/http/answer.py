@@ -64,6 +64,8 @@ def answer_head(
                 if _TOKEN.fullmatch(name) is None:
                     raise ValueError(f"header name {name!r} is not a token")
                 lines.append(name.encode() + b": " + _value(value) + b"\r\n")
+    if response.lines:
+        lines.append(response.lines)
     if not no_body:
         lines.append(b"Content-Length: %d\r\n" % len(response.body))
     if not keep_alive:

@@ -16,6 +16,7 @@ import orjson
 from yarl import URL
 
 from ..api import errors
+from ..api.answer_headers import CallTimes
 from ..api.errors import TIMEOUT, UPSTREAM, ProxyError
 from ..api.forwarding import (
     answer_headers,
@@ -52,13 +53,15 @@ class UpstreamError(ProxyError):
 
 
 class Piece:
-    """One input's answer: its raw JSON fragment and its share of the batch's tokens."""
+    """One input's answer: its raw JSON fragment, its share of the batch's tokens, and what the
+    batch's answer headers said of its work (api/answer_headers.py)."""
 
-    __slots__ = ("fragment", "tokens")
+    __slots__ = ("fragment", "times", "tokens")
 
-    def __init__(self, fragment: bytes, tokens: int) -> None:
+    def __init__(self, fragment: bytes, tokens: int, times: CallTimes | None = None) -> None:
         self.fragment = fragment
         self.tokens = tokens
+        self.times = times
 
 
 class Upstream:
@@ -206,10 +209,12 @@ class Upstream:
     ) -> list[Piece | ProxyError]:
         """One answer per item (`owners`: each item's caller, if known). A whole-batch failure
         raises ProxyError."""
-        status, body, tokens = await self._post(group.route, group.payload(items), deadline)
+        status, body, headers = await self._post(group.route, group.payload(items), deadline)
         if status == 200:
             fragments = split(body, len(items))
-            return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
+            tokens = share(_int_header(headers.get("x-compute-tokens")), items)
+            times = CallTimes.of(headers)
+            return [Piece(f, t, times) for f, t in zip(fragments, tokens, strict=True)]
         error = errors.from_upstream(status, body)
         if status in INPUT_ERRORS and len(items) > 1 and (not owners or len(set(owners)) > 1):
             # Halve until each failing part holds one caller's inputs only: that caller's error.
@@ -223,8 +228,10 @@ class Upstream:
             return [error] * len(items)
         raise error
 
-    async def _post(self, route: str, payload: bytes, deadline: float) -> tuple[int, bytes, int]:
-        """POST with retries; (status, body, tokens computed) of the last attempt."""
+    async def _post(
+        self, route: str, payload: bytes, deadline: float
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST with retries; (status, body, headers) of the last attempt."""
         loop = asyncio.get_running_loop()
         retry = self.config.retry
         self.budget.record_attempt()
@@ -243,9 +250,8 @@ class Upstream:
                     answer = await self.batch_client.post(
                         route, payload, self._headers(), self.config.connect_timeout_ms / 1000
                     )
-                body, status = answer.body, answer.status
-                tokens = _int_header(answer.headers.get("x-compute-tokens"))
-                delay = retry_after_seconds(answer.headers.get("retry-after"))
+                body, status, headers = answer.body, answer.status, answer.headers
+                delay = retry_after_seconds(headers.get("retry-after"))
             except TimeoutError:
                 self._observe(route, "timeout", started)
                 limit = (
@@ -263,28 +269,28 @@ class Upstream:
             except httpclient.ClientError as e:
                 self._observe(route, "error", started)
                 self.lost(e)
-                reason, status, body, tokens = "connection", 0, b"", 0
+                reason, status, body, headers = "connection", 0, b"", {}
                 error = UpstreamError(
                     502, f"upstream {self.shown} unreachable: {redact(str(e))}", UPSTREAM, str(e)
                 )
             else:
                 self._observe(route, str(status), started)
                 if status not in RETRY_STATUSES:
-                    return status, body, tokens
+                    return status, body, headers
                 reason = str(status)
                 error = errors.from_upstream(status, body)
             finally:
                 self.metrics.upstream_inflight.dec()
             if attempt >= retry.max_attempts or not self.budget.try_spend():
                 if status:
-                    return status, body, tokens
+                    return status, body, headers
                 raise error
             pause = backoff_seconds(attempt, retry.backoff_ms, retry.max_backoff_ms)
             if delay is not None:
                 pause = max(pause, min(delay, retry.max_backoff_ms / 1000))
             if loop.time() + pause >= deadline:
                 if status:
-                    return status, body, tokens
+                    return status, body, headers
                 raise error
             self.metrics.retries.labels(reason=reason).inc()
             await asyncio.sleep(pause)

@@ -1,0 +1,121 @@
+"""TEI's answer headers on the batched routes, each caller its own share. TEI sets them on every
+inference answer (router/src/lib.rs, `ResponseMetadata` into a `HeaderMap`; values in whole
+milliseconds): `x-compute-type`, `x-compute-time` and `x-total-time` (arrival to answer),
+`x-compute-characters` and `x-compute-tokens` (the request's inputs), and, averaged over the
+request's inputs, `x-tokenization-time`, `x-queue-time` and `x-inference-time`. One upstream call
+carries many callers' inputs, so the proxy derives each caller's from the calls its inputs went in:
+its own characters (counted as TEI counts them), its share of each call's tokens, the calls' own
+tokenization, queue and inference times (averaged over its inputs, as TEI averages), plus, in
+`x-queue-time`, the longest time its inputs waited in the proxy's queue, and its own arrival to
+answer as the total and compute time. Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z/]{1,64}")  # a header-safe token, as TEI's
+_LINES = (
+    b"x-compute-type: %s\r\nx-compute-time: %d\r\nx-compute-characters: %d\r\n"
+    b"x-compute-tokens: %d\r\nx-total-time: %d\r\nx-tokenization-time: %d\r\n"
+    b"x-queue-time: %d\r\nx-inference-time: %d\r\n"
+)
+
+
+class CallTimes:
+    """What one upstream call's answer headers say about its work (shared by its inputs)."""
+
+    __slots__ = ("compute_type", "inference", "queue", "tokenization")
+
+    def __init__(self, compute_type: bytes, tokenization: int, queue: int, inference: int) -> None:
+        self.compute_type = compute_type
+        self.tokenization = tokenization
+        self.queue = queue
+        self.inference = inference
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> CallTimes | None:
+        """From an answer's headers (names in lower case); None when TEI sent none."""
+        kind = headers.get("x-compute-type")
+        if kind is None or not _TYPE.fullmatch(kind):
+            return None
+        return cls(
+            kind.encode(),
+            _millis(headers.get("x-tokenization-time")),
+            _millis(headers.get("x-queue-time")),
+            _millis(headers.get("x-inference-time")),
+        )
+
+
+def _millis(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() and len(value) < 16 else 0
+
+
+def characters(items: Sequence[Any]) -> int:
+    """TEI's `count_chars` over a request's inputs: a text's characters, a token-id list's
+    length, a pair's two texts together (router/src/http/types.rs)."""
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(item)
+        else:  # token ids, or a /predict sequence: [text] or [text, text]
+            total += sum(len(x) if isinstance(x, str) else 1 for x in item)
+    return total
+
+
+class Answered(Protocol):
+    """One input's answer, as far as its headers go."""
+
+    tokens: int
+    times: CallTimes | None
+
+
+def for_caller(
+    items: Sequence[Any], answers: Sequence[Answered], waited_s: float, arrived: float
+) -> bytes:
+    """The header lines of a caller's answer: its inputs, their answers, the longest any waited
+    in the proxy's queue, and when it arrived (`time.perf_counter()`)."""
+    if len(answers) == 1:
+        a = answers[0]
+        times: Sequence[CallTimes | None] = (a.times,)
+        tokens = a.tokens
+    else:
+        times = [a.times for a in answers]
+        tokens = sum(a.tokens for a in answers)
+    return render(
+        times,
+        tokens,
+        characters(items),
+        int(waited_s * 1000),
+        int((time.perf_counter() - arrived) * 1000),
+    )
+
+
+def render(
+    times: Sequence[CallTimes | None], tokens: int, chars: int, waited_ms: int, total_ms: int
+) -> bytes:
+    """The header lines of one caller's answer, `times` one per input (b"" when the upstream
+    sent none)."""
+    first = times[0]
+    if first is None:
+        return b""
+    if len(times) == 1:
+        tokenization, queue, inference = first.tokenization, first.queue, first.inference
+    else:
+        known = [t for t in times if t is not None]
+        n = len(known)
+        tokenization = sum(t.tokenization for t in known) // n
+        queue = sum(t.queue for t in known) // n
+        inference = sum(t.inference for t in known) // n
+    return _LINES % (
+        first.compute_type,
+        total_ms,
+        chars,
+        tokens,
+        total_ms,
+        tokenization,
+        queue + waited_ms,
+        inference,
+    )
