@@ -27,6 +27,7 @@ from .callers.ratelimit import RateLimiter
 from .config.reload import ConfigWatcher
 from .config.settings import Config
 from .housekeeping import Housekeeping
+from .http.cors import Cors
 from .http.message import Request, Response
 from .respond import Outcome, refusal, responder
 from .telemetry import logs
@@ -57,6 +58,7 @@ class Proxy:
         )
         self.priorities = Priorities(config.batching)
         self.keys = KeyStore(config.auth)
+        self.cors = Cors(config.server.cors_allow_origin)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.housekeeping = Housekeeping(self, config.upstream)
         self.draining = False  # the pod terminates (SIGTERM or SIGUSR1): not ready, still serving

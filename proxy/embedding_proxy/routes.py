@@ -40,12 +40,21 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     # name would mislead a scraper pointed at the wrong port.
     gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
     # HEAD of the proxy's own routes: as GET, the server leaves the body out. Others: to TEI.
+    # Any OPTIONS request is a preflight, answered by the proxy as TEI's CORS layer answers it.
+    preflight = proxy.cors.preflight
+
+    async def options(request: Request) -> Response:
+        return preflight(request)
+
     routes = {"POST": posts, "GET": gets, "HEAD": gets}
     forward = proxy.handle_forward
     model = functools.partial(aliases.model, proxy)
+    listed = proxy.cors.listed is not None
 
     def elsewhere(request: Request) -> Handler:
-        """A route outside the tables: OpenAI's one model, or TEI's."""
+        """A route outside the tables: a preflight, OpenAI's one model, or TEI's."""
+        if request.method == "OPTIONS":
+            return options
         if request.method in ("GET", "HEAD") and request.path.startswith(aliases.MODELS):
             return model
         return forward
@@ -56,6 +65,8 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
         if handler is None:
             handler = elsewhere(request)
         response = await handler(request)
+        if listed:  # a list of origins: the caller's, when on it (any origin: Server's `always`)
+            response.lines += proxy.cors.origin_line(request)
         given = request.headers.get(logs.REQUEST_ID)
         if given is not None:
             _echo_id(response, logs.request_id(given))

@@ -52,8 +52,10 @@ async def serve(
     started_up = asyncio.Event()
     servers: list[Server] = []
     for port, handler in listeners:
-        vet = _key_check(proxy) if port == server.port else None
-        http_server = Server(_after(started_up, handler), limits, vet)
+        api = port == server.port
+        vet = _key_check(proxy) if api else None
+        always = proxy.cors.always if api else b""  # TEI's CORS on its API port
+        http_server = Server(_after(started_up, handler), limits, vet, always)
         try:
             await http_server.start(server.host, port, reuse_port=reuse_port)
         except OSError as e:
@@ -120,7 +122,8 @@ def _key_check(proxy: Proxy) -> Vet:
         except ProxyError as e:
             openai = request.path in ("/v1/embeddings", "/embeddings")
             body = e.openai_body() if openai else e.tei_body()
-            return Response(e.status, body, "application/json", e.headers)
+            lines = proxy.cors.origin_line(request)
+            return Response(e.status, body, "application/json", e.headers, lines)
         return None
 
     return vet

@@ -104,6 +104,19 @@ class ServerConfig(Section):
     access_log: bool = Field(
         False, description="Log every API request (method, route, status, inputs, timings, id)."
     )
+    cors_allow_origin: list[str] | None = Field(
+        None,
+        description="Origins browsers may call from (CORS), as TEI's --cors-allow-origin; "
+        "unset or *: any.",
+    )
+
+    @field_validator("cors_allow_origin")
+    @classmethod
+    def _origins(cls, origins: list[str] | None) -> list[str] | None:
+        for origin in origins or ():
+            if not origin or not origin.isascii() or any(c in origin for c in " \t\r\n,"):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
+        return origins
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -346,7 +359,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {key} conflicts with another")
         leaf = path[-1]
-        node[leaf] = [v for v in value.split(",") if v] if leaf == "api_keys" else value
+        lists = ("api_keys", "cors_allow_origin")
+        node[leaf] = [v for v in value.split(",") if v] if leaf in lists else value
     return out
 
 
