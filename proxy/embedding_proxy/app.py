@@ -20,7 +20,8 @@ from .api import answer_headers
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
-from .batching.batcher import Batcher, Refused
+from .batching.batcher import Batcher
+from .batching.refusals import Refused
 from .callers.auth import KeyStore, check_lent
 from .callers.priority import HEADER, Key, Priorities, Who
 from .callers.ratelimit import RateLimiter
@@ -55,6 +56,8 @@ class Proxy:
             on_batch=self.metrics.observe_batch,
             answers=(ProxyError,),
             on_full=self.metrics.count_full,
+            # TEI's /tokenize takes no permits (router/src/http/server.rs).
+            takes_permits=lambda group: group.route != "/tokenize",
         )
         self.priorities = Priorities(config.batching)
         self.keys = KeyStore(config.auth)
@@ -76,9 +79,6 @@ class Proxy:
         )
         self.handle_openai_bare = responder(
             self._openai, ProxyError.openai_body, *self.tally, route="/embeddings"
-        )
-        self.handle_forward = responder(
-            self.forward, ProxyError.tei_body, *self.tally, route="other"
         )
 
     # Lifecycle.
@@ -232,7 +232,7 @@ class Proxy:
     def read_body(self, request: Request) -> tuple[bytes, Who]:
         who = self.admit(request)
         if request.oversize:
-            raise _too_large(self.config.server.max_body_bytes)
+            raise too_large(self.config.server.max_body_bytes)
         if request.content_type != JSON:
             raise ProxyError(
                 415,
@@ -279,28 +279,6 @@ class Proxy:
             content_type=JSON,
             lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
         )
-
-    async def forward(self, request: Request, outcome: Outcome) -> Response:
-        self.admit(request)
-        return await self.pass_on(request)
-
-    async def pass_on(self, request: Request) -> Response:
-        """Forward an admitted request to TEI unchanged, and its answer back."""
-        if request.oversize:
-            raise _too_large(self.config.server.max_body_bytes)
-        upstream_started = time.perf_counter()
-        status, headers, data = await self.upstream.forward(
-            request.method,
-            request.path,
-            request.query,
-            request.headers,
-            request.body,
-            self.deadline(request),
-        )
-        access = logs.current()
-        if access is not None:
-            access.upstream_s = time.perf_counter() - upstream_started
-        return Response(status=status, body=data, headers=headers)
 
     async def handle_health(self, request: Request) -> Response:
         return Response(status=200)
@@ -381,7 +359,7 @@ def _expire(futures: list[asyncio.Future[Piece]]) -> None:
             )
 
 
-def _too_large(limit: int) -> ProxyError:
+def too_large(limit: int) -> ProxyError:
     return ProxyError(
         413, f"request body exceeds the limit of {limit} bytes", VALIDATION, reason="too_large"
     )

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
-from .batching.batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
+from .batching.refusals import Expired, Full, Refused, ShuttingDown, TooManyGroups
 from .http.message import Handler, Request, Response
 
 JSON = "application/json"

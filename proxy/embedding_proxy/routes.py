@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import time
 
-from . import aliases
+from . import doors
 from .api import tei as tei_api
 from .api.errors import ProxyError
 from .app import Proxy
@@ -21,20 +21,20 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     use for a general router."""
     posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
     posts["/v1/embeddings"] = proxy.handle_openai
-    # TEI's other doors to the same work (aliases.py): OpenAI clients whose base URL lacks /v1,
+    # TEI's other doors to the same work (doors.py): OpenAI clients whose base URL lacks /v1,
     # the Hugging Face clients and SageMaker (/, /invocations), Vertex AI.
     posts["/embeddings"] = proxy.handle_openai_bare
     tei_error = ProxyError.tei_body
     for path, work in (
-        ("/", aliases.root),
-        ("/invocations", aliases.root),
-        ("/vertex", aliases.vertex),
+        ("/", doors.root),
+        ("/invocations", doors.root),
+        ("/vertex", doors.vertex),
     ):
         posts[path] = responder(functools.partial(work, proxy), tei_error, *proxy.tally)
     gets: dict[str, Handler] = {
         "/health": proxy.handle_health,
         "/ready": proxy.handle_ready,
-        "/v1/models": functools.partial(aliases.models, proxy),
+        "/v1/models": functools.partial(doors.models, proxy),
     }
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.
@@ -47,15 +47,15 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
         return preflight(request)
 
     routes = {"POST": posts, "GET": gets, "HEAD": gets}
-    forward = proxy.handle_forward
-    model = functools.partial(aliases.model, proxy)
+    forward = responder(functools.partial(doors.forward, proxy), tei_error, *proxy.tally, "other")
+    model = functools.partial(doors.model, proxy)
     listed = proxy.cors.listed is not None
 
     def elsewhere(request: Request) -> Handler:
         """A route outside the tables: a preflight, OpenAI's one model, or TEI's."""
         if request.method == "OPTIONS":
             return options
-        if request.method in ("GET", "HEAD") and request.path.startswith(aliases.MODELS):
+        if request.method in ("GET", "HEAD") and request.path.startswith(doors.MODELS):
             return model
         return forward
 

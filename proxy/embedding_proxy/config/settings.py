@@ -8,17 +8,16 @@ e.g. `EMBEDDING_PROXY_BATCHING__MAX_BATCH_SIZE=64`.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,9 +32,13 @@ from .lanes import (
     names,
 )
 from .redaction import redact
+from .sources import ENV_PREFIX, ConfigError, from_env, merge, read_file
 
-ENV_PREFIX = "EMBEDDING_PROXY_"
 MAX_WORKERS = 1024
+
+
+# An origin as a header carries it (scheme://host[:port], or *): printable ASCII but the comma.
+Origin = Annotated[str, StringConstraints(pattern=r"^[\x21-\x2b\x2d-\x7e]+$")]
 
 
 class Section(BaseModel):
@@ -104,19 +107,9 @@ class ServerConfig(Section):
     access_log: bool = Field(
         False, description="Log every API request (method, route, status, inputs, timings, id)."
     )
-    cors_allow_origin: list[str] | None = Field(
-        None,
-        description="Origins browsers may call from (CORS), as TEI's --cors-allow-origin; "
-        "unset or *: any.",
+    cors_allow_origin: list[Origin] | None = Field(
+        None, description="Origins browsers may call from (CORS; TEI's flag); unset or *: any."
     )
-
-    @field_validator("cors_allow_origin")
-    @classmethod
-    def _origins(cls, origins: list[str] | None) -> list[str] | None:
-        for origin in origins or ():
-            if not origin or not origin.isascii() or any(c in origin for c in " \t\r\n,"):
-                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
-        return origins
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -323,56 +316,6 @@ class Config(Section):
             if lane is not None and lane not in names:
                 raise ValueError(f"auth.api_keys: lane {lane!r} is not one of {sorted(names)}")
         return self
-
-
-class ConfigError(Exception):
-    """A setting is wrong; the message names it in one line."""
-
-
-def read_file(path: Path) -> dict[str, Any]:
-    """The settings in a YAML (or, by suffix, TOML) file."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"config file {path}: {e.strerror}") from e
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {path}: not valid: {' '.join(str(e).split())}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: must hold a mapping of settings")
-    return data
-
-
-def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Nested settings from EMBEDDING_PROXY_A__B=value variables (strings; pydantic converts)."""
-    out: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
-            continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {key} conflicts with another")
-        leaf = path[-1]
-        lists = ("api_keys", "cors_allow_origin")
-        node[leaf] = [v for v in value.split(",") if v] if leaf in lists else value
-    return out
-
-
-def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge override into a copy of base."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def describe(error: ValidationError) -> str:

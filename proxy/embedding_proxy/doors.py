@@ -1,22 +1,69 @@
-"""TEI's other doors to the work the proxy batches, served as TEI serves them: `POST /` and
-`POST /invocations` (SageMaker's, and the Hugging Face clients') by the model type in TEI's /info,
-and `POST /vertex` (`{"instances": [...]}`); whatever these cannot batch as TEI would answer it is
-forwarded to TEI unchanged. And OpenAI's `GET /v1/models` and `GET /v1/models/{id}`."""
+"""The routes beside the batched ones: forwarding to TEI (a request that takes TEI's permits
+waits for them among the batches'), TEI's other doors to the work the proxy batches, served as TEI
+serves them (`POST /` and `POST /invocations`, SageMaker's and the Hugging Face clients', by the
+model type in TEI's /info, and `POST /vertex`, `{"instances": [...]}`; whatever these cannot batch
+as TEI would answer it is forwarded unchanged), and OpenAI's `GET /v1/models` and
+`GET /v1/models/{id}`."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import unquote
 
+from .api import inference
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import VALIDATION, ProxyError
-from .app import JSON, Proxy
+from .app import JSON, Proxy, too_large
+from .batching.refusals import Refused
 from .http.message import Request, Response
-from .respond import Outcome
+from .respond import Outcome, refusal
+from .telemetry import logs
 
 MODELS = "/v1/models/"
+
+
+async def forward(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
+    """Any route the proxy does not serve itself: to TEI unchanged."""
+    proxy.admit(request)
+    return await pass_on(proxy, request)
+
+
+async def pass_on(proxy: Proxy, request: Request) -> Response:
+    """Forward an admitted request to TEI unchanged, and its answer back. One that takes TEI's
+    permits (api/inference.py) waits for them among the batches' first, so that TEI is never
+    asked for more than it has (TEI 1.9 answers 429 at once when short)."""
+    if request.oversize:
+        raise too_large(proxy.config.server.max_body_bytes)
+    wanted = inference.permits(request.path, request.body) if request.method == "POST" else 0
+    if not wanted:
+        return await _pass_on(proxy, request)
+    try:
+        held = await proxy.batcher.hold(wanted, proxy.deadline(request))
+    except Refused as e:
+        raise refusal(e) from None
+    try:
+        return await _pass_on(proxy, request)
+    finally:
+        proxy.batcher.release(held)
+
+
+async def _pass_on(proxy: Proxy, request: Request) -> Response:
+    upstream_started = time.perf_counter()
+    status, headers, data = await proxy.upstream.forward(
+        request.method,
+        request.path,
+        request.query,
+        request.headers,
+        request.body,
+        proxy.deadline(request),
+    )
+    access = logs.current()
+    if access is not None:
+        access.upstream_s = time.perf_counter() - upstream_started
+    return Response(status=status, body=data, headers=headers)
 
 
 async def root(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
@@ -26,13 +73,13 @@ async def root(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
     info = proxy.upstream.info
     route = info.root_route if info is not None else None
     if route is None:
-        return await proxy.forward(request, outcome)
+        return await forward(proxy, request, outcome)
     body, who = proxy.read_body(request)
     data = tei_api.decode_object(body)
     if route == "/embed" and isinstance(data.get("inputs"), dict):
         # {"source_sentence": ..., "sentences": [...]}: TEI started with TASK=sentence-similarity
         # serves / as /similarity, which /info does not tell.
-        return await proxy.pass_on(request)
+        return await pass_on(proxy, request)
     req = tei_api.parse(route, body, proxy.config.limits, data=data, simple=False)
     return await proxy.answer_batch(req, request, who, outcome)
 
@@ -55,7 +102,7 @@ async def vertex(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
     info = proxy.upstream.info
     route = info.root_route if info is not None else None
     if route is None:
-        return await proxy.forward(request, outcome)
+        return await forward(proxy, request, outcome)
     body, who = proxy.read_body(request)
     instances = tei_api.decode_object(body).get("instances")
     if not isinstance(instances, list):
@@ -65,7 +112,7 @@ async def vertex(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
             VALIDATION,
         )
     if any(_reranks(i) for i in instances):
-        return await proxy.pass_on(request)
+        return await pass_on(proxy, request)
     limits = proxy.config.limits
     reqs = [tei_api.parse_instance(route, i, limits) for i in instances]
     outcome.inputs = inputs = sum(len(r.items) for r in reqs)
