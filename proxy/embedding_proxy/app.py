@@ -31,7 +31,7 @@ from .housekeeping import Housekeeping
 from .http.cors import Cors
 from .http.message import Request, Response
 from .respond import Outcome, refusal, responder
-from .telemetry import logs
+from .telemetry import logs, trace
 from .telemetry.metrics import Metrics
 from .upstream.client import Piece, Upstream
 
@@ -69,6 +69,7 @@ class Proxy:
         self.started_at = int(time.time())
         self._reload = reload
         self._callers = itertools.count()  # numbers each request's inputs: isolation per caller
+        self._traces: dict[int, dict[str, str]] = {}  # callers' trace contexts, while queued
         self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,7 +152,10 @@ class Proxy:
         self, group: tei_api.Group, items: list[tuple[int, Any]], deadline: float
     ) -> Sequence[Piece | ProxyError]:
         owners, inputs = zip(*items, strict=True)  # items are (caller, input)
-        return await self.upstream.call_batch(group, inputs, deadline, owners)
+        traced = self._traces
+        # The trace context of the first caller that sent one (telemetry/trace.py).
+        context = next((traced[o] for o in owners if o in traced), None) if traced else None
+        return await self.upstream.call_batch(group, inputs, deadline, owners, context)
 
     def deadline(self, request: Request) -> float:
         ms = float(self.config.server.request_timeout_ms)
@@ -173,11 +177,14 @@ class Proxy:
         deadline: float,
         who: Who,
         outcome: Outcome | None = None,
+        context: dict[str, str] | None = None,
     ) -> list[Piece]:
         """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent.
-        `outcome.waited`: the longest its inputs waited in the queue."""
+        `outcome.waited`: the longest its inputs waited in the queue; `context`: its trace's."""
         caller = next(self._callers)
         owned = [(caller, item) for item in req.items]
+        if context is not None:
+            self._traces[caller] = context
         try:
             entries = self.batcher.submit(req.key, owned, req.costs, deadline, *who)
         except Refused as e:
@@ -196,6 +203,8 @@ class Proxy:
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
+            if context is not None:
+                del self._traces[caller]
             if outcome is not None:
                 outcome.waited = _longest_wait(entries)
             access = logs.current()
@@ -233,7 +242,9 @@ class Proxy:
         who = self.admit(request)
         if request.oversize:
             raise too_large(self.config.server.max_body_bytes)
-        if request.content_type != JSON:
+        kind = request.content_type
+        # axum's Json, as TEI reads it: application/json, or any application/*+json.
+        if kind != JSON and not (kind.startswith("application/") and kind.endswith("+json")):
             raise ProxyError(
                 415,
                 "Expected request with `Content-Type: application/json`",
@@ -253,7 +264,8 @@ class Proxy:
     ) -> Response:
         """Queue a parsed TEI request and answer it in TEI's shape for its route."""
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who, outcome)
+        context = trace.context(request.headers)
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
         return Response(
             body=tei_api.render(req, [p.fragment for p in pieces]),
             content_type=JSON,
@@ -270,7 +282,8 @@ class Proxy:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who, outcome)
+        context = trace.context(request.headers)
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
         model = self.served_model_name
         return Response(
             body=openai_api.render(

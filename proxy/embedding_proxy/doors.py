@@ -20,7 +20,7 @@ from .app import JSON, Proxy, too_large
 from .batching.refusals import Refused
 from .http.message import Request, Response
 from .respond import Outcome, refusal
-from .telemetry import logs
+from .telemetry import logs, trace
 
 MODELS = "/v1/models/"
 
@@ -123,8 +123,10 @@ async def vertex(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
             VALIDATION,
         )
     deadline = proxy.deadline(request)
+    context = trace.context(request.headers)
     answers = await asyncio.gather(
-        *(proxy.run_batch(r, deadline, who) for r in reqs), return_exceptions=True
+        *(proxy.run_batch(r, deadline, who, None, context) for r in reqs),
+        return_exceptions=True,
     )
     parts = []
     for req, answer in zip(reqs, answers, strict=True):

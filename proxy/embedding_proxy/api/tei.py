@@ -224,8 +224,14 @@ def parse_predict_inputs(value: Any) -> tuple[list[Item], bool]:
             for v in value
         ):
             return [list(v) for v in value], False
-    if value == []:
-        return [], False
+    if value == []:  # serde: invalid length 0 (TEI's `/predict` has no empty batch)
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: inputs: invalid length 0, "
+            "expected a string, a pair of strings [string, string] or a batch of mixed strings "
+            "and pairs [[string], [string, string], ...]",
+            VALIDATION,
+        )
     raise ProxyError(
         422,
         "Failed to deserialize the JSON body into the target type: inputs: expected a string, a "

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # Statuses that belong to the input rather than to the upstream's state: split and retry halves.
 INPUT_ERRORS = frozenset({400, 413, 422})
+# TEI's 424 for one input whose score came out NaN (router/src/http/server.rs, `predict`): an
+# input error too, unlike its other 424s (a backend failure, a route the model type lacks).
+NAN = "score is NaN"
 # Statuses that say "not now": safe to retry, embeddings being pure functions.
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -205,33 +208,41 @@ class Upstream:
             return False
 
     async def call_batch(
-        self, group: Group, items: Sequence[Any], deadline: float, owners: Sequence[int] = ()
+        self,
+        group: Group,
+        items: Sequence[Any],
+        deadline: float,
+        owners: Sequence[int] = (),
+        context: Mapping[str, str] | None = None,
     ) -> list[Piece | ProxyError]:
-        """One answer per item (`owners`: each item's caller, if known). A whole-batch failure
-        raises ProxyError."""
-        status, body, headers = await self._post(group.route, group.payload(items), deadline)
+        """One answer per item (`owners`: each item's caller, if known; `context`: the trace
+        headers sent with it). A whole-batch failure raises ProxyError."""
+        payload = group.payload(items)
+        status, body, headers = await self._post(group.route, payload, deadline, context)
         if status == 200:
             fragments = split(body, len(items))
             tokens = share(_int_header(headers.get("x-compute-tokens")), items)
             times = CallTimes.of(headers)
             return [Piece(f, t, times) for f, t in zip(fragments, tokens, strict=True)]
         error = errors.from_upstream(status, body)
-        if status in INPUT_ERRORS and len(items) > 1 and (not owners or len(set(owners)) > 1):
+        input_error = status in INPUT_ERRORS or (status == 424 and error.message == NAN)
+        if input_error and len(items) > 1 and (not owners or len(set(owners)) > 1):
             # Halve until each failing part holds one caller's inputs only: that caller's error.
             mid = len(items) // 2
             left, right = await asyncio.gather(
-                self.call_batch(group, items[:mid], deadline, owners and owners[:mid]),
-                self.call_batch(group, items[mid:], deadline, owners and owners[mid:]),
+                self.call_batch(group, items[:mid], deadline, owners and owners[:mid], context),
+                self.call_batch(group, items[mid:], deadline, owners and owners[mid:], context),
             )
             return left + right
-        if status in INPUT_ERRORS:
+        if input_error:
             return [error] * len(items)
         raise error
 
     async def _post(
-        self, route: str, payload: bytes, deadline: float
+        self, route: str, payload: bytes, deadline: float, context: Mapping[str, str] | None
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """POST with retries; (status, body, headers) of the last attempt."""
+        sent = self._headers() if context is None else {**self._headers(), **context}
         loop = asyncio.get_running_loop()
         retry = self.config.retry
         self.budget.record_attempt()
@@ -248,7 +259,7 @@ class Upstream:
             try:
                 async with asyncio.timeout(min(self.config.timeout_ms / 1000, remaining)):
                     answer = await self.batch_client.post(
-                        route, payload, self._headers(), self.config.connect_timeout_ms / 1000
+                        route, payload, sent, self.config.connect_timeout_ms / 1000
                     )
                 body, status, headers = answer.body, answer.status, answer.headers
                 delay = retry_after_seconds(headers.get("retry-after"))
