@@ -22,7 +22,7 @@ from .http.message import Request, Response
 from .respond import Outcome, refusal
 from .telemetry import logs, trace
 
-MODELS = "/v1/models/"
+MODELS = ("/v1/models/", "/models/")  # the second for OpenAI clients whose base URL lacks /v1
 
 
 async def forward(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
@@ -154,7 +154,7 @@ async def model(proxy: Proxy, request: Request) -> Response:
     try:
         proxy.admit(request)
         info = proxy.upstream.info or await proxy.upstream.fetch_info()
-        name = unquote(request.path[len(MODELS) :])
+        name = unquote(request.path.partition("/models/")[2])
         if name != info.served_model_name:
             raise ProxyError(
                 404,

@@ -36,6 +36,7 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
         "/ready": proxy.handle_ready,
         "/v1/models": functools.partial(doors.models, proxy),
     }
+    gets["/models"] = gets["/v1/models"]  # for OpenAI clients whose base URL lacks /v1
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.
     gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
