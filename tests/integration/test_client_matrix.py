@@ -15,8 +15,8 @@ import openai
 import pytest
 from huggingface_hub import AsyncInferenceClient
 from tei_client import HttpClient
+from tests.helpers.calls import upstream_calls
 from tests.helpers.processes import Process, Starter
-from tests.integration.test_tei_doors import upstream_calls
 
 TEXTS = [f"the client matrix, sentence {i}" for i in range(16)]
 

@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from tests.helpers.calls import metrics, wait_ready
+from tests.helpers.calls import metrics, upstream_calls, wait_ready
 from tests.helpers.processes import Process, Starter
 from tests.helpers.scripted import INFO, Received, Reply, answer, scripted, tei_like
 
@@ -29,16 +29,6 @@ def pair(start_simulator: Starter, start_proxy: Starter) -> tuple[Process, Proce
 async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, object]:
     async with http.post(url, json=body) as resp:
         return resp.status, await resp.json()
-
-
-async def upstream_calls(http: aiohttp.ClientSession, sim: Process) -> dict[str, float]:
-    """The simulator's answered requests by route."""
-    counts: dict[str, float] = {}
-    for name, value in (await metrics(http, sim.url)).items():
-        if name.startswith("tei_simulator_requests_total{"):
-            route = name.split("route=")[1].split(",")[0].rstrip("}")
-            counts[route] = counts.get(route, 0) + value
-    return counts
 
 
 @pytest.mark.parametrize("path", ["/", "/invocations"])
