@@ -206,7 +206,11 @@ class Proxy:
             if context is not None:
                 del self._traces[caller]
             if outcome is not None:
-                outcome.waited = _longest_wait(entries)
+                if len(entries) == 1:  # the hot path: one input
+                    e = entries[0]
+                    outcome.waited = e.started - e.enqueued if e.started else 0.0
+                else:
+                    outcome.waited = _longest_wait(entries)
             access = logs.current()
             if access is not None:
                 _time_batch(access, entries, asyncio.get_running_loop().time())
@@ -222,7 +226,8 @@ class Proxy:
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
         headers = request.headers
-        key = self.check_key(headers.get("authorization"))
+        gated = self.keys.enabled or self.upstream.guarded
+        key = self.check_key(headers.get("authorization")) if gated else None
         if self.limiter.enabled:
             client = key.key if key else request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
@@ -257,14 +262,23 @@ class Proxy:
     async def _tei(self, request: Request, outcome: Outcome) -> Response:
         body, who = self.read_body(request)
         req = tei_api.parse(request.path, body, self.config.limits)
-        return await self.answer_batch(req, request, who, outcome)
+        outcome.inputs = len(req.items)
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
+        return Response(
+            body=tei_api.render(req, [p.fragment for p in pieces]),
+            content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+        )
 
     async def answer_batch(
         self, req: tei_api.BatchRequest, request: Request, who: Who, outcome: Outcome
     ) -> Response:
         """Queue a parsed TEI request and answer it in TEI's shape for its route."""
         outcome.inputs = len(req.items)
-        context = trace.context(request.headers)
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
         pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
         return Response(
             body=tei_api.render(req, [p.fragment for p in pieces]),
@@ -282,7 +296,8 @@ class Proxy:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
-        context = trace.context(request.headers)
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
         pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
         model = self.served_model_name
         return Response(
@@ -356,9 +371,6 @@ def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None
 
 
 def _longest_wait(entries: Sequence[Any]) -> float:
-    if len(entries) == 1:
-        e = entries[0]
-        return e.started - e.enqueued if e.started else 0.0
     return max((e.started - e.enqueued for e in entries if e.started), default=0.0)
 
 

@@ -17,23 +17,26 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 _TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z/]{1,64}")  # a header-safe token, as TEI's
-_LINES = (
-    b"x-compute-type: %s\r\nx-compute-time: %d\r\nx-compute-characters: %d\r\n"
-    b"x-compute-tokens: %d\r\nx-total-time: %d\r\nx-tokenization-time: %d\r\n"
-    b"x-queue-time: %d\r\nx-inference-time: %d\r\n"
+# Per call: what all its inputs share. Per caller: its own figures, one format on the hot path.
+_SHARED = b"x-compute-type: %s\r\nx-tokenization-time: %d\r\nx-inference-time: %d\r\n"
+_OWN = (
+    b"x-compute-time: %d\r\nx-compute-characters: %d\r\nx-compute-tokens: %d\r\n"
+    b"x-total-time: %d\r\nx-queue-time: %d\r\n"
 )
 
 
 class CallTimes:
-    """What one upstream call's answer headers say about its work (shared by its inputs)."""
+    """What one upstream call's answer headers say about its work (shared by its inputs), and
+    the header lines its inputs share, written once."""
 
-    __slots__ = ("compute_type", "inference", "queue", "tokenization")
+    __slots__ = ("compute_type", "inference", "queue", "shared", "tokenization")
 
     def __init__(self, compute_type: bytes, tokenization: int, queue: int, inference: int) -> None:
         self.compute_type = compute_type
         self.tokenization = tokenization
         self.queue = queue
         self.inference = inference
+        self.shared = _SHARED % (compute_type, tokenization, inference)
 
     @classmethod
     def of(cls, headers: Mapping[str, str]) -> CallTimes | None:
@@ -76,46 +79,26 @@ def for_caller(
     items: Sequence[Any], answers: Sequence[Answered], waited_s: float, arrived: float
 ) -> bytes:
     """The header lines of a caller's answer: its inputs, their answers, the longest any waited
-    in the proxy's queue, and when it arrived (`time.perf_counter()`)."""
-    if len(answers) == 1:
-        a = answers[0]
-        times: Sequence[CallTimes | None] = (a.times,)
-        tokens = a.tokens
-    else:
-        times = [a.times for a in answers]
-        tokens = sum(a.tokens for a in answers)
-    return render(
-        times,
-        tokens,
-        characters(items),
-        int(waited_s * 1000),
-        int((time.perf_counter() - arrived) * 1000),
-    )
-
-
-def render(
-    times: Sequence[CallTimes | None], tokens: int, chars: int, waited_ms: int, total_ms: int
-) -> bytes:
-    """The header lines of one caller's answer, `times` one per input (b"" when the upstream
-    sent none)."""
-    first = times[0]
-    if first is None:
+    in the proxy's queue, and when it arrived (`time.perf_counter()`); b"" when TEI sent none."""
+    total = int((time.perf_counter() - arrived) * 1000)
+    if len(answers) == 1:  # the hot path: one input
+        answer = answers[0]
+        times = answer.times
+        if times is None:
+            return b""
+        item = items[0]
+        chars = len(item) if item.__class__ is str else characters(items)
+        queue = times.queue + int(waited_s * 1000)
+        return times.shared + _OWN % (total, chars, answer.tokens, total, queue)
+    known = [a.times for a in answers if a.times is not None]
+    if not known:
         return b""
-    if len(times) == 1:
-        tokenization, queue, inference = first.tokenization, first.queue, first.inference
-    else:
-        known = [t for t in times if t is not None]
-        n = len(known)
-        tokenization = sum(t.tokenization for t in known) // n
-        queue = sum(t.queue for t in known) // n
-        inference = sum(t.inference for t in known) // n
-    return _LINES % (
-        first.compute_type,
-        total_ms,
-        chars,
-        tokens,
-        total_ms,
-        tokenization,
-        queue + waited_ms,
-        inference,
+    n = len(known)
+    shared = _SHARED % (
+        known[0].compute_type,
+        sum(t.tokenization for t in known) // n,
+        sum(t.inference for t in known) // n,
     )
+    queue = sum(t.queue for t in known) // n + int(waited_s * 1000)
+    tokens = sum(a.tokens for a in answers)
+    return shared + _OWN % (total, characters(items), tokens, total, queue)

@@ -278,7 +278,8 @@ class Batcher(Generic[K, I, R]):
             max_wait=s.max_wait_ms / 1000,
             adaptive=s.flush_mode == "adaptive",
             calls_free=self.concurrency.limit() - self._calls,
-            inputs_free=self.permits.free_for_batches(),
+            # Permits.free_for_batches, written out: this runs for every batch.
+            inputs_free=c.max_inflight_inputs - self.permits.held - self.permits.reserved,
             flush_all=self._flush_all,
         )
 
