@@ -23,26 +23,24 @@ def pair(start_simulator: Starter, start_proxy: Starter) -> tuple[Process, Proce
     return sim, start_proxy(sim.url, ready_path="/ready")
 
 
-@pytest.mark.parametrize(
-    ("content_type", "status"),
-    [
-        ("application/json", 200),
-        ("application/vnd.api+json", 200),
-        ("application/merge-patch+json; charset=utf-8", 200),
-        ("text/plain", 415),
-        ("application/jsonx", 415),
-    ],
-)
+CONTENT_TYPES = [
+    ("application/json", 200),
+    ("application/vnd.api+json", 200),
+    ("application/merge-patch+json; charset=utf-8", 200),
+    ("text/plain", 415),
+    ("application/jsonx", 415),
+]
+
+
 async def test_json_bodies_by_axums_rule(
-    http: aiohttp.ClientSession, pair: tuple[Process, Process], content_type: str, status: int
+    http: aiohttp.ClientSession, pair: tuple[Process, Process]
 ) -> None:
     _, proxy = pair
-    body = b'{"inputs": "a"}'
-    for path in ("/embed", "/v1/embeddings"):
-        data = body.replace(b"inputs", b"input") if path == "/v1/embeddings" else body
-        headers = {"Content-Type": content_type}
-        async with http.post(proxy.url + path, data=data, headers=headers) as resp:
-            assert resp.status == status, (path, await resp.text())
+    for content_type, status in CONTENT_TYPES:
+        for path, data in (("/embed", b'{"inputs": "a"}'), ("/v1/embeddings", b'{"input": "a"}')):
+            headers = {"Content-Type": content_type}
+            async with http.post(proxy.url + path, data=data, headers=headers) as resp:
+                assert resp.status == status, (path, content_type, await resp.text())
 
 
 async def test_predict_of_nothing_is_a_422(

@@ -6,7 +6,6 @@ of a scripted TEI that sends CORS headers of its own, which must not reach the c
 from __future__ import annotations
 
 import aiohttp
-import pytest
 from tests.helpers.calls import wait_ready
 from tests.helpers.processes import Starter
 from tests.helpers.scripted import Received, Reply, answer, scripted, tei_like
@@ -52,25 +51,26 @@ async def test_any_origin_by_default_on_every_kind_of_answer(start_proxy: Starte
         assert not [r for r in upstream.received if r.method == "OPTIONS"]
 
 
-@pytest.mark.parametrize(
-    ("origin", "allowed"),
-    [("http://a.example", True), ("http://b.example:8080", True), ("http://c.example", False)],
-)
-async def test_cors_allow_origin_narrows_it(
-    start_proxy: Starter, origin: str, allowed: bool
-) -> None:
+async def test_cors_allow_origin_narrows_it(start_proxy: Starter) -> None:
     async with scripted(teis_own_cors) as upstream:
         flags = ["--cors-allow-origin", "http://a.example,http://b.example:8080"]
         proxy = start_proxy(upstream.url, *flags)
-        async with aiohttp.ClientSession(headers={"Origin": origin}) as s:
+        async with aiohttp.ClientSession() as s:
             await wait_ready(s, proxy.url)
-            for method, path, body in [
-                ("POST", "/embed", {"inputs": "a"}),
-                ("POST", "/decode", {"ids": [1]}),
-                ("OPTIONS", "/embed", None),
+            for origin, allowed in [
+                ("http://a.example", True),
+                ("http://b.example:8080", True),
+                ("http://c.example", False),
             ]:
-                async with s.request(method, proxy.url + path, json=body) as r:
-                    assert r.status == 200, path
-                    expected = [origin] if allowed else []
-                    assert r.headers.getall("Access-Control-Allow-Origin", []) == expected, path
-                    assert r.headers.getall("Vary") == [VARY], path
+                for method, path, body in [
+                    ("POST", "/embed", {"inputs": "a"}),
+                    ("POST", "/decode", {"ids": [1]}),
+                    ("OPTIONS", "/embed", None),
+                ]:
+                    headers = {"Origin": origin}
+                    async with s.request(method, proxy.url + path, json=body, headers=headers) as r:
+                        assert r.status == 200, path
+                        expected = [origin] if allowed else []
+                        got = r.headers.getall("Access-Control-Allow-Origin", [])
+                        assert got == expected, (origin, path)
+                        assert r.headers.getall("Vary") == [VARY], path

@@ -47,18 +47,26 @@ async def call(
         return resp.status
 
 
-@pytest.mark.parametrize(
-    "auth",
-    [None, "Bearer no", f"bearer {KEY}", f"Bearer  {KEY}", f"Basic {KEY}", KEY, f"Bearer {KEY}x"],
-)
+WRONG = [
+    None,
+    "Bearer no",
+    f"bearer {KEY}",
+    f"Bearer  {KEY}",
+    f"Basic {KEY}",
+    KEY,
+    f"Bearer {KEY}x",
+]
+
+
 async def test_without_teis_key_every_route_is_refused_as_tei_refuses_it(
-    http: aiohttp.ClientSession, guarded: tuple[Process, Process], auth: str | None
+    http: aiohttp.ClientSession, guarded: tuple[Process, Process]
 ) -> None:
     sim, proxy = guarded
-    for method, path, body in CALLS:
-        if path != "/v1/models":  # TEI has no such route; the rest it refuses itself
-            assert await call(http, sim.url + path, method, body, auth) == 401, (path, auth)
-        assert await call(http, proxy.url + path, method, body, auth) == 401, (path, auth)
+    for auth in WRONG:
+        for method, path, body in CALLS:
+            if path != "/v1/models":  # TEI has no such route; the rest it refuses itself
+                assert await call(http, sim.url + path, method, body, auth) == 401, (path, auth)
+            assert await call(http, proxy.url + path, method, body, auth) == 401, (path, auth)
 
 
 async def test_with_teis_key_every_route_answers_as_tei_does(

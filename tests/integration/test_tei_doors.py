@@ -31,22 +31,24 @@ async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int
         return resp.status, await resp.json()
 
 
-@pytest.mark.parametrize("path", ["/", "/invocations"])
 async def test_root_and_sagemaker_are_batched_as_embed(
-    http: aiohttp.ClientSession, pair: tuple[Process, Process], path: str
+    http: aiohttp.ClientSession, pair: tuple[Process, Process]
 ) -> None:
     sim, proxy = pair
-    texts = [f"text number {i}" for i in range(48)]
-    direct = [await post(http, sim.url + path, {"inputs": t}) for t in texts]
-    before = await upstream_calls(http, sim)
-    through = await asyncio.gather(*(post(http, proxy.url + path, {"inputs": t}) for t in texts))
-    assert list(through) == direct  # each caller its own vector, as TEI's own / answers
-    after = await upstream_calls(http, sim)
-    assert after.get(path, 0) == before.get(path, 0)  # none sent as they came
-    assert 0 < after["/embed"] - before.get("/embed", 0) < len(texts)  # batched
-    # More inputs than TEI's max_client_batch_size (32): spread over batches, not refused.
-    status, vectors = await post(http, proxy.url + path, {"inputs": texts})
-    assert status == 200 and vectors == [v[0] for _, v in direct]  # type: ignore[index]
+    texts = [f"text number {i}" for i in range(40)]
+    for path in ("/", "/invocations"):
+        direct = await asyncio.gather(*(post(http, sim.url + path, {"inputs": t}) for t in texts))
+        before = await upstream_calls(http, sim)
+        through = await asyncio.gather(
+            *(post(http, proxy.url + path, {"inputs": t}) for t in texts)
+        )
+        assert through == direct  # each caller its own vector, as TEI's own / answers
+        after = await upstream_calls(http, sim)
+        assert after.get(path, 0) == before.get(path, 0)  # none sent as they came
+        assert 0 < after["/embed"] - before.get("/embed", 0) < len(texts)  # batched
+        # More inputs than TEI's max_client_batch_size (32): spread over batches, not refused.
+        status, vectors = await post(http, proxy.url + path, {"inputs": texts})
+        assert status == 200 and vectors == [v[0] for _, v in direct]  # type: ignore[index]
 
 
 async def test_embeddings_without_v1_is_openais_route_batched(
