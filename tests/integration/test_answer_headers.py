@@ -62,10 +62,12 @@ async def test_each_caller_gets_its_own_share(
     assert max(int(h["x-queue-time"]) for h, _ in answers) >= 100
 
 
-async def test_pairs_and_openai(http: aiohttp.ClientSession, pair: tuple[Process, Process]) -> None:
+async def test_token_ids_and_openai(
+    http: aiohttp.ClientSession, pair: tuple[Process, Process]
+) -> None:
     _, proxy = pair
-    h, _ = await headers_of(http, proxy.url + "/predict", {"inputs": [["abc", "de"], ["f"]]})
-    assert h["x-compute-characters"] == "6"  # a pair's two texts together
+    h, _ = await headers_of(http, proxy.url + "/embed", {"inputs": [[1, 2, 3, 4], "de"]})
+    assert h["x-compute-characters"] == "6"  # token ids count one each
     h, body = await headers_of(http, proxy.url + "/v1/embeddings", {"input": ["abc", "de"]})
     assert h["x-compute-characters"] == "5"
     assert int(h["x-compute-tokens"]) == body["usage"]["prompt_tokens"]  # type: ignore[index]

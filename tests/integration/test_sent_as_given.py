@@ -14,9 +14,14 @@ TOO_LONG = "word " * 3000  # far beyond the simulator's 512-token max_input_leng
 
 
 @pytest.fixture
-def pair(start_simulator: Starter, start_proxy: Starter) -> tuple[Process, Process]:
-    sim = start_simulator("--auto-truncate")
-    return sim, start_proxy(sim.url, ready_path="/ready")
+def pairs(start_simulator: Starter, start_proxy: Starter) -> dict[str, tuple[Process, Process]]:
+    """An embedding model and a classifier, each behind its own proxy (TEI serves /predict for
+    a classifier only)."""
+    out = {}
+    for model_type in ("embedding", "classifier"):
+        sim = start_simulator("--auto-truncate", "--model-type", model_type)
+        out[model_type] = (sim, start_proxy(sim.url, ready_path="/ready"))
+    return out
 
 
 async def answer(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, object]:
@@ -28,7 +33,6 @@ CASES = [
     ("/predict", {"inputs": TOO_LONG, "truncate": False}),
     ("/predict", {"inputs": [[TOO_LONG], ["short"]], "truncate": False}),
     ("/embed", {"inputs": [TOO_LONG], "truncate": False}),
-    ("/embed_sparse", {"inputs": TOO_LONG, "truncate": False}),
     ("/embed_all", {"inputs": TOO_LONG, "truncate": False}),
     ("/predict", {"inputs": TOO_LONG}),  # absent: auto-truncate, answered
     ("/predict", {"inputs": TOO_LONG, "truncate": True}),
@@ -36,11 +40,11 @@ CASES = [
 
 
 async def test_truncate_reaches_tei_as_the_caller_gave_it(
-    http: aiohttp.ClientSession, pair: tuple[Process, Process]
+    http: aiohttp.ClientSession, pairs: dict[str, tuple[Process, Process]]
 ) -> None:
-    sim, proxy = pair
     for route, body in CASES:
+        sim, proxy = pairs["classifier" if route == "/predict" else "embedding"]
         direct = await answer(http, sim.url + route, body)
         through = await answer(http, proxy.url + route, body)
         assert through == direct, (route, body)
-        assert (direct[0] == 200) == body.get("truncate", True), (route, body)
+        assert (direct[0] == 200) == body.get("truncate", True), (route, body, direct)
