@@ -97,7 +97,8 @@ async def test_upstream_credentials_are_never_shown(
                 "POST" if path == "/embed" else "GET",
                 proxy.url + path,
                 json={"inputs": "a"},
-                auth=aiohttp.BasicAuth("someone", secret),  # lent only to who holds them
+                # The URL's credentials are lent only to a caller who holds them.
+                headers={"Authorization": aiohttp.BasicAuth("someone", secret).encode()},
             ) as resp:
                 shown.append(await resp.text())
                 assert resp.status == 502
