@@ -16,20 +16,23 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .api import answer_headers
 from .api import openai as openai_api
 from .api import tei as tei_api
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
 from .batching.answers import AnswerBudget, TooLarge
-from .batching.batcher import Batcher, Refused
-from .callers.auth import KeyStore
-from .callers.priority import HEADER, Priorities, Who
+from .batching.batcher import Batcher
+from .batching.refusals import Refused
+from .callers.auth import KeyStore, check_lent
+from .callers.priority import HEADER, Key, Priorities, Who
 from .callers.ratelimit import RateLimiter
 from .config.reload import ConfigWatcher
 from .config.settings import Config
 from .housekeeping import Housekeeping
+from .http.cors import Cors
 from .http.message import Request, Response
 from .respond import Outcome, refusal, responder
-from .telemetry import logs
+from .telemetry import logs, trace
 from .telemetry.metrics import Metrics
 from .upstream.client import Piece, Upstream
 
@@ -54,6 +57,8 @@ class Proxy:
             on_batch=self.metrics.observe_batch,
             answers=(ProxyError,),
             on_full=self.metrics.count_full,
+            # TEI's /tokenize takes no permits (router/src/http/server.rs).
+            takes_permits=lambda group: group.route != "/tokenize",
         )
         self.priorities = Priorities(config.batching)
         self.answers: AnswerBudget[Piece] = AnswerBudget(
@@ -63,6 +68,7 @@ class Proxy:
             _keep_piece,
         )
         self.keys = KeyStore(config.auth)
+        self.cors = Cors(config.server.cors_allow_origin)
         self.limiter = RateLimiter(config.limits.rate_per_second, config.limits.rate_burst)
         self.housekeeping = Housekeeping(self, config.upstream)
         self.draining = False  # the pod terminates (SIGTERM or SIGUSR1): not ready, still serving
@@ -70,16 +76,17 @@ class Proxy:
         self.started_at = int(time.time())
         self._reload = reload
         self._callers = itertools.count()  # numbers each request's inputs: isolation per caller
+        self._traces: dict[int, dict[str, str]] = {}  # callers' trace contexts, while queued
         self._drain: asyncio.Task[None] | None = None
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
-        self.handle_tei = responder(self._tei, ProxyError.tei_body, *self._tally)
+        self.handle_tei = responder(self._tei, ProxyError.tei_body, *self.tally)
         self.handle_openai = responder(
-            self._openai, ProxyError.openai_body, *self._tally, route="/v1/embeddings"
+            self._openai, ProxyError.openai_body, *self.tally, route="/v1/embeddings"
         )
-        self.handle_forward = responder(
-            self._forward, ProxyError.tei_body, *self._tally, route="other"
+        self.handle_openai_bare = responder(
+            self._openai, ProxyError.openai_body, *self.tally, route="/embeddings"
         )
 
     # Lifecycle.
@@ -156,7 +163,10 @@ class Proxy:
         self, group: tei_api.Group, items: list[tuple[int, Any]], deadline: float
     ) -> Sequence[Piece | ProxyError]:
         owners, inputs = zip(*items, strict=True)  # items are (caller, input)
-        return await self.upstream.call_batch(group, inputs, deadline, owners)
+        traced = self._traces
+        # The trace context of the first caller that sent one (telemetry/trace.py).
+        context = next((traced[o] for o in owners if o in traced), None) if traced else None
+        return await self.upstream.call_batch(group, inputs, deadline, owners, context)
 
     def deadline(self, request: Request) -> float:
         ms = float(self.config.server.request_timeout_ms)
@@ -172,10 +182,20 @@ class Proxy:
             ms = min(ms, float(header))
         return asyncio.get_running_loop().time() + ms / 1000
 
-    async def run_batch(self, req: tei_api.BatchRequest, deadline: float, who: Who) -> list[Piece]:
-        """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent."""
+    async def run_batch(
+        self,
+        req: tei_api.BatchRequest,
+        deadline: float,
+        who: Who,
+        outcome: Outcome | None = None,
+        context: dict[str, str] | None = None,
+    ) -> list[Piece]:
+        """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent.
+        `outcome.waited`: the longest its inputs waited in the queue; `context`: its trace's."""
         caller = next(self._callers)
         owned = [(caller, item) for item in req.items]
+        if context is not None:
+            self._traces[caller] = context
         try:
             entries = self.batcher.submit(req.key, owned, req.costs, deadline, *who)
         except Refused as e:
@@ -200,6 +220,14 @@ class Proxy:
         finally:
             timer.cancel()
             self.batcher.cancel(entries)  # only inputs still queued or pending are affected
+            if context is not None:
+                del self._traces[caller]
+            if outcome is not None:
+                if len(entries) == 1:  # the hot path: one input
+                    e = entries[0]
+                    outcome.waited = e.started - e.enqueued if e.started else 0.0
+                else:
+                    outcome.waited = _longest_wait(entries)
             access = logs.current()
             if access is not None:
                 _time_batch(access, entries, asyncio.get_running_loop().time())
@@ -215,17 +243,30 @@ class Proxy:
         if self.stopping:
             raise ProxyError(503, "proxy is shutting down", UNHEALTHY, reason="shutting_down")
         headers = request.headers
-        key = self.keys.check(headers.get("authorization")) if self.keys.enabled else None
+        gated = self.keys.enabled or self.upstream.guarded
+        key = self.check_key(headers.get("authorization")) if gated else None
         if self.limiter.enabled:
             client = key.key if key else request.remote or "unknown"
             self.limiter.take(client, asyncio.get_running_loop().time())
         return self.priorities.who(headers.get(HEADER), key, request.remote)
 
+    def check_key(self, authorization: str | None) -> Key | None:
+        """The caller's key, when the proxy has keys of its own; else, when it holds the
+        upstream's credentials, the caller must present those same ones (never lent to a
+        caller TEI would refuse); else anyone may call. 401 otherwise."""
+        if self.keys.enabled:
+            return self.keys.check(authorization)
+        if self.upstream.guarded:
+            check_lent(authorization, self.upstream.authorization())
+        return None
+
     def read_body(self, request: Request) -> tuple[bytes, Who]:
         who = self.admit(request)
         if request.oversize:
-            raise _too_large(self.config.server.max_body_bytes)
-        if request.content_type != JSON:
+            raise too_large(self.config.server.max_body_bytes)
+        kind = request.content_type
+        # axum's Json, as TEI reads it: application/json, or any application/*+json.
+        if kind != JSON and not (kind.startswith("application/") and kind.endswith("+json")):
             raise ProxyError(
                 415,
                 "Expected request with `Content-Type: application/json`",
@@ -239,43 +280,50 @@ class Proxy:
         body, who = self.read_body(request)
         req = tei_api.parse(request.path, body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who)
-        return Response(body=tei_api.render(req, [p.fragment for p in pieces]), content_type=JSON)
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
+        return Response(
+            body=tei_api.render(req, [p.fragment for p in pieces]),
+            content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+        )
+
+    async def answer_batch(
+        self, req: tei_api.BatchRequest, request: Request, who: Who, outcome: Outcome
+    ) -> Response:
+        """Queue a parsed TEI request and answer it in TEI's shape for its route."""
+        outcome.inputs = len(req.items)
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
+        return Response(
+            body=tei_api.render(req, [p.fragment for p in pieces]),
+            content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+        )
+
+    @property
+    def served_model_name(self) -> str:
+        """The `model` of OpenAI answers: TEI's `served_model_name` (its model id before 1.9)."""
+        info = self.upstream.info
+        return info.served_model_name if info is not None else "unknown"
 
     async def _openai(self, request: Request, outcome: Outcome) -> Response:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
         outcome.inputs = len(req.items)
-        pieces = await self.run_batch(req, self.deadline(request), who)
-        model = self.upstream.info.model_id if self.upstream.info else "unknown"
+        headers = request.headers
+        context = trace.context(headers) if "traceparent" in headers else None
+        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
+        model = self.served_model_name
         return Response(
             body=openai_api.render(
                 [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
             ),
             content_type=JSON,
+            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
         )
-
-    async def _forward(self, request: Request, outcome: Outcome) -> Response:
-        self.admit(request)
-        if request.oversize:
-            raise _too_large(self.config.server.max_body_bytes)
-        upstream_started = time.perf_counter()
-        try:
-            status, headers, data = await self.upstream.forward(
-                request.method,
-                request.path,
-                request.query,
-                request.headers,
-                request.body,
-                self.deadline(request),
-                self.answers,
-            )
-        except Refused as e:
-            raise refusal(e) from None
-        access = logs.current()
-        if access is not None:
-            access.upstream_s = time.perf_counter() - upstream_started
-        return Response(status=status, body=data, headers=headers)
 
     async def handle_health(self, request: Request) -> Response:
         return Response(status=200)
@@ -302,25 +350,13 @@ class Proxy:
         m.upstream_up.set(1 if self.upstream.answering else 0)
         return Response(200, generate_latest(m.registry), CONTENT_TYPE_LATEST)
 
-    async def handle_models(self, request: Request) -> Response:
-        """OpenAI's model list, from TEI's /info (read now if it was never read)."""
-        try:
-            self.admit(request)
-            info = self.upstream.info
-            if info is None:
-                info = await self.upstream.fetch_info()
-            body = openai_api.render_models(info.model_id, self.started_at)
-            return Response(body=body, content_type=JSON)
-        except ProxyError as e:
-            return Response(e.status, e.openai_body(), JSON, headers=e.headers)
-
     async def handle_metrics_elsewhere(self, request: Request) -> Response:
         port = self.config.server.metrics_port
         body = f"metrics are served on port {port} (server.metrics_port)\n".encode()
         return Response(404, body, "text/plain; charset=utf-8")
 
     @property
-    def _tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
+    def tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
         return self._observe, self._count_rejection
 
     def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
@@ -363,6 +399,10 @@ def _keep_piece(piece: Piece) -> int:
     return len(piece.fragment)
 
 
+def _longest_wait(entries: Sequence[Any]) -> float:
+    return max((e.started - e.enqueued for e in entries if e.started), default=0.0)
+
+
 def _expire(futures: list[asyncio.Future[Piece]]) -> None:
     for future in futures:
         if not future.done():
@@ -373,7 +413,7 @@ def _expire(futures: list[asyncio.Future[Piece]]) -> None:
             )
 
 
-def _too_large(limit: int) -> ProxyError:
+def too_large(limit: int) -> ProxyError:
     return ProxyError(
         413, f"request body exceeds the limit of {limit} bytes", VALIDATION, reason="too_large"
     )

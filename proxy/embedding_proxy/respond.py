@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
 from .batching.answers import OverBudget, TooLarge
-from .batching.batcher import Expired, Full, Refused, ShuttingDown, TooManyGroups
+from .batching.refusals import Expired, Full, Refused, ShuttingDown, TooManyGroups
 from .http.message import Handler, Request, Response
 
 JSON = "application/json"
@@ -61,10 +61,12 @@ def refusal(refused: Refused) -> ProxyError:
 class Outcome:
     """What a handler's work tells the wrapper besides its answer."""
 
-    __slots__ = ("inputs",)
+    __slots__ = ("inputs", "started", "waited")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = 0.0) -> None:
         self.inputs = 0  # inputs the request held, once parsed
+        self.started = started  # perf_counter() at its arrival
+        self.waited = 0.0  # seconds its inputs waited in the queue, the longest
 
 
 Work = Callable[[Request, Outcome], Awaitable[Response]]
@@ -82,7 +84,7 @@ def responder(
 
     async def handle(request: Request) -> Response:
         started = time.perf_counter()
-        outcome = Outcome()
+        outcome = Outcome(started)
         try:
             response = await work(request, outcome)
         except ProxyError as e:

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
+from . import doors
 from .api import tei as tei_api
+from .api.errors import ProxyError
 from .app import Proxy
 from .http.message import Handler, Request, Response
+from .respond import responder
 from .telemetry import logs
 
 
@@ -17,22 +21,53 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
     use for a general router."""
     posts: dict[str, Handler] = dict.fromkeys(tei_api.BATCH_ROUTES, proxy.handle_tei)
     posts["/v1/embeddings"] = proxy.handle_openai
+    # TEI's other doors to the same work (doors.py): OpenAI clients whose base URL lacks /v1,
+    # the Hugging Face clients and SageMaker (/, /invocations), Vertex AI.
+    posts["/embeddings"] = proxy.handle_openai_bare
+    tei_error = ProxyError.tei_body
+    for path, work in (
+        ("/", doors.root),
+        ("/invocations", doors.root),
+        ("/vertex", doors.vertex),
+    ):
+        posts[path] = responder(functools.partial(work, proxy), tei_error, *proxy.tally)
     gets: dict[str, Handler] = {
         "/health": proxy.handle_health,
         "/ready": proxy.handle_ready,
-        "/v1/models": proxy.handle_models,
+        "/v1/models": functools.partial(doors.models, proxy),
     }
+    gets["/models"] = gets["/v1/models"]  # for OpenAI clients whose base URL lacks /v1
     # With a metrics port, /metrics here is not forwarded either: TEI's metrics under the proxy's
     # name would mislead a scraper pointed at the wrong port.
     gets["/metrics"] = proxy.handle_metrics if with_metrics else proxy.handle_metrics_elsewhere
     # HEAD of the proxy's own routes: as GET, the server leaves the body out. Others: to TEI.
+    # Any OPTIONS request is a preflight, answered by the proxy as TEI's CORS layer answers it.
+    preflight = proxy.cors.preflight
+
+    async def options(request: Request) -> Response:
+        return preflight(request)
+
     routes = {"POST": posts, "GET": gets, "HEAD": gets}
-    forward = proxy.handle_forward
+    forward = responder(functools.partial(doors.forward, proxy), tei_error, *proxy.tally, "other")
+    model = functools.partial(doors.model, proxy)
+    listed = proxy.cors.listed is not None
+
+    def elsewhere(request: Request) -> Handler:
+        """A route outside the tables: a preflight, OpenAI's one model, or TEI's."""
+        if request.method == "OPTIONS":
+            return options
+        if request.method in ("GET", "HEAD") and request.path.startswith(doors.MODELS):
+            return model
+        return forward
 
     async def handle(request: Request) -> Response:
         table = routes.get(request.method)
-        handler = table.get(request.path, forward) if table is not None else forward
+        handler = table.get(request.path) if table is not None else None
+        if handler is None:
+            handler = elsewhere(request)
         response = await handler(request)
+        if listed:  # a list of origins: the caller's, when on it (any origin: Server's `always`)
+            response.lines += proxy.cors.origin_line(request)
         given = request.headers.get(logs.REQUEST_ID)
         if given is not None:
             _echo_id(response, logs.request_id(given))

@@ -54,8 +54,10 @@ async def serve(
     started_up = asyncio.Event()
     servers: list[Server] = []
     for port, handler in listeners:
-        vet = _key_check(proxy) if port == server.port else None
-        http_server = Server(_after(started_up, handler), limits, vet)
+        api = port == server.port
+        vet = _key_check(proxy) if api else None
+        always = proxy.cors.always if api else b""  # TEI's CORS on its API port
+        http_server = Server(_after(started_up, handler), limits, vet, always)
         try:
             await http_server.start(server.host, port, reuse_port=reuse_port)
         except OSError as e:
@@ -109,19 +111,21 @@ async def serve(
 
 
 def _key_check(proxy: Proxy) -> Vet:
-    """With API keys on, a request with a body and no valid key gets its 401 from the head
-    alone: its body is never read. /health, /ready and /metrics take no key."""
+    """With API keys on (the proxy's own, or the upstream's lent to callers who hold them), a
+    request with a body and no valid key gets its 401 from the head alone: its body is never
+    read. /health, /ready and /metrics take no key."""
     open_paths = frozenset({"/health", "/ready", "/metrics"})
 
     def vet(request: Request) -> Response | None:
-        if not proxy.keys.enabled or request.path in open_paths:
+        if not (proxy.keys.enabled or proxy.upstream.guarded) or request.path in open_paths:
             return None
         try:
-            proxy.keys.check(request.headers.get("authorization"))
+            proxy.check_key(request.headers.get("authorization"))
         except ProxyError as e:
-            openai = request.path == "/v1/embeddings"
+            openai = request.path in ("/v1/embeddings", "/embeddings")
             body = e.openai_body() if openai else e.tei_body()
-            return Response(e.status, body, "application/json", e.headers)
+            lines = proxy.cors.origin_line(request)
+            return Response(e.status, body, "application/json", e.headers, lines)
         return None
 
     return vet

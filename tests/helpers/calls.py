@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from tests.helpers.processes import Process
 
 JSON = {"Content-Type": "application/json"}
 
@@ -37,3 +40,22 @@ async def metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(400):
+        async with session.get(f"{url}/ready") as resp:
+            if resp.status == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url}/ready never answered 200")
+
+
+async def upstream_calls(http: aiohttp.ClientSession, sim: Process) -> dict[str, float]:
+    """The simulator's answered requests by route (its `tei_simulator_requests_total`)."""
+    counts: dict[str, float] = {}
+    for name, value in (await metrics(http, sim.url)).items():
+        if name.startswith("tei_simulator_requests_total{"):
+            route = name.split("route=")[1].split(",")[0].rstrip("}")
+            counts[route] = counts.get(route, 0) + value
+    return counts

@@ -94,7 +94,11 @@ async def test_upstream_credentials_are_never_shown(
             assert resp.status == 503
         for path in ("/embed", "/info"):
             async with http.request(
-                "POST" if path == "/embed" else "GET", proxy.url + path, json={"inputs": "a"}
+                "POST" if path == "/embed" else "GET",
+                proxy.url + path,
+                json={"inputs": "a"},
+                # The URL's credentials are lent only to a caller who holds them.
+                headers={"Authorization": aiohttp.BasicAuth("someone", secret).encode()},
             ) as resp:
                 shown.append(await resp.text())
                 assert resp.status == 502

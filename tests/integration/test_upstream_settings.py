@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from tests.helpers.calls import wait_ready
 from tests.helpers.processes import PYTHON, Starter, free_port
 from tests.helpers.scripted import Received, Reply, answer, scripted, tei_like
 
@@ -33,15 +34,6 @@ def prefixed(prefix: str):  # type: ignore[no-untyped-def]
     return script
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(400):
-        async with session.get(f"{url}/ready") as resp:
-            if resp.status == 200:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url}/ready never answered 200")
-
-
 @pytest.mark.parametrize("with_key", [False, True])
 async def test_url_credentials_and_key_one_rule_for_every_call(
     start_proxy: Starter, tmp_path: Path, with_key: bool
@@ -56,7 +48,8 @@ async def test_url_credentials_and_key_one_rule_for_every_call(
             expected = "Bearer k3y"
         url = f"http://u:p%20w@127.0.0.1:{upstream.port}/pfx"
         proxy = start_proxy(url, *flags)
-        async with aiohttp.ClientSession() as s:
+        # The credentials are lent only to callers who present them (test_lent_key.py).
+        async with aiohttp.ClientSession(headers={"Authorization": expected}) as s:
             await wait_ready(s, proxy.url)
             async with s.post(f"{proxy.url}/embed", json={"inputs": ["a", "bb"]}) as resp:
                 assert resp.status == 200, await resp.text()

@@ -49,6 +49,10 @@ class ProxyError(Exception):
         return f"ProxyError({self.status}, {self.message!r}, {self.error_type!r})"
 
 
+# The most of an upstream's plain-text error passed on to a caller.
+MAX_PASSED = 4096
+
+
 def from_upstream(status: int, body: bytes) -> ProxyError:
     """The upstream's own error, kept as it is when it is in TEI's shape."""
     try:
@@ -60,9 +64,12 @@ def from_upstream(status: int, body: bytes) -> ProxyError:
         error_type = data.get("error_type", data.get("type"))
         if isinstance(message, str) and isinstance(error_type, str):
             return ProxyError(status, message, error_type)
-    snippet = body[:200].decode("utf-8", "replace").strip()
     if 400 <= status < 500:
-        return ProxyError(status, f"upstream answered {status}: {snippet}", VALIDATION)
+        # TEI's own rejections of a body it cannot read are plain text (axum's extractors:
+        # "Failed to deserialize the JSON body into the target type: ..."): passed on as said.
+        text = body[:MAX_PASSED].decode("utf-8", "replace").strip()
+        return ProxyError(status, text or f"upstream answered {status}", VALIDATION)
+    snippet = body[:200].decode("utf-8", "replace").strip()
     return ProxyError(
         502, f"upstream answered {status} with a body that is not TEI's: {snippet}", UPSTREAM
     )

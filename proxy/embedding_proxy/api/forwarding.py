@@ -30,9 +30,23 @@ HOP_BY_HOP = frozenset(
 # A caller's headers that the proxy replaces on a forwarded request: the client for TEI writes
 # Host and Content-Length, the body is already read (Expect), and the caller's key stays here.
 REPLACED_IN_REQUESTS = frozenset({"host", "content-length", "expect", "authorization"})
-# An upstream answer's headers that the proxy replaces: it writes its own framing, and the body
-# it passes on is decompressed.
-REPLACED_IN_ANSWERS = frozenset({"content-length", "content-encoding"})
+# An upstream answer's headers that the proxy replaces: it writes its own framing, the body it
+# passes on is decompressed, and its own CORS headers (http/cors.py, TEI's policy as the proxy is
+# configured) take the place of TEI's, which would repeat or contradict them.
+REPLACED_IN_ANSWERS = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "vary",
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "access-control-max-age",
+        "access-control-allow-private-network",
+    }
+)
 # A forwarded request-target: origin-form only (a path and a query of RFC 3986 characters).
 _PATH = re.compile(r"/[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*")
 _QUERY = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*")

@@ -88,10 +88,18 @@ def to_base64(fragment: bytes) -> bytes:
     return base64.b64encode(values.tobytes())
 
 
-def render_models(model_id: str, created: int) -> bytes:
+def render_model(name: str, created: int) -> bytes:
+    """`GET /v1/models/{id}` in OpenAI's shape: the model TEI serves."""
+    return orjson.dumps(_model(name, created))
+
+
+def render_models(name: str, created: int) -> bytes:
     """`GET /v1/models` in OpenAI's shape: the one model TEI serves."""
-    model = {"id": model_id, "object": "model", "created": created, "owned_by": "tei"}
-    return orjson.dumps({"object": "list", "data": [model]})
+    return orjson.dumps({"object": "list", "data": [_model(name, created)]})
+
+
+def _model(name: str, created: int) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "tei"}
 
 
 def render(fragments: Sequence[bytes], tokens: int, model: str, encoding: str) -> bytes:

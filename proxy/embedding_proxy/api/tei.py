@@ -80,10 +80,14 @@ class BatchRequest:
         return self.group
 
 
-# Each route's parameters (its fields in TEI's router, inputs aside) and their defaults. Fields TEI
-# does not know it ignores (serde without deny_unknown_fields), and so does the proxy: they are
-# neither sent upstream nor part of the group key. Parameters equal to TEI's defaults are dropped,
-# so that callers who spell them out and callers who leave them out share a queue.
+# Each route's parameters (its fields in TEI's router, inputs aside: router/src/http/types.rs) and
+# the value TEI reads when the field is absent. Fields TEI does not know it ignores (serde without
+# deny_unknown_fields), and so does the proxy: they are neither sent upstream nor part of the group
+# key. A parameter equal to this value is dropped, so that callers who spell it out and callers who
+# leave it out share a queue; only values TEI reads the same whatever its flags belong here: serde's
+# fixed defaults, and null for an `Option`. Never a value for `truncate`: TEI reads its absence as
+# its `--auto-truncate` (`req.truncate.unwrap_or(info.auto_truncate)`, on by default since 1.9),
+# so an explicit `false` or `true` is sent as the caller gave it.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "/embed": {
         "normalize": True,
@@ -95,7 +99,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "/embed_sparse": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
     "/embed_all": {"truncate": None, "prompt_name": None, "truncation_direction": "Right"},
     "/tokenize": {"add_special_tokens": True, "prompt_name": None},
-    "/predict": {"truncate": False, "raw_scores": False, "truncation_direction": "Right"},
+    "/predict": {"truncate": None, "raw_scores": False, "truncation_direction": "Right"},
 }
 BATCH_ROUTES = frozenset(_DEFAULTS)
 
@@ -220,8 +224,14 @@ def parse_predict_inputs(value: Any) -> tuple[list[Item], bool]:
             for v in value
         ):
             return [list(v) for v in value], False
-    if value == []:
-        return [], False
+    if value == []:  # serde: invalid length 0 (TEI's `/predict` has no empty batch)
+        raise ProxyError(
+            422,
+            "Failed to deserialize the JSON body into the target type: inputs: invalid length 0, "
+            "expected a string, a pair of strings [string, string] or a batch of mixed strings "
+            "and pairs [[string], [string, string], ...]",
+            VALIDATION,
+        )
     raise ProxyError(
         422,
         "Failed to deserialize the JSON body into the target type: inputs: expected a string, a "
@@ -252,13 +262,34 @@ def check_inputs(items: Sequence[Item], limits: LimitsConfig) -> None:
             )
 
 
-def parse(route: str, body: bytes, limits: LimitsConfig) -> BatchRequest:
-    """A TEI request on one of the batching routes."""
-    data = decode_object(body)
-    if route == "/embed" and "inputs" not in data and "input" in data:
+def parse(
+    route: str,
+    body: bytes,
+    limits: LimitsConfig,
+    data: dict[str, Any] | None = None,
+    simple: bool = True,
+) -> BatchRequest:
+    """A TEI request on one of the batching routes (`data`: its body, if already decoded;
+    `simple`: the proxy's own `{"input": ...}` form is taken on /embed)."""
+    if data is None:
+        data = decode_object(body)
+    if simple and route == "/embed" and "inputs" not in data and "input" in data:
         refuse_repeats(body, _SIMPLE_FIELDS)
         return _parse_simple(data, limits)
     refuse_repeats(body, _FIELDS[route])
+    return parse_decoded(route, data, limits)
+
+
+def parse_instance(route: str, instance: Any, limits: LimitsConfig) -> BatchRequest:
+    """One of `/vertex`'s instances, a whole request for `route`. TEI reads it from a parsed
+    JSON value (`serde_json::from_value`), where a repeated key has already given way to the
+    last, as orjson's does."""
+    if not isinstance(instance, dict):
+        raise ProxyError(422, "invalid type: expected a JSON object for an instance", VALIDATION)
+    return parse_decoded(route, instance, limits)
+
+
+def parse_decoded(route: str, data: dict[str, Any], limits: LimitsConfig) -> BatchRequest:
     if "inputs" not in data:
         raise ProxyError(
             422,

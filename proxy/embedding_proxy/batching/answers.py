@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from .batcher import Refused
+from .refusals import Refused
 
 R = TypeVar("R")
 

@@ -19,7 +19,9 @@ from typing import Any, Generic, TypeVar
 from ..config.settings import BatchingConfig
 from .concurrency import Concurrency
 from .lanes import Caller, Group, LaneState, fill, realign, unqueue
+from .permits import Permits
 from .policy import Caps, Flush, Limits, next_batch
+from .refusals import Expired, Full, ShuttingDown, TooManyGroups
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
@@ -29,37 +31,6 @@ log = logging.getLogger(__name__)
 
 # dispatch(key, items, deadline) -> one result (or exception) per item, in order.
 Dispatch = Callable[[K, list[I], float], Awaitable[Sequence[Any]]]
-
-
-class Refused(Exception):
-    """The batcher will not (or can no longer) compute an item."""
-
-
-class Full(Refused):
-    """Admission: a lane holds `capacity` inputs at most."""
-
-    def __init__(
-        self, queued: int, capacity: int, lane: str = "", retry_after: int = 1, asked: int = 0
-    ) -> None:
-        super().__init__(f"queue full: {queued} of {capacity} inputs waiting")
-        self.queued, self.capacity, self.lane, self.asked = queued, capacity, lane, asked
-        self.retry_after = retry_after  # seconds: about the time the lane takes to drain
-
-
-class TooManyGroups(Refused):
-    """Admission: a new group key while `limit` groups are busy."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"{limit} groups busy")
-        self.limit = limit
-
-
-class Expired(Refused):
-    """The item's deadline passed while it was queued; it was never sent."""
-
-
-class ShuttingDown(Refused):
-    """The batcher closed while the item's batch was in flight."""
 
 
 class Entry(Generic[I, R]):
@@ -106,6 +77,7 @@ class Batcher(Generic[K, I, R]):
         on_batch: Callable[[list[Any], float], None] | None = None,
         answers: tuple[type[Exception], ...] = (),
         on_full: Callable[[str], None] | None = None,
+        takes_permits: Callable[[K], bool] = lambda key: True,
     ) -> None:
         self.concurrency = Concurrency(lambda: (self.settings, self.caps))  # calls at once
         self._dispatch = self.concurrency.watch(dispatch)
@@ -121,6 +93,10 @@ class Batcher(Generic[K, I, R]):
         self._default = 0
         self._signal: list[LaneState] = []
         self._inflight_inputs = 0
+        # The upstream's permits (max_inflight_inputs): a group's batches take one per input
+        # when `takes_permits(key)`; work sent beside the batches waits for its own (hold).
+        self.permits = Permits(lambda: self.caps.max_inflight_inputs)
+        self._takes_permits = takes_permits
         self._calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump_scheduled = False
@@ -302,7 +278,8 @@ class Batcher(Generic[K, I, R]):
             max_wait=s.max_wait_ms / 1000,
             adaptive=s.flush_mode == "adaptive",
             calls_free=self.concurrency.limit() - self._calls,
-            inputs_free=c.max_inflight_inputs - self._inflight_inputs,
+            # Permits.free_for_batches, written out: this runs for every batch.
+            inputs_free=c.max_inflight_inputs - self.permits.held - self.permits.reserved,
             flush_all=self._flush_all,
         )
 
@@ -352,6 +329,8 @@ class Batcher(Generic[K, I, R]):
     def _start(self, key: K, batch: list[Entry[I, R]], now: float) -> None:
         self._calls += 1
         self._inflight_inputs += len(batch)
+        permits = len(batch) if self._takes_permits(key) else 0
+        self.permits.held += permits
         for entry in batch:
             entry.started = now
             lane = entry.lane = entry.caller.lane.state
@@ -359,11 +338,11 @@ class Batcher(Generic[K, I, R]):
             lane.sent += 1
         if self._on_batch is not None:
             self._on_batch(batch, now)
-        task = asyncio.get_running_loop().create_task(self._run(key, batch))
+        task = asyncio.get_running_loop().create_task(self._run(key, batch, permits))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: K, batch: list[Entry[I, R]]) -> None:
+    async def _run(self, key: K, batch: list[Entry[I, R]], permits: int) -> None:
         deadline = max(e.deadline for e in batch)
         try:
             results = await self._dispatch(key, [e.item for e in batch], deadline)
@@ -393,7 +372,20 @@ class Batcher(Generic[K, I, R]):
             self._inflight_inputs -= len(batch)
             for entry in batch:
                 entry.lane.inflight -= 1  # type: ignore[union-attr]
-            self._schedule()
+            self.release(permits)
+
+    async def hold(self, inputs: int, deadline: float) -> int:
+        """Wait for the permits of `inputs` sent upstream beside the batches (batches leave them
+        to it meanwhile); the number taken, to `release`. Expired at the deadline."""
+        try:
+            return await self.permits.acquire(inputs, deadline)
+        except BaseException:
+            self._schedule()  # what it had asked for is the batches' again
+            raise
+
+    def release(self, permits: int) -> None:
+        self.permits.give(permits)
+        self._schedule()
 
     def _check_idle(self) -> None:
         if not self._calls and not self.queue_depth:

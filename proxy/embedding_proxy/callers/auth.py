@@ -93,5 +93,19 @@ class KeyStore:
         return found
 
 
+def check_lent(presented: str | None, expected: str | None) -> None:
+    """With the upstream's credentials and no keys of its own, the proxy lends them only to a
+    caller who holds them: its `Authorization` must be exactly what the proxy sends TEI. TEI
+    compares the whole header with `Bearer <key>`, scheme and case included
+    (router/src/http/server.rs, the `auth` middleware); here in constant time. No credentials
+    to compare with (the key file unreadable): every caller is refused."""
+    if presented is None:
+        raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    if expected is None:
+        raise unauthorized("the upstream's key is not available; no caller is let through")
+    if not hmac.compare_digest(presented.encode("latin-1"), expected.encode()):
+        raise unauthorized("invalid API key")
+
+
 def unauthorized(message: str) -> ProxyError:
     return ProxyError(401, message, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"}, "unauthorized")

@@ -3,11 +3,14 @@ the proxy hold, for how long (docs/security.md). They apply at start; a reload c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 MAX_WORKERS = 1024
+
+# An origin as a header carries it (scheme://host[:port], or *): printable ASCII but the comma.
+Origin = Annotated[str, StringConstraints(pattern=r"^[\x21-\x2b\x2d-\x7e]+$")]
 
 
 class Section(BaseModel):
@@ -81,6 +84,9 @@ class ServerConfig(Section):
     )
     access_log: bool = Field(
         False, description="Log every API request (method, route, status, inputs, timings, id)."
+    )
+    cors_allow_origin: list[Origin] | None = Field(
+        None, description="Origins browsers may call from (CORS; TEI's flag); unset or *: any."
     )
 
     @field_validator("workers", mode="before")

@@ -25,17 +25,20 @@ ALLOW = {"Allow": "GET, HEAD, POST, OPTIONS"}
 
 
 class Clock:
-    """The Date header, formatted once a second rather than once a response."""
+    """The Date header, formatted once a second rather than once a response, and after it the
+    header lines every answer of the server carries (`always`: CORS's, written once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, always: bytes = b"") -> None:
         self._second = 0
         self._line = b""
+        self._always = always
 
     def date_line(self) -> bytes:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+            date = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+            self._line = date + self._always
         return self._line
 
 
@@ -64,6 +67,8 @@ def answer_head(
                 if _TOKEN.fullmatch(name) is None:
                     raise ValueError(f"header name {name!r} is not a token")
                 lines.append(name.encode() + b": " + _value(value) + b"\r\n")
+    if response.lines:
+        lines.append(response.lines)
     if not no_body:
         lines.append(b"Content-Length: %d\r\n" % len(response.body))
     if not keep_alive:

@@ -69,9 +69,12 @@ class Request:
 
 class Response:
     """An answer. `headers` is a dict, or a list of (name, value) pairs for repeated headers
-    (Set-Cookie); either is written in order."""
+    (Set-Cookie); either is written in order. `lines`: header lines the handler wrote itself
+    (`Name: value\r\n` each, names tokens, values without control characters), written as
+    they are after `headers`, unchecked: the cheap way for headers made of the proxy's own
+    numbers."""
 
-    __slots__ = ("body", "content_type", "headers", "status")
+    __slots__ = ("body", "content_type", "headers", "lines", "status")
 
     def __init__(
         self,
@@ -79,11 +82,13 @@ class Response:
         body: bytes = b"",
         content_type: str | None = None,
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        lines: bytes = b"",
     ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.headers = headers
+        self.lines = lines
 
 
 Handler = Callable[[Request], Awaitable[Response]]

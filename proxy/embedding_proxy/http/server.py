@@ -58,8 +58,13 @@ class Server:
     accepts what waits in the listen backlog, stops listening, and lets answers finish."""
 
     def __init__(
-        self, handler: Handler, limits: Limits | None = None, vet: Vet | None = None
+        self,
+        handler: Handler,
+        limits: Limits | None = None,
+        vet: Vet | None = None,
+        always: bytes = b"",
     ) -> None:
+        """`always`: header lines (`Name: value\r\n` each) that every answer carries."""
         self.handler = handler
         self.vet = vet
         self.limits = limits or Limits()
@@ -76,7 +81,7 @@ class Server:
         self._high = 0  # the most body bytes held since memory was last handed back
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
-        self.clock = Clock()
+        self.clock = Clock(always)
         self.draining = False
         self.refusals = 0
         self._last_refusal_log = -60.0

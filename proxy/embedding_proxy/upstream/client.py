@@ -16,6 +16,7 @@ import orjson
 from yarl import URL
 
 from ..api import errors
+from ..api.answer_headers import CallTimes
 from ..api.errors import TIMEOUT, UPSTREAM, ProxyError
 from ..api.forwarding import (
     answer_headers,
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Statuses that belong to the input rather than to the upstream's state: split and retry halves.
 INPUT_ERRORS = frozenset({400, 413, 422})
+# TEI's 424 for one input whose score came out NaN (router/src/http/server.rs, `predict`): an
+# input error too, unlike its other 424s (a backend failure, a route the model type lacks).
+NAN = "score is NaN"
 # Statuses that say "not now": safe to retry, embeddings being pure functions.
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -53,13 +57,17 @@ class UpstreamError(ProxyError):
 
 
 class Piece:
-    """One input's answer: its raw JSON fragment and its share of the batch's tokens."""
+    """One input's answer: its raw JSON fragment, its share of the batch's tokens, and what the
+    batch's answer headers said of its work (api/answer_headers.py)."""
 
-    __slots__ = ("fragment", "tokens")
+    __slots__ = ("fragment", "times", "tokens")
 
-    def __init__(self, fragment: bytes | memoryview, tokens: int) -> None:
+    def __init__(
+        self, fragment: bytes | memoryview, tokens: int, times: CallTimes | None = None
+    ) -> None:
         self.fragment = fragment
         self.tokens = tokens
+        self.times = times
 
 
 class Upstream:
@@ -69,6 +77,9 @@ class Upstream:
         url = URL(config.url.rstrip("/"))
         # URL credentials: our own header (authorization()), never left in a URL a client reads.
         self.url_auth = url_credentials(url)
+        # Credentials of its own that TEI (or what fronts it) requires: lent only to callers
+        # who present them (app.Proxy.check_key).
+        self.guarded = config.api_key_file is not None or self.url_auth is not None
         self.origin = url.with_user(None)
         self.base = str(self.origin)
         self.shown = redact(config.url.rstrip("/"))  # as it may be shown: without secrets
@@ -203,29 +214,41 @@ class Upstream:
             return False
 
     async def call_batch(
-        self, group: Group, items: Sequence[Any], deadline: float, owners: Sequence[int] = ()
+        self,
+        group: Group,
+        items: Sequence[Any],
+        deadline: float,
+        owners: Sequence[int] = (),
+        context: Mapping[str, str] | None = None,
     ) -> list[Piece | ProxyError]:
-        """One answer per item (`owners`: each item's caller, if known). A whole-batch failure
-        raises ProxyError."""
-        status, body, tokens = await self._post(group.route, group.payload(items), deadline)
+        """One answer per item (`owners`: each item's caller, if known; `context`: the trace
+        headers sent with it). A whole-batch failure raises ProxyError."""
+        payload = group.payload(items)
+        status, body, headers = await self._post(group.route, payload, deadline, context)
         if status == 200:
             fragments = split(body, len(items))
-            return [Piece(f, t) for f, t in zip(fragments, share(tokens, items), strict=True)]
+            tokens = share(_int_header(headers.get("x-compute-tokens")), items)
+            times = CallTimes.of(headers)
+            return [Piece(f, t, times) for f, t in zip(fragments, tokens, strict=True)]
         error = errors.from_upstream(status, body)
-        if status in INPUT_ERRORS and len(items) > 1 and (not owners or len(set(owners)) > 1):
+        input_error = status in INPUT_ERRORS or (status == 424 and error.message == NAN)
+        if input_error and len(items) > 1 and (not owners or len(set(owners)) > 1):
             # Halve until each failing part holds one caller's inputs only: that caller's error.
             mid = len(items) // 2
             left, right = await asyncio.gather(
-                self.call_batch(group, items[:mid], deadline, owners and owners[:mid]),
-                self.call_batch(group, items[mid:], deadline, owners and owners[mid:]),
+                self.call_batch(group, items[:mid], deadline, owners and owners[:mid], context),
+                self.call_batch(group, items[mid:], deadline, owners and owners[mid:], context),
             )
             return left + right
-        if status in INPUT_ERRORS:
+        if input_error:
             return [error] * len(items)
         raise error
 
-    async def _post(self, route: str, payload: bytes, deadline: float) -> tuple[int, bytes, int]:
-        """POST with retries; (status, body, tokens computed) of the last attempt."""
+    async def _post(
+        self, route: str, payload: bytes, deadline: float, context: Mapping[str, str] | None
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST with retries; (status, body, headers) of the last attempt."""
+        sent = self._headers() if context is None else {**self._headers(), **context}
         loop = asyncio.get_running_loop()
         retry = self.config.retry
         self.budget.record_attempt()
@@ -242,11 +265,10 @@ class Upstream:
             try:
                 async with asyncio.timeout(min(self.config.timeout_ms / 1000, remaining)):
                     answer = await self.batch_client.post(
-                        route, payload, self._headers(), self.config.connect_timeout_ms / 1000
+                        route, payload, sent, self.config.connect_timeout_ms / 1000
                     )
-                body, status = answer.body, answer.status
-                tokens = _int_header(answer.headers.get("x-compute-tokens"))
-                delay = retry_after_seconds(answer.headers.get("retry-after"))
+                body, status, headers = answer.body, answer.status, answer.headers
+                delay = retry_after_seconds(headers.get("retry-after"))
             except TimeoutError:
                 self._observe(route, "timeout", started)
                 limit = (
@@ -264,28 +286,28 @@ class Upstream:
             except httpclient.ClientError as e:
                 self._observe(route, "error", started)
                 self.lost(e)
-                reason, status, body, tokens = "connection", 0, b"", 0
+                reason, status, body, headers = "connection", 0, b"", {}
                 error = UpstreamError(
                     502, f"upstream {self.shown} unreachable: {redact(str(e))}", UPSTREAM, str(e)
                 )
             else:
                 self._observe(route, str(status), started)
                 if status not in RETRY_STATUSES:
-                    return status, body, tokens
+                    return status, body, headers
                 reason = str(status)
                 error = errors.from_upstream(status, body)
             finally:
                 self.metrics.upstream_inflight.dec()
             if attempt >= retry.max_attempts or not self.budget.try_spend():
                 if status:
-                    return status, body, tokens
+                    return status, body, headers
                 raise error
             pause = backoff_seconds(attempt, retry.backoff_ms, retry.max_backoff_ms)
             if delay is not None:
                 pause = max(pause, min(delay, retry.max_backoff_ms / 1000))
             if loop.time() + pause >= deadline:
                 if status:
-                    return status, body, tokens
+                    return status, body, headers
                 raise error
             self.metrics.retries.labels(reason=reason).inc()
             await asyncio.sleep(pause)

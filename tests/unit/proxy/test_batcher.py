@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from embedding_proxy.api.errors import ProxyError
-from embedding_proxy.batching.batcher import Batcher, Expired, Full, TooManyGroups
+from embedding_proxy.batching.batcher import Batcher
 from embedding_proxy.batching.policy import Caps
+from embedding_proxy.batching.refusals import Expired, Full, TooManyGroups
 from embedding_proxy.config.settings import BatchingConfig
 from embedding_proxy.respond import refusal
 

@@ -46,6 +46,17 @@ def test_defaults_spelled_out_share_the_group_of_defaults_left_out() -> None:
     assert other.params == {"normalize": False}
 
 
+@pytest.mark.parametrize("route", sorted(tei_api.BATCH_ROUTES - {"/tokenize"}))
+@pytest.mark.parametrize("truncate", [False, True])
+def test_truncate_given_is_sent_as_given(route: str, truncate: bool) -> None:
+    """TEI reads a missing `truncate` as its --auto-truncate (router/src/http/server.rs:
+    `req.truncate.unwrap_or(info.auto_truncate)`), so neither value may be dropped."""
+    req = tei_api.parse(route, body({"inputs": "a", "truncate": truncate}), LIMITS)
+    assert req.params == {"truncate": truncate}
+    assert orjson.loads(req.group.payload(["a"]))["truncate"] is truncate
+    assert req.key != tei_api.parse(route, body({"inputs": "a"}), LIMITS).key
+
+
 def test_routes_have_separate_groups() -> None:
     keys = {tei_api.parse(r, body({"inputs": "a"}), LIMITS).key for r in tei_api.BATCH_ROUTES}
     assert len(keys) == len(tei_api.BATCH_ROUTES)

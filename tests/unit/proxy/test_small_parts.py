@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from embedding_proxy.api.errors import from_upstream
 from embedding_proxy.api.splitting import share
 from embedding_proxy.housekeeping import caps_of
 from embedding_proxy.telemetry.smoothing import MovingAverage
-from embedding_proxy.upstream.client import UpstreamInfo
+from embedding_proxy.upstream.info import UpstreamInfo
 from embedding_proxy.upstream.retry import RetryBudget, backoff_seconds, retry_after_seconds
 
 
@@ -60,3 +62,26 @@ def test_info_parse_defaults() -> None:
     info = UpstreamInfo.parse({"model_id": "m", "max_client_batch_size": 8})
     assert caps_of(info).max_batch_size == 8
     assert info.max_concurrent_requests == 512
+
+
+@pytest.mark.parametrize(
+    ("model_type", "root"),
+    [
+        ({"embedding": {"pooling": "cls"}}, "/embed"),
+        ({"embedding": {"pooling": "splade"}}, "/embed_sparse"),
+        ({"classifier": {"id2label": {"0": "a", "1": "b"}, "label2id": {}}}, "/predict"),
+        ({"reranker": {"id2label": {"0": "a"}, "label2id": {}}}, None),  # /rerank: forwarded
+        (None, None),
+        ("embedding", None),
+    ],
+)
+def test_info_model_type_decides_the_root_route(model_type: object, root: str | None) -> None:
+    """TEI serves `POST /` and `/invocations` by its model type (router/src/http/server.rs)."""
+    assert UpstreamInfo.parse({"model_type": model_type}).root_route == root
+
+
+def test_info_served_model_name_falls_back_to_the_model_id() -> None:
+    """TEI 1.9's /info has served_model_name (default: the model id); 1.8's has none."""
+    assert UpstreamInfo.parse({"model_id": "m", "served_model_name": "s"}).served_model_name == "s"
+    assert UpstreamInfo.parse({"model_id": "m"}).served_model_name == "m"
+    assert UpstreamInfo.parse({"model_id": "m", "served_model_name": ""}).served_model_name == "m"
