@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .api import answer_headers
 from .api import openai as openai_api
 from .api import tei as tei_api
-from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError
+from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, too_large
 from .batching.answers import AnswerBudget, TooLarge
 from .batching.batcher import Batcher
 from .batching.refusals import Refused
@@ -33,7 +33,7 @@ from .http.cors import Cors
 from .http.message import Request, Response
 from .respond import Outcome, refusal, responder
 from .telemetry import logs, trace
-from .telemetry.metrics import Metrics
+from .telemetry.metrics import Metrics, Tally
 from .upstream.client import Piece, Upstream
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Proxy:
         self._callers = itertools.count()  # numbers each request's inputs: isolation per caller
         self._traces: dict[int, dict[str, str]] = {}  # callers' trace contexts, while queued
         self._drain: asyncio.Task[None] | None = None
-        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._tally = Tally(self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self.watcher: ConfigWatcher | None = None
         self.handle_tei = responder(self._tei, ProxyError.tei_body, *self.tally)
@@ -357,25 +357,7 @@ class Proxy:
 
     @property
     def tally(self) -> tuple[Callable[[str, int, float, int], None], Callable[[ProxyError], None]]:
-        return self._observe, self._count_rejection
-
-    def _observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
-        # Labelled children are looked up once and kept: labels() is costly per request.
-        children = self._children.get((route, status))
-        if children is None:
-            children = self._children[(route, status)] = (
-                self.metrics.requests.labels(route=route, status=str(status)),
-                self.metrics.request_duration.labels(route=route),
-                self.metrics.inputs.labels(route=route, status=str(status)),
-            )
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
-        if inputs:
-            children[2].inc(inputs)
-
-    def _count_rejection(self, error: ProxyError) -> None:
-        if error.reason is not None:
-            self.metrics.rejections.labels(reason=error.reason).inc()
+        return self._tally.observe, self._tally.count_rejection
 
 
 def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None:
@@ -411,9 +393,3 @@ def _expire(futures: list[asyncio.Future[Piece]]) -> None:
                     504, "request did not finish within its deadline", TIMEOUT, reason="deadline"
                 )
             )
-
-
-def too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        413, f"request body exceeds the limit of {limit} bytes", VALIDATION, reason="too_large"
-    )

@@ -15,8 +15,8 @@ from urllib.parse import unquote
 from .api import inference
 from .api import openai as openai_api
 from .api import tei as tei_api
-from .api.errors import VALIDATION, ProxyError
-from .app import JSON, Proxy, too_large
+from .api.errors import VALIDATION, ProxyError, too_large
+from .app import JSON, Proxy
 from .batching.refusals import Refused
 from .http.message import Request, Response
 from .respond import Outcome, refusal

@@ -16,7 +16,8 @@ from .callers.ratelimit import RateLimiter
 from .config.redaction import redact
 from .config.settings import UpstreamConfig
 from .telemetry.smoothing import MovingAverage
-from .upstream.client import Upstream, UpstreamError
+from .upstream.client import Upstream
+from .upstream.errors import UpstreamError
 from .upstream.info import UpstreamInfo
 
 SAMPLE_SECONDS = 0.1  # the autoscaling signal is sampled this often ...

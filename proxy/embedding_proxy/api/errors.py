@@ -77,3 +77,10 @@ def from_upstream(status: int, body: bytes) -> ProxyError:
 
 def overloaded(message: str, retry_after_s: int = 1, reason: str = "queue_full") -> ProxyError:
     return ProxyError(429, message, OVERLOADED, {"Retry-After": str(retry_after_s)}, reason)
+
+
+def too_large(limit: int) -> ProxyError:
+    """A request body over `server.max_body_bytes`."""
+    return ProxyError(
+        413, f"request body exceeds the limit of {limit} bytes", VALIDATION, reason="too_large"
+    )

@@ -3,6 +3,7 @@ autoscaler and users' dashboards read them, and the README documents each one.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,3 +202,30 @@ class _AllLanes:
                 sum_value=total,
             )
         ]
+
+
+class Tally:
+    """Counting each answered request: its route and status, duration and inputs, and why it was
+    refused. Labelled children are looked up once and kept: labels() is costly per request."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+    def observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
+        children = self._children.get((route, status))
+        if children is None:
+            m = self.metrics
+            children = self._children[(route, status)] = (
+                m.requests.labels(route=route, status=str(status)),
+                m.request_duration.labels(route=route),
+                m.inputs.labels(route=route, status=str(status)),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
+        if inputs:
+            children[2].inc(inputs)
+
+    def count_rejection(self, error: Any) -> None:  # a ProxyError: its reason, when it has one
+        if error.reason is not None:
+            self.metrics.rejections.labels(reason=error.reason).inc()

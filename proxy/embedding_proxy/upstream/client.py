@@ -33,6 +33,7 @@ from ..config.settings import UpstreamConfig
 from ..http import client as httpclient
 from ..telemetry import logs
 from ..telemetry.metrics import Metrics
+from .errors import UpstreamError, describe, too_big
 from .info import UpstreamInfo
 from .retry import RetryBudget, backoff_seconds, retry_after_seconds
 
@@ -45,15 +46,6 @@ INPUT_ERRORS = frozenset({400, 413, 422})
 NAN = "score is NaN"
 # Statuses that say "not now": safe to retry, embeddings being pure functions.
 RETRY_STATUSES = frozenset({429, 503})
-
-
-class UpstreamError(ProxyError):
-    """What every call to the upstream raises when it fails, whichever client made it; `cause`
-    says why in a few words (for logs and readiness)."""
-
-    def __init__(self, status: int, message: str, error_type: str, cause: str) -> None:
-        super().__init__(status, message, error_type)
-        self.cause = cause
 
 
 class Piece:
@@ -356,14 +348,14 @@ class Upstream:
                     message = f"upstream answered status {resp.status}"
                     raise UpstreamError(502, message, UPSTREAM, message)
                 if resp.content_length is not None and resp.content_length > limit:
-                    raise _too_big(limit)
+                    raise too_big(limit)
                 parts: list[bytes] = []
                 size = taken = 0
                 try:
                     async for chunk in resp.content.iter_any():
                         size += len(chunk)
                         if size > limit:
-                            raise _too_big(limit)
+                            raise too_big(limit)
                         if answers is not None:
                             taken += len(chunk)
                             answers.hold(size, len(chunk))
@@ -386,15 +378,10 @@ class Upstream:
             ) from None
         except aiohttp.ClientError as e:
             if isinstance(e, aiohttp.ClientConnectionError):
-                self.lost(_describe(e))
+                self.lost(describe(e))
             raise UpstreamError(
-                502, f"upstream {self.shown} unreachable: {_describe(e)}", UPSTREAM, _describe(e)
+                502, f"upstream {self.shown} unreachable: {describe(e)}", UPSTREAM, describe(e)
             ) from None
-
-
-def _too_big(limit: int) -> UpstreamError:
-    message = f"upstream answer exceeds upstream.max_answer_bytes ({limit} bytes)"
-    return UpstreamError(502, message, UPSTREAM, message)
 
 
 def _int_header(value: str | None) -> int:
@@ -402,7 +389,3 @@ def _int_header(value: str | None) -> int:
         return int(value) if value else 0
     except ValueError:
         return 0
-
-
-def _describe(error: aiohttp.ClientError) -> str:
-    return redact(str(error)) or type(error).__name__
