@@ -116,6 +116,27 @@ def liveness_problem(args: Sequence[str]) -> str | None:
     return None
 
 
+def settings_problem(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """What is wrong with the operator's own settings (lease timings, images, the webhook), in
+    one line; None when nothing is. Checked before kopf starts, whose start-up would otherwise
+    retry them every minute and never answer its liveness probe."""
+    try:
+        options = settings.Options.from_env(environ)
+    except ValueError as e:
+        return str(e)
+    url = liveness_url(args)
+    try:
+        health = (urlsplit(url).port or 80) if url else None
+    except ValueError:
+        return None  # liveness_problem says what is wrong with it
+    if options.webhook_port and options.webhook_port == health:
+        return (
+            f"{settings.PREFIX}WEBHOOK_PORT ({options.webhook_port}) is the liveness endpoint's "
+            "port (--liveness): give the webhook a port of its own"
+        )
+    return None
+
+
 def namespaced(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     """Whether kopf would run namespaced: `--namespace`/`-n` given (or kopf's environment
     variables for it) and not `--all-namespaces`. Parsed as kopf's own `run` parses them."""
@@ -181,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     problem = (
         webhook_problem(args, os.environ)
         or peering_problem(args, os.environ)
+        or settings_problem(args, os.environ)
         or missing_cluster(os.environ)
         or liveness_problem(args)
     )

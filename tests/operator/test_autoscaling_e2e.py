@@ -508,3 +508,52 @@ async def test_keda_provider_writes_an_owned_scaled_object_that_goes_with_it(
     ]
     assert len(deleted_by) == 2 and "garbage-collector" in deleted_by[-1], deleted_by
     check_api_use(cluster, cluster_account, paths)
+
+
+async def test_only_the_embedding_proxy_that_holds_a_deployment_scales_it(
+    cluster: ControlPlane, cluster_account: Account, api: Api, paths: Paths, operator: Any
+) -> None:
+    """A second EmbeddingProxy whose autoscaling names a Deployment another one scales stands
+    back, whether its own target is claimed by the first (before: it scaled the Deployment all
+    the same) or it names it only as `scaleTargetRef` (before: the two fought over its scale)."""
+    await api.create(paths.deployments, tei_deployment(paths.ns, 3))
+    web = tei_deployment(paths.ns, 1)
+    web["metadata"]["name"] = "web"
+    await api.create(paths.deployments, web)
+    operator()
+    await api.create(
+        paths.proxies, embedding_proxy(paths.ns, free_port(), free_port(), maxReplicas=2)
+    )
+
+    async def held() -> int | None:
+        dep = await api.get(f"{paths.deployments}/tei") or {}
+        claimed = (dep["metadata"].get("annotations") or {}).get(names.PROXY_ANNOTATION) == "tei"
+        n = int(dep["spec"]["replicas"])
+        return n if claimed and n == 2 else None
+
+    await eventually(held, "the first EmbeddingProxy injecting and scaling tei to 2")
+    claimant = embedding_proxy(paths.ns, free_port(), free_port(), minReplicas=4, maxReplicas=4)
+    claimant["metadata"]["name"] = "claimant"
+    rival = embedding_proxy(
+        paths.ns, free_port(), free_port(), minReplicas=4, maxReplicas=4,
+        scaleTargetRef={"name": "tei"},
+    )  # fmt: skip
+    rival["metadata"]["name"] = "rival"
+    rival["spec"]["targetRef"]["name"] = "web"
+    await api.create(paths.proxies, claimant)
+    await api.create(paths.proxies, rival)
+
+    async def autoscaling_of(name: str, reason: str) -> Obj | None:
+        status = (await api.get(f"{paths.proxies}/{name}") or {}).get("status") or {}
+        cond = condition(status, names.AUTOSCALING)
+        return cond if cond.get("reason") == reason else None
+
+    cond = await eventually(lambda: autoscaling_of("claimant", "TargetClaimed"), "claimant back")
+    assert cond["status"] == "False" and "scales nothing" in cond["message"]
+    cond = await eventually(
+        lambda: autoscaling_of("rival", "ConflictingAutoscaler"), "the rival standing back"
+    )
+    assert "EmbeddingProxy 'tei' already scales Deployment 'tei'" in cond["message"]
+    await asyncio.sleep(3 * POLL)
+    assert await replicas(api, paths) == 2
+    check_api_use(cluster, cluster_account, paths)

@@ -56,8 +56,9 @@ async def test_a_configmap_edited_or_deleted_by_hand_is_put_back_at_once(
 
     await eventually(recorded, "the config version in status")
 
-    # Broken YAML, written as `kubectl edit` writes (its field manager), and nothing else touched.
-    broken = {"data": {names.CONFIG_KEY: "batching: [unclosed\n"}}
+    # Broken YAML and a file of its own beside it, written as `kubectl edit` writes (its field
+    # manager), and nothing else touched.
+    broken = {"data": {names.CONFIG_KEY: "batching: [unclosed\n", "extra.yaml": "x: 1\n"}}
     await api.call(
         "PATCH",
         f"{paths.configmaps}/{CM}",
@@ -66,6 +67,8 @@ async def test_a_configmap_edited_or_deleted_by_hand_is_put_back_at_once(
         params={"fieldManager": "kubectl-edit"},
     )
     took_edit = await repaired(api, paths, good, "an edit")
+    cm = await api.get(f"{paths.configmaps}/{CM}") or {}
+    assert set(cm["data"]) == {names.CONFIG_KEY}  # the key added by hand is gone too
     said = await eventually(lambda: warnings(api, paths), "a ConfigMapRepaired event")
     assert any(f"ConfigMap '{CM}' was changed by kubectl-edit (Update" in m for m in said), said
 

@@ -1,6 +1,6 @@
 """What the observe daemon reads, served from kopf's watches instead of the API server: the
-Deployments by name, the pods, HPAs and KEDA ScaledObjects by namespace (kopf indexes, kept
-current by its watch streams).
+Deployments by name, the pods, HPAs and KEDA ScaledObjects by namespace, and the EmbeddingProxies
+that would scale each Deployment (kopf indexes, kept current by its watch streams).
 An idle EmbeddingProxy so costs no request at all between changes: its own body is the daemon's
 live view, and status is written only when it changes (`observe`)."""
 
@@ -11,7 +11,10 @@ from typing import Any
 
 import kopf
 
+from ..logic import scaling_status
 from ..logic.pods import cached
+from ..model import names
+from ..model.spec import SpecError, parse
 
 Obj = dict[str, Any]
 
@@ -39,6 +42,19 @@ def scaled_objects_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> di
     return {namespace: cached(body)}
 
 
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+def scalers_by_target(
+    namespace: str, name: str, meta: kopf.Meta, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], tuple[str, str]] | None:
+    """The EmbeddingProxies that would scale each Deployment (at most one may: the oldest)."""
+    try:
+        parsed = parse(dict(spec))
+    except SpecError:
+        return None
+    created = str(meta.get("creationTimestamp") or "")
+    return scaling_status.scaler_key(namespace, name, created, parsed)
+
+
 @dataclass
 class Cached:
     """One EmbeddingProxy's view of the cluster: its live body, and the indexes."""
@@ -48,6 +64,7 @@ class Cached:
     pods_by_namespace: kopf.Index[str, Obj]
     hpas_by_namespace: kopf.Index[str, Obj]
     scaled_objects_by_namespace: kopf.Index[str, Obj]
+    scalers: kopf.Index[tuple[str, str], tuple[str, str]]
 
     def proxy(self) -> Obj:
         return dict(self.body)
@@ -70,3 +87,7 @@ class Cached:
         return next(
             (o for o in self.scaled_objects(namespace) if o["metadata"].get("name") == name), None
         )
+
+    def scalers_of(self, namespace: str, deployment: str) -> list[tuple[str, str]]:
+        """(creation time, name) of each EmbeddingProxy that would scale `deployment`."""
+        return list(self.scalers.get((namespace, deployment), []))

@@ -52,6 +52,7 @@ async def observe(
     pods_by_namespace: kopf.Index[str, Obj],
     hpas_by_namespace: kopf.Index[str, Obj],
     scaled_objects_by_namespace: kopf.Index[str, Obj],
+    scalers_by_target: kopf.Index[tuple[str, str], tuple[str, str]],
     **_: Any,
 ) -> None:
     """Ask the ready pods' proxies which config they run and how much work they hold; count them
@@ -64,6 +65,7 @@ async def observe(
         pods_by_namespace,
         hpas_by_namespace,
         scaled_objects_by_namespace,
+        scalers_by_target,
     )
     first = True
     wake = state.wakeup(namespace, name)
@@ -136,9 +138,15 @@ async def observe_once(
     pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
     current = sum(1 for page in pages if page.config_version == version)
     readings = {p["metadata"]["name"]: page.load for p, page in zip(ready, pages, strict=True)}
-    fact, scaling = await autoscale(
-        state, cached, proxy, spec, pods.live_pods(items, selector), readings, first, logger
-    )
+    if planned.acts:
+        fact, scaling = await autoscale(
+            state, cached, proxy, spec, pods.live_pods(items, selector), readings, first, logger
+        )
+    else:  # refused (a target claimed, a conflict): its scale is not ours to set either
+        if ((proxy.get("status") or {}).get("autoscaling") or {}).get("scaledObjectName"):
+            ours = names.scaled_object_name(name)
+            await remove_scaled_object(api, namespace, ours, proxy["metadata"].get("uid"), logger)
+        fact, scaling = scaling_status.refused_fact(planned.facts), None
     load = state.metrics.observe(
         namespace,
         name,
@@ -233,7 +241,7 @@ async def autoscale(
         target,
         ours,
         uid,
-    )
+    ) or scaling_status.first_scaler(cached.scalers_of(namespace, target), name)
     if conflict is not None:
         message = conflict.message(target)
         state.post_event(proxy, "Warning", "ConflictingAutoscaler", message, once=True)

@@ -104,13 +104,24 @@ def _with_namespace(fn: Any) -> Any:
     (ReplicaSets' pods); the request names it. kopf reads the namespace from the object."""
 
     async def call(data: Any, **kwargs: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("request"), dict):
-            request = data["request"]
-            obj = request.get("object")
-            if isinstance(obj, dict) and request.get("namespace"):
-                meta = obj.setdefault("metadata", {})
-                if isinstance(meta, dict) and not meta.get("namespace"):
-                    meta["namespace"] = request["namespace"]
+        if not _is_review(data):  # kopf reads these keys unchecked: a KeyError and a traceback
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview")
+        request = data["request"]
+        obj = request.get("object")
+        if isinstance(obj, dict) and request.get("namespace"):
+            meta = obj.setdefault("metadata", {})
+            if isinstance(meta, dict) and not meta.get("namespace"):
+                meta["namespace"] = request["namespace"]
         return await fn(data, **kwargs)
 
     return call
+
+
+def _is_review(data: Any) -> bool:
+    """Whether `data` has what kopf reads of an AdmissionReview without looking: the request
+    and the group, version and resource it is about."""
+    request = data.get("request") if isinstance(data, dict) else None
+    resource = request.get("resource") if isinstance(request, dict) else None
+    return isinstance(resource, dict) and all(
+        isinstance(resource.get(key), str) for key in ("group", "version", "resource")
+    )

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..logic import keda, patches
+from ..logic import drift, keda
 from ..logic.conditions import Fact, now, status_update
 from . import kube
 from .kube import ApiError, Kube
@@ -36,7 +36,7 @@ async def write_configmap(api: Kube, wanted: Obj, uid: str | None) -> tuple[str 
             current = await api.get(path) or {}
     if not keda.owned_by(current, uid):
         return CONFLICT, current
-    patch = patches.configmap_patch(current, wanted)
+    patch = drift.configmap_patch(current, wanted)
     if patch is None:
         return None, current
     await api.request("PATCH", path, patch, kube.MERGE_PATCH)

@@ -1,5 +1,5 @@
-"""Drift: whether the operator put back what someone else changed, and who that was, from the
-object's managedFields (pure)."""
+"""Drift: the patch that puts the ConfigMap back as the operator wrote it, whether a write put
+back what someone else changed, and who that was, from the object's managedFields (pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..model import names
+from .patches import covers
+
+Obj = dict[str, Any]
+
+
+def configmap_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Obj | None:
+    """The merge patch that brings the ConfigMap `current` to `wanted`, keys added by hand taken
+    out again (each would be a file beside the config in the sidecar); None when it is so."""
+    meta = wanted["metadata"]
+    data: Obj = dict(wanted["data"])
+    data.update({key: None for key in current.get("data") or {} if key not in data})
+    patch: Obj = {"data": data, "metadata": {"labels": meta["labels"]}}
+    if current.get("binaryData"):
+        patch["binaryData"] = None
+    if covers(current, patch):
+        return None
+    if "ownerReferences" in meta:
+        patch["metadata"]["ownerReferences"] = meta["ownerReferences"]
+    return patch
 
 
 def drifted(

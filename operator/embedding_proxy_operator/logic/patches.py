@@ -117,17 +117,6 @@ def _same_amount(stored: Any, wanted: Any) -> bool:
     return (value is not None and quantity.parse(stored) == value) or stored == wanted
 
 
-def configmap_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Obj | None:
-    """The merge patch that brings the ConfigMap `current` to `wanted`; None when it is so."""
-    meta = wanted["metadata"]
-    patch: Obj = {"data": wanted["data"], "metadata": {"labels": meta["labels"]}}
-    if covers(current, patch):
-        return None
-    if "ownerReferences" in meta:
-        patch["metadata"]["ownerReferences"] = meta["ownerReferences"]
-    return patch
-
-
 class _ListPatcher:
     """Emits operations on one list while tracking its state, so indices stay right."""
 

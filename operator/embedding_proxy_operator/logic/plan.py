@@ -45,6 +45,12 @@ class Plan:
     def version(self) -> str | None:
         return self.config["version"] if self.config else None
 
+    @property
+    def acts(self) -> bool:
+        """Whether the operator acts on the target: a plan that refuses it (an image not allowed,
+        a target claimed by another EmbeddingProxy, a conflict) leaves it, and its scale, alone."""
+        return self.mode is not None
+
 
 def plan(
     proxy: Mapping[str, Any],

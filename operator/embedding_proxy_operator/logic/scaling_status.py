@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import names
+from ..model.spec import ProxySpec
 from .conditions import Fact
 from .hpa import Decision, History, Policy, Recommendation, ScaleEvent
 
@@ -88,6 +89,38 @@ def conflicting_autoscaler(
         if _alive(hpa) and _targets(hpa, deployment) and not _owned_by_scaled_object(hpa, ours):
             return Conflict("HorizontalPodAutoscaler", str(hpa["metadata"].get("name", "")))
     return None
+
+
+def refused_fact(facts: Sequence[Fact]) -> Fact:
+    """The `Autoscaling` condition of an EmbeddingProxy whose plan refuses its target."""
+    why = next((f for f in facts if f.type == names.SIDECAR_INJECTED and f.status == "False"), None)
+    reason = why.reason if why else "Refused"
+    return Fact(
+        names.AUTOSCALING,
+        "False",
+        reason,
+        f"the EmbeddingProxy is refused ({reason}): the operator scales nothing for it",
+    )
+
+
+def scaler_key(
+    namespace: str, name: str, created: str, spec: ProxySpec
+) -> dict[tuple[str, str], tuple[str, str]] | None:
+    """An EmbeddingProxy that would scale a Deployment, keyed by it: (its creation time, its
+    name), for `first_scaler`. None for one whose operator scales nothing."""
+    auto = spec.autoscaling
+    if not auto.enabled or auto.provider == "None":
+        return None
+    return {(namespace, spec.scale_target_name): (created, name)}
+
+
+def first_scaler(scalers: Iterable[tuple[str, str]], name: str) -> Conflict | None:
+    """Of the EmbeddingProxies that would scale one Deployment, the oldest (by creation time,
+    then name) scales it; any other stands back, named as in conflict with it."""
+    first = min(scalers, default=None)
+    if first is None or first[1] == name:
+        return None
+    return Conflict("EmbeddingProxy", first[1])
 
 
 # ---- history in status (integers only: the CRD has no floats) --------------------------------

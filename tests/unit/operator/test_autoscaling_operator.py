@@ -299,6 +299,31 @@ def test_another_autoscaler_on_the_target_is_found(
     assert (None if conflict is None else (conflict.kind, conflict.name)) == expected
 
 
+def test_one_embedding_proxy_scales_a_deployment_the_oldest() -> None:
+    """Two EmbeddingProxies whose autoscaling names one Deployment would fight over its scale:
+    the oldest scales it, and any other stands back, naming it."""
+
+    def key(name: str, created: str, **autoscaling: Any) -> Any:
+        spec = parse({"targetRef": {"name": name}, "autoscaling": autoscaling})
+        return scaling_status.scaler_key("ns", name, created, spec)
+
+    assert key("a", "t1") is None  # autoscaling off
+    assert key("a", "t1", enabled=True, provider="None") is None  # bring your own
+    assert key("a", "t1", enabled=True) == {("ns", "a"): ("t1", "a")}
+    claimant = key("b", "t0", enabled=True, scaleTargetRef={"name": "tei"})
+    assert claimant == {("ns", "tei"): ("t0", "b")}
+    scalers = [("2026-01-02T00:00:00Z", "late"), ("2026-01-01T00:00:00Z", "early")]
+    assert scaling_status.first_scaler(scalers, "early") is None
+    conflict = scaling_status.first_scaler(scalers, "late")
+    assert conflict is not None and (conflict.kind, conflict.name) == ("EmbeddingProxy", "early")
+    assert "EmbeddingProxy 'early' already scales Deployment 'tei'" in conflict.message("tei")
+    # Created in the same second: the name decides, the same way for both.
+    same = [("t", "b"), ("t", "a")]
+    assert scaling_status.first_scaler(same, "a") is None
+    assert scaling_status.first_scaler(same, "b") is not None
+    assert scaling_status.first_scaler([], "a") is None
+
+
 def test_the_conflict_is_explained() -> None:
     message = scaling_status.Conflict("HorizontalPodAutoscaler", "tei-hpa").message("tei")
     assert "HorizontalPodAutoscaler 'tei-hpa'" in message and "'tei'" in message

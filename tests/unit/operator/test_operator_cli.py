@@ -141,3 +141,38 @@ def test_help_names_the_command_as_it_is_run(flag: str, capsys: pytest.CaptureFi
     assert out.splitlines()[0] == "Usage: embedding-proxy-operator [OPTIONS] [PATHS]...", out
     # kopf run's own options, which every argument passes through to.
     assert "--all-namespaces" in out and "--liveness" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "refused"),
+    [
+        # A lease shorter than its renew deadline: before, kopf's start-up retried it every
+        # minute and never answered the liveness probe.
+        ([], {"EMBEDDING_PROXY_OPERATOR_LEASE_SECONDS": "5"}, "LEASE_SECONDS (5) must be longer"),
+        ([], {"EMBEDDING_PROXY_OPERATOR_SIDECAR_IMAGE": "Bad Image"}, "SIDECAR_IMAGE"),
+        # The webhook on the liveness endpoint's port: before, start-up hung.
+        (
+            ["--liveness=http://0.0.0.0:8080/healthz"],
+            {**WEBHOOK_PORT, "EMBEDDING_PROXY_OPERATOR_WEBHOOK_PORT": "8080",
+             "EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE": "ep-webhook.system"},
+            "is the liveness endpoint's port",
+        ),
+        (
+            ["--liveness=http://0.0.0.0:8080/healthz"],
+            {**WEBHOOK_PORT, "EMBEDDING_PROXY_OPERATOR_WEBHOOK_SERVICE": "ep-webhook.system"},
+            None,
+        ),
+        ([], {}, None),
+    ],
+)  # fmt: skip
+def test_the_operators_own_settings_are_checked_before_kopf_starts(
+    args: list[str], env: dict[str, str], refused: str | None
+) -> None:
+    from embedding_proxy_operator.cli import settings_problem
+
+    problem = settings_problem(args, env)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused in problem, problem
+        assert "\n" not in problem

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from embedding_proxy.telemetry.metrics import Metrics
-from embedding_proxy_operator.logic import pods
+from embedding_proxy_operator.logic import pods, scaling_status
 from embedding_proxy_operator.logic.conditions import Fact, merge, summarize
 from embedding_proxy_operator.logic.plan import config_fact, plan
 from embedding_proxy_operator.model import names
@@ -40,6 +40,7 @@ def fact(p: Any, type_: str) -> Fact:
 def test_plan_for_a_fresh_deployment_injects_native() -> None:
     p = plan(proxy(), deployment(), native_supported=True)
     assert p.ops and p.mode == "Native" and p.configmap is not None
+    assert p.acts
     assert fact(p, names.TARGET_FOUND).status == "True"
     assert fact(p, names.SIDECAR_INJECTED).status == "True"
     assert p.warnings == []
@@ -80,6 +81,15 @@ def test_plan_refuses_and_explains(dep: Obj, spec: Obj, reason: str) -> None:
     assert (injected.status, injected.reason) == ("False", reason)
     assert p.ops == []
     assert reason in {w.reason for w in p.warnings}
+    # A refused target is left alone, its scale too: the autoscaling condition says why.
+    assert not p.acts
+    autoscaling = scaling_status.refused_fact(p.facts)
+    assert (autoscaling.type, autoscaling.status, autoscaling.reason) == (
+        names.AUTOSCALING,
+        "False",
+        reason,
+    )
+    assert "scales nothing" in autoscaling.message
 
 
 def test_plan_advises_on_a_short_own_pre_stop_hook_and_unknown_upstream_port() -> None:

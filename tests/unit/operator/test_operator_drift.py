@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedding_proxy_operator.logic.drift import changed_by, drifted
+from embedding_proxy_operator.logic.drift import changed_by, configmap_patch, drifted
 
 OWN = "embedding-proxy-operator"
 
@@ -47,3 +47,23 @@ def test_only_a_config_already_written_is_drift() -> None:
     assert drifted(written, "updated", before, "v2") is None  # the spec changed: news
     assert drifted({}, "created", None, "v1") is None  # the first write
     assert drifted(written, "conflict", before, "v1") is None
+
+
+def test_the_configmap_is_put_back_whole_keys_added_by_hand_taken_out() -> None:
+    """A key added by hand would be a file beside the config in the sidecar's config folder:
+    before, the repair put `config.yaml` back and left it."""
+    wanted = {
+        "metadata": {"labels": {"app": "x"}, "ownerReferences": [{"uid": "u"}]},
+        "data": {"config.yaml": "v: 1\n"},
+    }
+    same = {"metadata": {"labels": {"app": "x"}}, "data": {"config.yaml": "v: 1\n"}}
+    assert configmap_patch(same, wanted) is None
+    added = {**same, "data": {"config.yaml": "v: 1\n", "evil.yaml": "x: 1"}}
+    patch = configmap_patch(added, wanted)
+    assert patch is not None
+    assert patch["data"] == {"config.yaml": "v: 1\n", "evil.yaml": None}  # null: deleted
+    assert patch["metadata"]["ownerReferences"] == [{"uid": "u"}]
+    binary = {**same, "binaryData": {"blob": "AA=="}}
+    assert configmap_patch(binary, wanted)["binaryData"] is None  # type: ignore[index]
+    edited = {**same, "data": {"config.yaml": "broken: ["}}
+    assert configmap_patch(edited, wanted)["data"] == {"config.yaml": "v: 1\n"}  # type: ignore[index]

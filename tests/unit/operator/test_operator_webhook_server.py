@@ -49,7 +49,10 @@ async def test_serves_reviews_and_rotates_before_expiry(tmp_path: Path) -> None:
     old = await peer_cert(port, published[0], tmp_path)
 
     context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
-    request = {"request": {"uid": "1", "namespace": "ns", "object": {"metadata": {}}}}
+    resource = {"group": "", "version": "v1", "resource": "pods"}
+    request = {
+        "request": {"uid": "1", "namespace": "ns", "resource": resource, "object": {"metadata": {}}}
+    }
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"https://127.0.0.1:{port}/pods", data=json.dumps(request), ssl=context
@@ -59,6 +62,12 @@ async def test_serves_reviews_and_rotates_before_expiry(tmp_path: Path) -> None:
         # A path that names no handler is refused.
         async with session.post(f"https://127.0.0.1:{port}/x/y", data="{}", ssl=context) as resp:
             assert resp.status == 404
+        # What is no AdmissionReview is refused before kopf reads it (before: 500, a traceback).
+        for body in ("{}", "[]", '{"request": 1}', '{"request": {"resource": {"group": 1}}}'):
+            url = f"https://127.0.0.1:{port}/probe"
+            async with session.post(url, data=body, ssl=context) as resp:
+                assert resp.status == 400, body
+    assert len(seen) == 1
     assert seen[0]["request"]["object"]["metadata"]["namespace"] == "ns"
 
     second = await asyncio.wait_for(anext(configs), timeout=30)
