@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .control import INFERENCE_ROUTES
 from .pipeline import SIMULATOR_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,24 +24,7 @@ _VARY = "origin, access-control-request-method, access-control-request-headers"
 # TEI's public routes (health, metrics) answer without the API key; everything else it routes
 # (`POST /` included) asks for it. Paths TEI does not route answer 404 without asking.
 PUBLIC = frozenset({"/health", "/", "/ping", "/metrics"})
-KEYED = frozenset(
-    {
-        "/",
-        "/invocations",
-        "/info",
-        "/embed",
-        "/embed_all",
-        "/embed_sparse",
-        "/predict",
-        "/rerank",
-        "/similarity",
-        "/tokenize",
-        "/decode",
-        "/embeddings",
-        "/v1/embeddings",
-        "/vertex",
-    }
-)
+KEYED = INFERENCE_ROUTES | {"/info"}
 
 
 def _allow_origin(request: web.Request) -> str | None:
