@@ -148,3 +148,43 @@ def start_control_plane(directory: Path) -> ControlPlane:
     plane = ControlPlane(directory=directory, script=script)  # type: ignore[arg-type]
     plane.start()
     return plane
+
+
+def one_ready_pod(plane: ControlPlane, ns: str, app: str, pod: str, sidecar: str) -> None:
+    """A Deployment `app` and the one pod of it the test plays kubelet for: ready, at
+    127.0.0.1, running the sidecar (a native sidecar named `sidecar`) beside TEI."""
+    labels = {"app": app}
+    plane.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": app, "namespace": ns},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "tei", "image": "tei:test"}]},
+                },
+            },
+        }
+    )
+    plane.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns, "labels": labels},
+            "spec": {
+                "initContainers": [
+                    {"name": sidecar, "image": "proxy:test", "restartPolicy": "Always"}
+                ],
+                "containers": [{"name": "tei", "image": "tei:test"}],
+            },
+        }
+    )
+    ready = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+             "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+    plane.kubectl(
+        "patch", "pod", pod, "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": ready}),
+    )  # fmt: skip

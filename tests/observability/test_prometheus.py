@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.control_plane import ControlPlane
+from tests.helpers.control_plane import ControlPlane, one_ready_pod
 from tests.helpers.processes import PYTHON, free_port, proxy_args, running, start_process
 from tests.helpers.prometheus import Prometheus, fill, grafana_choices, targets, wait_until
 
@@ -125,41 +125,7 @@ def setup_cluster(plane: ControlPlane, sim_port: int, api_port: int, metrics_por
     plane.kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
     plane.kubectl("wait", "--for=condition=Established", "crd/embeddingproxies.embeddingproxy.io")
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    labels = {"app": APP}
-    plane.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "tei", "image": "tei:test"}]},
-                },
-            },
-        }
-    )
-    plane.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": POD, "namespace": NS, "labels": labels},
-            "spec": {
-                "initContainers": [
-                    {"name": names.SIDECAR_NAME, "image": "proxy:test", "restartPolicy": "Always"}
-                ],
-                "containers": [{"name": "tei", "image": "tei:test"}],
-            },
-        }
-    )
-    ready = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-             "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
-    plane.kubectl(
-        "patch", "pod", POD, "-n", NS, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": ready}),
-    )  # fmt: skip
+    one_ready_pod(plane, NS, APP, POD, names.SIDECAR_NAME)
     return {
         "targetRef": {"name": APP},
         "upstream": {"url": f"http://127.0.0.1:{sim_port}"},

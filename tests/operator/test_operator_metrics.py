@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.helpers.control_plane import ControlPlane
+from tests.helpers.control_plane import ControlPlane, one_ready_pod
 from tests.helpers.exported import post_json, scrape
 from tests.helpers.processes import PYTHON, free_port, proxy_args, running
 
@@ -82,48 +82,8 @@ def test_operator_exports_replicas_decisions_and_pod_readings(
         },
     }
     version = render.proxy_config(parse(spec))["version"]
-    labels = {"app": APP}
-    plane.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": APP, "namespace": NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "tei", "image": "tei:test"}]},
-                },
-            },
-        }
-    )
     # The pod the test plays kubelet for: ready, at 127.0.0.1, running the sidecar.
-    plane.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": POD, "namespace": NS, "labels": labels},
-            "spec": {
-                "initContainers": [
-                    {"name": names.SIDECAR_NAME, "image": "proxy:test", "restartPolicy": "Always"}
-                ],
-                "containers": [{"name": "tei", "image": "tei:test"}],
-            },
-        }
-    )
-    status = {
-        "status": {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }
-    }
-    plane.kubectl(
-        "patch", "pod", POD, "-n", NS, "--subresource=status", "--type=merge",
-        "-p", json.dumps(status),
-    )  # fmt: skip
+    one_ready_pod(plane, NS, APP, POD, names.SIDECAR_NAME)
 
     simulator = [PYTHON, "-m", "embedding_proxy.simulator", "--host", "127.0.0.1"]
     proxy = proxy_args(f"http://127.0.0.1:{sim_port}", api_port, "--metrics-port")
