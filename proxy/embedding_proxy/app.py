@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .api import answer_headers
 from .api import openai as openai_api
 from .api import tei as tei_api
-from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, too_large
-from .batching.answers import AnswerBudget, TooLarge
+from .api.errors import UNHEALTHY, VALIDATION, ProxyError, too_large
+from .batching.answers import AnswerBudget
 from .batching.batcher import Batcher
-from .batching.refusals import Refused
+from .batching.deadlines import Deadlines
 from .callers.auth import KeyStore, check_lent
 from .callers.priority import HEADER, Key, Priorities, Who
 from .callers.ratelimit import RateLimiter
@@ -30,9 +31,10 @@ from .config.reload import ConfigWatcher
 from .config.settings import Config
 from .housekeeping import Housekeeping
 from .http.cors import Cors
-from .http.message import Request, Response
-from .respond import Outcome, refusal, responder
-from .telemetry import logs, trace
+from .http.message import Answer, Later, Request, Response
+from .queued import Queued, Render
+from .respond import Outcome, responder
+from .telemetry import trace
 from .telemetry.metrics import Metrics, Tally
 from .upstream.client import Piece, Upstream
 
@@ -40,7 +42,16 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 TIMEOUT_HEADER = "x-request-timeout-ms"
+fragment = operator.attrgetter("fragment")  # of a Piece
 _MILLISECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
+
+
+def _tei_answer(req: tei_api.BatchRequest, pieces: list[Piece], outcome: Outcome) -> Response:
+    return Response(
+        body=tei_api.render(req, list(map(fragment, pieces))),
+        content_type=JSON,
+        lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+    )
 
 
 class Proxy:
@@ -75,8 +86,9 @@ class Proxy:
         self.stopping = False  # drain delay over: new work refused
         self.started_at = int(time.time())
         self._reload = reload
-        self._callers = itertools.count()  # numbers each request's inputs: isolation per caller
-        self._traces: dict[int, dict[str, str]] = {}  # callers' trace contexts, while queued
+        self.callers = itertools.count()  # numbers each request's inputs: isolation per caller
+        self.traces: dict[int, dict[str, str]] = {}  # callers' trace contexts, while queued
+        self.deadlines: Deadlines[Queued] = Deadlines(Queued.expire)
         self._drain: asyncio.Task[None] | None = None
         self._tally = Tally(self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,7 +175,7 @@ class Proxy:
         self, group: tei_api.Group, items: list[tuple[int, Any]], deadline: float
     ) -> Sequence[Piece | ProxyError]:
         owners, inputs = zip(*items, strict=True)  # items are (caller, input)
-        traced = self._traces
+        traced = self.traces
         # The trace context of the first caller that sent one (telemetry/trace.py).
         context = next((traced[o] for o in owners if o in traced), None) if traced else None
         return await self.upstream.call_batch(group, inputs, deadline, owners, context)
@@ -192,50 +204,12 @@ class Proxy:
     ) -> list[Piece]:
         """Queue a request's inputs and wait; the first error fails it, its queued inputs unsent.
         `outcome.waited`: the longest its inputs waited in the queue; `context`: its trace's."""
-        caller = next(self._callers)
-        owned = [(caller, item) for item in req.items]
-        if context is not None:
-            self._traces[caller] = context
+        queued = Queued(self, req, deadline, who, outcome, context)
         try:
-            entries = self.batcher.submit(req.key, owned, req.costs, deadline, *who)
-        except Refused as e:
-            raise refusal(e) from None
-        futures = [e.future for e in entries]
-        # One timer per request (cheaper than a timeout context on the hot path): at the deadline
-        # every unanswered input fails with 504.
-        timer = asyncio.get_running_loop().call_at(deadline, _expire, futures)
-        try:
-            if len(futures) == 1:
-                try:
-                    piece = await futures[0]
-                except Refused as e:
-                    raise refusal(e) from None
-                if len(piece.fragment) > self.answers.per_request:
-                    raise refusal(TooLarge(self.answers.per_request))
-                return [piece]
-            try:
-                await self.answers.gather(futures)
-            except Refused as e:
-                raise refusal(e) from None
+            await queued.wait()
         finally:
-            timer.cancel()
-            self.batcher.cancel(entries)  # only inputs still queued or pending are affected
-            if context is not None:
-                del self._traces[caller]
-            if outcome is not None:
-                if len(entries) == 1:  # the hot path: one input
-                    e = entries[0]
-                    outcome.waited = e.started - e.enqueued if e.started else 0.0
-                else:
-                    outcome.waited = _longest_wait(entries)
-            access = logs.current()
-            if access is not None:
-                _time_batch(access, entries, asyncio.get_running_loop().time())
-        for future in futures:
-            error = None if future.cancelled() else future.exception()
-            if error is not None:
-                raise refusal(error) if isinstance(error, Refused) else error
-        return [f.result() for f in futures]
+            queued.close()
+        return queued.pieces()
 
     def admit(self, request: Request) -> Who:
         """The caller and its lane; refused while stopping, without a valid key, over the
@@ -264,9 +238,8 @@ class Proxy:
         who = self.admit(request)
         if request.oversize:
             raise too_large(self.config.server.max_body_bytes)
-        kind = request.content_type
         # axum's Json, as TEI reads it: application/json, or any application/*+json.
-        if kind != JSON and not (kind.startswith("application/") and kind.endswith("+json")):
+        if request.headers.get("content-type") != JSON and not _json(request.content_type):
             raise ProxyError(
                 415,
                 "Expected request with `Content-Type: application/json`",
@@ -276,32 +249,41 @@ class Proxy:
         return request.body, who
 
     # Handlers.
-    async def _tei(self, request: Request, outcome: Outcome) -> Response:
+    def _tei(self, request: Request, outcome: Outcome) -> Answer:
         body, who = self.read_body(request)
         req = tei_api.parse(request.path, body, self.config.limits)
-        outcome.inputs = len(req.items)
-        headers = request.headers
-        context = trace.context(headers) if "traceparent" in headers else None
-        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
-        return Response(
-            body=tei_api.render(req, [p.fragment for p in pieces]),
-            content_type=JSON,
-            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
-        )
+        return self.answer_batch(req, request, who, outcome)
 
-    async def answer_batch(
-        self, req: tei_api.BatchRequest, request: Request, who: Who, outcome: Outcome
-    ) -> Response:
-        """Queue a parsed TEI request and answer it in TEI's shape for its route."""
+    def answer_batch(
+        self,
+        req: tei_api.BatchRequest,
+        request: Request,
+        who: Who,
+        outcome: Outcome,
+        render: Render = _tei_answer,
+    ) -> Answer:
+        """Queue a parsed request and answer it, by default in TEI's shape for its route. One
+        input (the hot path) is answered by the server when its future is done (`Later`);
+        more are awaited."""
         outcome.inputs = len(req.items)
         headers = request.headers
         context = trace.context(headers) if "traceparent" in headers else None
-        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
-        return Response(
-            body=tei_api.render(req, [p.fragment for p in pieces]),
-            content_type=JSON,
-            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
-        )
+        deadline = self.deadline(request)
+        if len(req.items) == 1:
+            queued = Queued(self, req, deadline, who, outcome, context, render)
+            return Later(queued.futures[0], queued.finish)
+        return self._answer_batch(req, deadline, who, outcome, context, render)
+
+    async def _answer_batch(
+        self,
+        req: tei_api.BatchRequest,
+        deadline: float,
+        who: Who,
+        outcome: Outcome,
+        context: dict[str, str] | None,
+        render: Render,
+    ) -> Response:
+        return render(req, await self.run_batch(req, deadline, who, outcome, context), outcome)
 
     @property
     def served_model_name(self) -> str:
@@ -309,21 +291,23 @@ class Proxy:
         info = self.upstream.info
         return info.served_model_name if info is not None else "unknown"
 
-    async def _openai(self, request: Request, outcome: Outcome) -> Response:
+    def _openai(self, request: Request, outcome: Outcome) -> Answer:
         body, who = self.read_body(request)
         req, encoding = openai_api.parse(body, self.config.limits)
-        outcome.inputs = len(req.items)
-        headers = request.headers
-        context = trace.context(headers) if "traceparent" in headers else None
-        pieces = await self.run_batch(req, self.deadline(request), who, outcome, context)
-        model = self.served_model_name
-        return Response(
-            body=openai_api.render(
-                [p.fragment for p in pieces], sum(p.tokens for p in pieces), model, encoding
-            ),
-            content_type=JSON,
-            lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
-        )
+
+        def render(req: tei_api.BatchRequest, pieces: list[Piece], outcome: Outcome) -> Response:
+            return Response(
+                body=openai_api.render(
+                    list(map(fragment, pieces)),
+                    sum(p.tokens for p in pieces),
+                    self.served_model_name,
+                    encoding,
+                ),
+                content_type=JSON,
+                lines=answer_headers.for_caller(req.items, pieces, outcome.waited, outcome.started),
+            )
+
+        return self.answer_batch(req, request, who, outcome, render)
 
     async def handle_health(self, request: Request) -> Response:
         return Response(status=200)
@@ -360,13 +344,8 @@ class Proxy:
         return self._tally.observe, self._tally.count_rejection
 
 
-def _time_batch(access: logs.Access, entries: Sequence[Any], now: float) -> None:
-    """A request's inputs, their longest queue wait and upstream time, for the access log."""
-    access.inputs += len(entries)
-    started = [e.started for e in entries if e.started]
-    if started:
-        access.queue_s = max(e.started - e.enqueued for e in entries if e.started)
-        access.upstream_s = now - min(started)
+def _json(kind: str) -> bool:
+    return kind == JSON or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _piece_size(piece: Piece) -> int:
@@ -379,17 +358,3 @@ def _keep_piece(piece: Piece) -> int:
     if piece.fragment.__class__ is memoryview:
         piece.fragment = bytes(piece.fragment)
     return len(piece.fragment)
-
-
-def _longest_wait(entries: Sequence[Any]) -> float:
-    return max((e.started - e.enqueued for e in entries if e.started), default=0.0)
-
-
-def _expire(futures: list[asyncio.Future[Piece]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(
-                ProxyError(
-                    504, "request did not finish within its deadline", TIMEOUT, reason="deadline"
-                )
-            )

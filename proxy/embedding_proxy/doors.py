@@ -18,7 +18,7 @@ from .api import tei as tei_api
 from .api.errors import VALIDATION, ProxyError, too_large
 from .app import JSON, Proxy
 from .batching.refusals import Refused
-from .http.message import Request, Response
+from .http.message import Answer, Request, Response
 from .respond import Outcome, refusal
 from .telemetry import logs, trace
 
@@ -70,22 +70,22 @@ async def _pass_on(proxy: Proxy, request: Request) -> Response:
     return Response(status=status, body=data, headers=headers)
 
 
-async def root(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
+def root(proxy: Proxy, request: Request, outcome: Outcome) -> Answer:
     """`POST /` and `/invocations`: what TEI routes there by its model type (router/src/http/
     server.rs, `run`): an embedding model's /embed (SPLADE's /embed_sparse), a classifier's
     /predict, batched; a reranker's /rerank, or a type not known yet, forwarded."""
     info = proxy.upstream.info
     route = info.root_route if info is not None else None
     if route is None:
-        return await forward(proxy, request, outcome)
+        return forward(proxy, request, outcome)
     body, who = proxy.read_body(request)
     data = tei_api.decode_object(body)
     if route == "/embed" and isinstance(data.get("inputs"), dict):
         # {"source_sentence": ..., "sentences": [...]}: TEI started with TASK=sentence-similarity
         # serves / as /similarity, which /info does not tell.
-        return await pass_on(proxy, request)
+        return pass_on(proxy, request)
     req = tei_api.parse(route, body, proxy.config.limits, data=data, simple=False)
-    return await proxy.answer_batch(req, request, who, outcome)
+    return proxy.answer_batch(req, request, who, outcome)
 
 
 def _reranks(instance: Any) -> bool:
@@ -137,7 +137,8 @@ async def vertex(proxy: Proxy, request: Request, outcome: Outcome) -> Response:
         if isinstance(answer, BaseException):
             raise answer
         parts.append(tei_api.render(req, [p.fragment for p in answer]))
-    return Response(body=b'{"predictions":[' + b",".join(parts) + b"]}", content_type=JSON)
+    body = b"".join(tei_api.delimited(b'{"predictions":[', parts, b"]}"))
+    return Response(body=body, content_type=JSON)
 
 
 async def models(proxy: Proxy, request: Request) -> Response:

@@ -4,13 +4,15 @@ and observes every answer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .api.errors import TIMEOUT, UNHEALTHY, VALIDATION, ProxyError, overloaded
 from .batching.answers import OverBudget, TooLarge
 from .batching.refusals import Expired, Full, Refused, ShuttingDown, TooManyGroups
-from .http.message import Handler, Request, Response
+from .http.message import Answer, Handler, Later, Request, Response
 
 JSON = "application/json"
 
@@ -69,7 +71,8 @@ class Outcome:
         self.waited = 0.0  # seconds its inputs waited in the queue, the longest
 
 
-Work = Callable[[Request, Outcome], Awaitable[Response]]
+# A handler's work: its answer, the Outcome filled in as it goes.
+Work = Callable[[Request, Outcome], Answer]
 
 
 def responder(
@@ -80,16 +83,46 @@ def responder(
     route: str | None = None,
 ) -> Handler:
     """A handler from its work: a ProxyError becomes its answer in the dialect's shape (and a
-    rejection counted), and every answer is observed under `route` (the request's path if None)."""
+    rejection counted), and every answer is observed under `route` (the request's path if None),
+    in whichever form the work answers (http/message.py)."""
 
-    async def handle(request: Request) -> Response:
+    def handle(request: Request) -> Answer:
         started = time.perf_counter()
         outcome = Outcome(started)
         try:
-            response = await work(request, outcome)
+            answer = work(request, outcome)
         except ProxyError as e:
-            reject(e)
-            response = Response(e.status, error_body(e), JSON, headers=e.headers)
+            answer = _error(e)
+        kind = answer.__class__
+        if kind is Later:
+            finish = answer.finish  # type: ignore[union-attr]
+
+            def finished(future: asyncio.Future[Any]) -> Response:
+                try:
+                    response = finish(future)
+                except ProxyError as e:
+                    response = _error(e)
+                observe(route or request.path, response.status, started, outcome.inputs)
+                return response
+
+            answer.finish = finished  # type: ignore[union-attr]
+            return answer
+        if kind is not Response:
+            return _awaited(answer, request, started, outcome)  # type: ignore[arg-type]
+        observe(route or request.path, answer.status, started, outcome.inputs)  # type: ignore[union-attr]
+        return answer
+
+    def _error(e: ProxyError) -> Response:
+        reject(e)
+        return Response(e.status, error_body(e), JSON, headers=e.headers)
+
+    async def _awaited(
+        answer: Awaitable[Response], request: Request, started: float, outcome: Outcome
+    ) -> Response:
+        try:
+            response = await answer
+        except ProxyError as e:
+            response = _error(e)
         observe(route or request.path, response.status, started, outcome.inputs)
         return response
 

@@ -10,7 +10,7 @@ from . import doors
 from .api import tei as tei_api
 from .api.errors import ProxyError
 from .app import Proxy
-from .http.message import Handler, Request, Response
+from .http.message import Answer, Handler, Request, Response, settle, then
 from .respond import responder
 from .telemetry import logs
 
@@ -60,18 +60,23 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
             return model
         return forward
 
-    async def handle(request: Request) -> Response:
+    def decorate(request: Request, response: Response, given: str | None) -> Response:
+        if listed:  # a list of origins: the caller's, when on it (any origin: Server's `always`)
+            response.lines += proxy.cors.origin_line(request)
+        if given is not None:
+            _echo_id(response, logs.request_id(given))
+        return response
+
+    def handle(request: Request) -> Answer:
         table = routes.get(request.method)
         handler = table.get(request.path) if table is not None else None
         if handler is None:
             handler = elsewhere(request)
-        response = await handler(request)
-        if listed:  # a list of origins: the caller's, when on it (any origin: Server's `always`)
-            response.lines += proxy.cors.origin_line(request)
+        answer = handler(request)
         given = request.headers.get(logs.REQUEST_ID)
-        if given is not None:
-            _echo_id(response, logs.request_id(given))
-        return response
+        if listed or given is not None:
+            return then(answer, lambda response: decorate(request, response, given))
+        return answer
 
     if not proxy.config.server.access_log:
         return handle
@@ -80,10 +85,10 @@ def api_handler(proxy: Proxy, with_metrics: bool = True) -> Handler:
 
     async def handle_logged(request: Request) -> Response:
         if request.path in quiet:
-            return await handle(request)
+            return await settle(handle(request))
         started = time.perf_counter()
         access = logs.start_access()
-        response = await handle(request)
+        response = await settle(handle(request))
         rid = logs.request_id(request.headers.get(logs.REQUEST_ID))
         _echo_id(response, rid)
         logs.log_access(request.method, request.path, response.status, rid, access, started)

@@ -14,7 +14,7 @@ from .app import Proxy
 from .config.redaction import redact
 from .config.settings import Config
 from .failure import cannot_listen
-from .http.message import Handler, Limits, Request, Response, Vet
+from .http.message import Handler, Limits, Request, Response, Vet, settle
 from .http.server import Server
 from .routes import api_handler, metrics_handler
 
@@ -134,7 +134,7 @@ def _key_check(proxy: Proxy) -> Vet:
 def _after(event: asyncio.Event, handler: Handler) -> Handler:
     async def wait_then_handle(request: Request) -> Response:
         await event.wait()
-        return await handler(request)
+        return await settle(handler(request))
 
     return wait_then_handle
 

@@ -13,10 +13,10 @@ from ..config.settings import LimitsConfig
 from .errors import VALIDATION, ProxyError
 from .tei import (
     BatchRequest,
-    Group,
     check_inputs,
     cost,
     decode_object,
+    group,
     parse_embed_inputs,
     quoted,
     refuse_repeats,
@@ -65,7 +65,7 @@ def parse(body: bytes, limits: LimitsConfig) -> tuple[BatchRequest, str]:
         if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions <= 0:
             raise ProxyError(422, "dimensions: expected a positive integer", VALIDATION)
         params["dimensions"] = dimensions
-    request = BatchRequest(Group("/embed", params), items, [cost(i) for i in items])
+    request = BatchRequest(group("/embed", params), items, [cost(i) for i in items])
     return request, encoding
 
 
@@ -103,14 +103,17 @@ def _model(name: str, created: int) -> dict[str, object]:
 
 
 def render(fragments: Sequence[bytes], tokens: int, model: str, encoding: str) -> bytes:
-    parts = []
+    """OpenAI's list of embeddings, joined once: each vector is copied once, into the answer."""
+    out = [b'{"object":"list","data":[']
     for index, fragment in enumerate(fragments):
-        embedding = b'"' + to_base64(fragment) + b'"' if encoding == "base64" else fragment
-        parts.append(b'{"object":"embedding","index":%d,"embedding":%s}' % (index, embedding))
-    return (
-        b'{"object":"list","data":['
-        + b",".join(parts)
-        + b'],"model":'
-        + orjson.dumps(model)
-        + b',"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens)
-    )
+        if index:
+            out.append(b",")
+        out.append(b'{"object":"embedding","index":%d,"embedding":' % index)
+        if encoding == "base64":
+            out.extend((b'"', to_base64(fragment), b'"}'))
+        else:
+            out.extend((fragment, b"}"))
+    out.append(b'],"model":')
+    out.append(orjson.dumps(model))
+    out.append(b',"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens))
+    return b"".join(out)

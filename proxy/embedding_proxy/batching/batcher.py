@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar
 
 from ..config.settings import BatchingConfig
 from .concurrency import Concurrency
-from .lanes import Caller, Group, LaneState, fill, realign, unqueue
+from .entry import Entry
+from .lanes import Group, LaneState, fill, realign, unqueue
 from .permits import Permits
 from .policy import Caps, Flush, Limits, next_batch
 from .refusals import Expired, Full, ShuttingDown, TooManyGroups
@@ -31,41 +32,6 @@ log = logging.getLogger(__name__)
 
 # dispatch(key, items, deadline) -> one result (or exception) per item, in order.
 Dispatch = Callable[[K, list[I], float], Awaitable[Sequence[Any]]]
-
-
-class Entry(Generic[I, R]):
-    """One queued item; `future` gets its result."""
-
-    __slots__ = (
-        "caller",
-        "cost",
-        "deadline",
-        "enqueued",
-        "future",
-        "item",
-        "lane",
-        "queued",
-        "started",
-    )
-
-    def __init__(
-        self,
-        caller: Caller,
-        item: I,
-        cost: int,
-        future: asyncio.Future[R],
-        now: float,
-        deadline: float,
-    ) -> None:
-        self.caller = caller  # its queue: caller, in a lane, in a group
-        self.item = item
-        self.cost = cost
-        self.future = future
-        self.enqueued = now
-        self.started = 0.0  # when its batch left for the upstream
-        self.lane: LaneState | None = None  # the lane it was sent from
-        self.deadline = deadline
-        self.queued = True
 
 
 class Batcher(Generic[K, I, R]):
@@ -103,8 +69,9 @@ class Batcher(Generic[K, I, R]):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._flush_all = False
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing queued, no call running: what `drain` waits for
         self._idle.set()
+        self._quiet = True  # whether `_idle` is set, read without a call on the hot path
         self._set_lanes(settings)
 
     # Live figures.
@@ -168,13 +135,20 @@ class Batcher(Generic[K, I, R]):
         if group is None:
             group = self._groups[key] = self._new_group(key, now)
         queue = group.lanes[index].caller(caller, weight or state.weight)
-        entries = [
-            Entry(queue, item, cost, loop.create_future(), now, deadline)
-            for item, cost in zip(items, costs, strict=True)
-        ]
+        if len(items) == 1:  # the hot path: one input
+            entries = [Entry(queue, items[0], costs[0], loop.create_future(), now, deadline)]
+        else:
+            entries = [
+                Entry(queue, item, cost, loop.create_future(), now, deadline)
+                for item, cost in zip(items, costs, strict=True)
+            ]
         group.add(queue, entries, sum(costs))
-        self._idle.clear()
-        self._schedule()
+        if self._quiet:
+            self._quiet = False
+            self._idle.clear()
+        if not self._pump_scheduled:  # _schedule, written out: this runs for every request
+            self._pump_scheduled = True
+            loop.call_soon(self._pump)
         return entries
 
     def _refuse(self, state: LaneState, asked: int) -> None:
@@ -189,12 +163,15 @@ class Batcher(Generic[K, I, R]):
     def cancel(self, entries: Sequence[Entry[I, R]]) -> None:
         """The caller has gone: drop its queued items so they are never sent upstream."""
         now = asyncio.get_running_loop().time()
+        unqueued = False
         for entry in entries:
             if entry.queued:
                 unqueue(entry, now)
+                unqueued = True
             if not entry.future.done():
                 entry.future.cancel()
-        self._check_idle()
+        if unqueued:  # else the queue is as it was: idle or not, it still is
+            self._check_idle()
 
     def update(self, settings: BatchingConfig | None = None, caps: Caps | None = None) -> None:
         """New settings or upstream limits apply from the next batch on."""
@@ -388,5 +365,6 @@ class Batcher(Generic[K, I, R]):
         self._schedule()
 
     def _check_idle(self) -> None:
-        if not self._calls and not self.queue_depth:
+        if not self._quiet and not self._calls and not self.queue_depth:
+            self._quiet = True
             self._idle.set()

@@ -42,20 +42,14 @@ def parse_keys(lines: list[str], where: str) -> list[tuple[bytes, Key]]:
 
 class KeyStore:
     def __init__(self, config: AuthConfig) -> None:
-        self.config = config
-        self._config_keys = parse_keys(config.api_keys, "auth.api_keys")
         self._file_keys: list[tuple[bytes, Key]] = []
-        self._seen: Fingerprint = None
-        self.refresh()
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.config.api_keys or self.config.api_keys_file)
+        self.update(config)
 
     def update(self, config: AuthConfig) -> None:
         self.config = config
+        self.enabled = bool(config.api_keys or config.api_keys_file)  # read on every request
         self._config_keys = parse_keys(config.api_keys, "auth.api_keys")
-        self._seen = None
+        self._seen: Fingerprint = None
         self.refresh()
 
     def refresh(self) -> None:

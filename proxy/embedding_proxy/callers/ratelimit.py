@@ -13,10 +13,7 @@ class RateLimiter:
         self.burst_setting = burst
         self.burst = float(burst or max(1, math.ceil(rate)))
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, updated at)
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
+        self.enabled = rate > 0
 
     def take(self, client: str, now: float) -> None:
         """Spend one token for `client`, or raise 429 with the wait until the next one."""

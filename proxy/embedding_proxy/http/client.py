@@ -20,6 +20,7 @@ MAX_HEAD_BYTES = 64 * 1024  # status line and headers
 MAX_HEADERS = 100
 DEFAULT_MAX_BODY = 100_000_000
 DEFAULT_MAX_HELD = 256 * 1024 * 1024  # answer bodies of all connections at once
+READ_BYTES = 256 * 1024  # one read from a connection at most
 
 
 class ClientError(Exception):
@@ -71,10 +72,18 @@ class _Budget:
             conn.granted(wants)
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection, one request at a time."""
+class _Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection, one request at a time. Read into a buffer shared by the
+    client's connections (`get_buffer`): each read is parsed before the next one is made, and
+    the parser copies what it keeps, so an answer is copied once on its way in, not twice."""
 
-    def __init__(self, max_body: int = DEFAULT_MAX_BODY, budget: _Budget | None = None) -> None:
+    def __init__(
+        self,
+        max_body: int = DEFAULT_MAX_BODY,
+        budget: _Budget | None = None,
+        buffer: memoryview | None = None,
+    ) -> None:
+        self.buffer = buffer if buffer is not None else memoryview(bytearray(READ_BYTES))
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.max_body = max_body
@@ -109,6 +118,12 @@ class _Connection(asyncio.Protocol):
             self.on_message_complete()
             return
         self._fail(ClientError(f"connection closed{f': {exc}' if exc else ' by the server'}"))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.buffer[:nbytes])  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -235,6 +250,7 @@ class Client:
         self._host_line = f"Host: {host_header}\r\n".encode("latin-1")
         self.max_body = max_body
         self.budget = _Budget(max_held)
+        self._buffer = memoryview(bytearray(READ_BYTES))  # every connection's reads, one by one
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
 
@@ -249,7 +265,7 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self.max_body, self.budget),
+                    lambda: _Connection(self.max_body, self.budget, self._buffer),
                     self.host,
                     self.port,
                     ssl=self.ssl,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from functools import partial
+from typing import Any
 
 from .answer import ALLOW, INTERNAL_ERROR, NO_BODY, answer_head, plain
-from .message import Request, Response
+from .message import Answer, Later, Request, Response
 from .reader import _BODY, _HEAD, _IDLE, RequestReader, ServerSide
 
 log = logging.getLogger(__name__)
@@ -92,33 +95,71 @@ class Connection(RequestReader):
                 self._continue()
             return
         item, keep_alive = self.pending.popleft()
-        if item.__class__ is Request:
-            size = len(item.body)  # type: ignore[union-attr]
-            self.pending_bytes -= size
-            if self.held:
-                self._update_reading()
-            self.task = self.loop.create_task(self._run(item, keep_alive))  # type: ignore[arg-type]
-            if size:  # the handler holds the body until it ends, however it ends
-                self.task.add_done_callback(lambda _, size=size: self.server.release(size))
-        else:
+        if item.__class__ is not Request:
             self.task = None
             if item is not None:
                 self._write(None, item, False)  # type: ignore[arg-type]
             self._finish()
+            return
+        request: Request = item  # type: ignore[assignment]
+        size = len(request.body)
+        self.pending_bytes -= size
+        if self.held:
+            self._update_reading()
+        answer = self._answer(request)
+        kind = answer.__class__
+        if kind is Response:
+            self.task = None
+            self.server.release(size)
+            self._respond(request, answer, keep_alive)  # type: ignore[arg-type]
+            return
+        if kind is Later:  # its future's callbacks run however it ends: the body goes there
+            future = self.task = answer.future  # type: ignore[union-attr]
+            future.add_done_callback(partial(self._settle, answer, request, keep_alive, size))
+            return
+        task = self.task = self.loop.create_task(self._run(answer, request, keep_alive))  # type: ignore[arg-type]
+        if size:  # the handler holds the body until it ends, however it ends
+            task.add_done_callback(lambda _, size=size: self.server.release(size))
 
-    async def _run(self, request: Request, keep_alive: bool) -> None:
+    def _answer(self, request: Request) -> Answer:
         try:
             if self.refused and not self._probe(request):
-                response = plain(503, "too many connections", {"Retry-After": "1"})
-            elif request.path == "*":
-                response = Response(200, headers=ALLOW)  # OPTIONS *: the server itself
-            else:
-                response = await self.server.handler(request)
+                return plain(503, "too many connections", {"Retry-After": "1"})
+            if request.path == "*":
+                return Response(200, headers=ALLOW)  # OPTIONS *: the server itself
+            return self.server.handler(request)
+        except Exception:
+            return _failed(request)
+
+    async def _run(
+        self, answer: Coroutine[Any, Any, Response], request: Request, keep_alive: bool
+    ) -> None:
+        try:
+            response = await answer
         except asyncio.CancelledError:
             return
         except Exception:
-            log.exception("unhandled error answering %s %s", request.method, request.path)
-            response = Response(500, INTERNAL_ERROR, "application/json")
+            response = _failed(request)
+        self._respond(request, response, keep_alive)
+
+    def _settle(
+        self,
+        answer: Later,
+        request: Request,
+        keep_alive: bool,
+        size: int,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.server.release(size)
+        try:
+            response = answer.finish(future)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            response = _failed(request)
+        self._respond(request, response, keep_alive)
+
+    def _respond(self, request: Request, response: Response, keep_alive: bool) -> None:
         if self.closing or self.transport is None:
             return
         if self.refused or (
@@ -128,8 +169,10 @@ class Connection(RequestReader):
         if not self._write(request, response, keep_alive) or not keep_alive:
             self.ended = True
             self._finish()
-            return
-        self._next()
+        elif self.pending or self.continue_due:
+            self._next()
+        else:
+            self.task = None  # `_next` with nothing to do, without the call
 
     def _write(self, request: Request | None, response: Response, keep_alive: bool) -> bool:
         """Write one answer; False if it could not be written whole (the connection must end)."""
@@ -256,3 +299,8 @@ class Connection(RequestReader):
             and not self.stash
         ):
             transport.close()
+
+
+def _failed(request: Request) -> Response:
+    log.exception("unhandled error answering %s %s", request.method, request.path)
+    return Response(500, INTERNAL_ERROR, "application/json")

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# Header names as sent, each with its lower-case str: the same few names come on every request.
+# Bounded, in count and length: a peer that sends new names every time only fills it.
+_NAMES: dict[bytes, str] = {}
+_NAMES_KEPT = 512
+_NAME_KEPT_BYTES = 64
+
 
 class BadHead(Exception):
     """A head the server refuses: answered with `status`, then the connection closes."""
@@ -28,10 +34,15 @@ def read_head(
     """The headers (names in lower case, repeats joined with ", "), the HTTP version, the
     request target and the transfer coding of a head; raises BadHead for one to refuse."""
     headers: dict[str, str] = {}
+    names = _NAMES
     for raw_name, raw_value in header_list:
+        name = names.get(raw_name)
+        if name is None:
+            name = raw_name.decode("latin-1").lower()
+            if len(names) < _NAMES_KEPT and len(raw_name) <= _NAME_KEPT_BYTES:
+                names[raw_name] = name
         # httptools keeps a value's trailing whitespace; h11 (and the RFC) drop it.
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        value = value.rstrip(" \t")
+        value = raw_value.decode("latin-1").rstrip(" \t")
         if name in headers:
             if name == "host":
                 raise BadHead("more than one Host header")

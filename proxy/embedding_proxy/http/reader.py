@@ -24,6 +24,8 @@ FEED_SLICE = 16 * 1024  # a large read is parsed in slices, so that a full pipel
 HEADER_OVERHEAD = 64  # bytes charged per header against max_head_bytes: what a header costs held
 BODY_FRAMING = 8  # a body may come with up to this many times its size in chunk framing
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a head, in a body
+# Methods as str, made once: any other is decoded.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
 class ServerSide(Protocol):
@@ -65,7 +67,7 @@ class RequestReader(asyncio.Protocol):
         # place of a request is a last answer (or none) after which the connection closes.
         self.pending: deque[tuple[Request | Response | None, bool]] = deque()
         self.pending_bytes = 0
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[Any] | None = None  # the answer being made
         self.phase = _IDLE
         self.since = self.loop.time()  # when the phase began (a head, a body, reading again)
         self.messages = 0  # requests begun
@@ -87,6 +89,7 @@ class RequestReader(asyncio.Protocol):
         self.head_bytes = 0
         self.raw = 0  # bytes of this head (or body) read, but for the read it began in
         self.body_parts: list[bytes] = []
+        self.request: Request | None = None  # once its head is complete
         self.body_bytes = 0
         self.oversize = False
         self.keep_alive = False
@@ -146,20 +149,24 @@ class RequestReader(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
-        self._count_head(len(url))
+        self.head_bytes += len(url)
+        if self.head_bytes > self.limits.max_head_bytes:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_list.append((name, value))
-        self._count_head(len(name) + len(value) + HEADER_OVERHEAD)
-        if len(self.header_list) > self.limits.max_header_count:
+        headers = self.header_list
+        headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + HEADER_OVERHEAD
+        limits = self.limits
+        if self.head_bytes > limits.max_head_bytes:
+            self._too_large()
+        if len(headers) > limits.max_header_count:
             self._fail(431, "too many header fields")
             raise httptools.HttpParserError("too many headers")
 
-    def _count_head(self, size: int) -> None:
-        self.head_bytes += size
-        if self.head_bytes > self.limits.max_head_bytes:
-            self._fail(431, "request line and headers are too large")
-            raise httptools.HttpParserError("head too large")
+    def _too_large(self) -> None:
+        self._fail(431, "request line and headers are too large")
+        raise httptools.HttpParserError("head too large")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -180,9 +187,12 @@ class RequestReader(asyncio.Protocol):
         )
         length = headers.get("content-length")
         size = int(length) if length is not None else (0 if coding is None else -1)
+        # The request, made once: its body comes with its last byte (on_message_complete).
+        self.request = request = self._request()
         if self.refused:  # over the connection limit: answered at once, the body never read
+            request.oversize = size != 0
             self.oversize = True
-            self._enqueue(self._request(b"", oversize=size != 0), False)
+            self._enqueue(self._take_request(), False)
             return
         if size > self.limits.max_body_bytes:
             # Answer at once; without an `Expect` the body is read and dropped (the client sees
@@ -191,7 +201,7 @@ class RequestReader(asyncio.Protocol):
             return
         vet = self.server.vet
         if size and vet is not None:
-            answer = vet(self._request(b""))
+            answer = vet(request)
             if answer is not None:  # refused on its head: the body is never read
                 self.oversize = True
                 self._enqueue(answer, False)
@@ -251,11 +261,12 @@ class RequestReader(asyncio.Protocol):
             self.server.release(reserved)
             return
         parts = self.body_parts
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        request = self._take_request()
+        request.body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.body_parts = []
         # The budget holds this body (`reserved` bytes) until it is answered (pending_bytes,
         # then the task).
-        self._enqueue(self._request(body), self.keep_alive and self.parser.should_keep_alive())
+        self._enqueue(request, self.keep_alive and self.parser.should_keep_alive())
 
     def _continue(self) -> None:
         assert self.transport is not None
@@ -264,7 +275,12 @@ class RequestReader(asyncio.Protocol):
         self.since = self.loop.time()  # the body timeout starts when the body is asked for
 
     # Requests in order.
-    def _request(self, body: bytes, oversize: bool = False) -> Request:
+    def _take_request(self) -> Request:
+        """The request read (its head complete); the connection lets go of it."""
+        request, self.request = self.request, None
+        return request  # type: ignore[return-value]
+
+    def _request(self) -> Request:
         url = self.url
         if url == b"*":
             path, query = "*", ""
@@ -272,8 +288,9 @@ class RequestReader(asyncio.Protocol):
             parsed = httptools.parse_url(url)  # type: ignore[arg-type]
             path = parsed.path.decode("latin-1")
             query = parsed.query.decode("latin-1") if parsed.query else ""
-        method = self.parser.get_method().decode("latin-1")
-        return Request(method, path, query, self.headers, body, self.remote, oversize)
+        raw = self.parser.get_method()
+        method = _METHODS.get(raw) or raw.decode("latin-1")
+        return Request(method, path, query, self.headers, b"", self.remote)
 
     def _oversize(self, keep_alive: bool) -> None:
         """Answer at once (the handler decides the body); the rest of the body is dropped."""
@@ -282,7 +299,9 @@ class RequestReader(asyncio.Protocol):
         self.server.release(self.reserved)
         self.reserved = 0
         self.server.done_reading(self)
-        self._enqueue(self._request(b"", oversize=True), keep_alive)
+        request = self._take_request()
+        request.oversize = True
+        self._enqueue(request, keep_alive)
 
     def _enqueue(self, request: Request | Response | None, keep_alive: bool) -> None:
         if self.ended:

@@ -4,13 +4,15 @@ autoscaler and users' dashboards read them, and the README documents each one.""
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import HistogramMetricFamily
 
 from ..batching.lanes import LaneState
+from .plain import Count, Counts, Spread, Spreads
 
 PREFIX = "embedding_proxy_"
 
@@ -69,51 +71,51 @@ class Metrics:
             "1 while the upstream answers its health check, 0 while it does not.",
             registry=r,
         )
-        self.requests = Counter(
+        self.requests = Counts(
             PREFIX + "requests",
             "Client requests answered, by route and status code.",
             ["route", "status"],
             registry=r,
         )
-        self.inputs = Counter(
+        self.inputs = Counts(
             PREFIX + "inputs",
             "Inputs in the client requests answered, by route and status code.",
             ["route", "status"],
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = Spreads(
             PREFIX + "request_duration_seconds",
             "Time from a client request's arrival to its answer.",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.batch_size = Histogram(
+        self.batch_size = Spreads(
             PREFIX + "batch_size",
             "Inputs per upstream call.",
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = Spreads(
             PREFIX + "upstream_duration_seconds",
             "Duration of upstream calls, by route.",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.upstream_responses = Counter(
+        self.upstream_responses = Counts(
             PREFIX + "upstream_responses",
             "Upstream calls by route and outcome (status code, or 'error').",
             ["route", "status"],
             registry=r,
         )
-        self.rejections = Counter(
+        self.rejections = Counts(
             PREFIX + "rejections",
             "Inputs or requests refused by the proxy itself, by reason.",
             ["reason"],
             registry=r,
         )
-        self.retries = Counter(
+        self.retries = Counts(
             PREFIX + "upstream_retries",
             "Upstream calls retried, by reason.",
             ["reason"],
@@ -125,7 +127,7 @@ class Metrics:
             ["version"],
             registry=r,
         )
-        self.config_reloads = Counter(
+        self.config_reloads = Counts(
             PREFIX + "config_reloads",
             "Config reloads by result (ok, failed).",
             ["result"],
@@ -135,20 +137,20 @@ class Metrics:
         self.lane_queue_depth = Gauge(
             PREFIX + "lane_queue_depth", "Inputs waiting now, by lane.", ["lane"], registry=r
         )
-        self.lane_rejected = Counter(
+        self.lane_rejected = Counts(
             PREFIX + "lane_rejected",
             "Requests refused with 429 because their lane's queue was full, by lane.",
             ["lane"],
             registry=r,
         )
-        self.lane_wait = Histogram(
+        self.lane_wait = Spreads(
             PREFIX + "lane_wait_seconds",
             "Time an input waited in the queue before its upstream call, by lane.",
             ["lane"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self._lane_waits: dict[str, Any] = {}  # labelled children, looked up once
+        self._lane_waits: dict[str, Spread] = {}  # labelled children, looked up once
         # The wait of all lanes together, summed from the lanes' at scrape time: one histogram
         # observation per input on the hot path, not two.
         r.register(_AllLanes(self.lane_wait))
@@ -162,7 +164,9 @@ class Metrics:
             child = waits.get(name)
             if child is None:
                 child = waits[name] = self.lane_wait.labels(lane=name)
-            child.observe(now - entry.enqueued)
+            wait = now - entry.enqueued
+            child.counts[bisect_left(child.bounds, wait)] += 1  # Spread.observe, inlined: per input
+            child.sum += wait
 
     def count_full(self, lane: str) -> None:
         self.lane_rejected.labels(lane=lane).inc()
@@ -182,7 +186,7 @@ class _AllLanes:
     """`embedding_proxy_queue_wait_seconds`: every lane's `lane_wait_seconds` added up (a lane
     dropped by a reload keeps its series, so the sum never goes back)."""
 
-    def __init__(self, lanes: Histogram) -> None:
+    def __init__(self, lanes: Spreads) -> None:
         self.lanes = lanes
 
     def collect(self) -> list[HistogramMetricFamily]:
@@ -210,7 +214,7 @@ class Tally:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, int], tuple[Count, Spread, Count]] = {}
 
     def observe(self, route: str, status: int, started: float, inputs: int = 0) -> None:
         children = self._children.get((route, status))
@@ -221,10 +225,13 @@ class Tally:
                 m.request_duration.labels(route=route),
                 m.inputs.labels(route=route, status=str(status)),
             )
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        children[0].value += 1
+        took = time.perf_counter() - started
+        spread = children[1]  # Spread.observe, inlined: per request
+        spread.counts[bisect_left(spread.bounds, took)] += 1
+        spread.sum += took
         if inputs:
-            children[2].inc(inputs)
+            children[2].value += inputs
 
     def count_rejection(self, error: Any) -> None:  # a ProxyError: its reason, when it has one
         if error.reason is not None:

@@ -24,7 +24,10 @@ FLOORS: list[tuple[str, set[str]]] = [
     ("callers", {"callers"}),  # API keys, priority lanes, rate limits
     ("upstream", {"upstream"}),  # the client for TEI
     # The application: the handlers, their routes, the background chores, the process.
-    ("application", {"app", "doors", "routes", "respond", "housekeeping", "serve", "failure"}),
+    (
+        "application",
+        {"app", "doors", "queued", "routes", "respond", "housekeeping", "serve", "failure"},
+    ),
     ("workers", {"workers"}),  # the supervisor and its worker processes
     ("programs", {"cli", "demo", "__init__", "bench", "simulator"}),  # the commands and tools
 ]
