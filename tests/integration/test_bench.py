@@ -33,8 +33,23 @@ def test_bench_json_has_a_row_per_target(client: str) -> None:
     assert list(rows) == list(TARGETS)
     for target in ("proxy", "direct"):
         assert rows[target]["requests"] == rows[target]["ok"] == 120
-    # ideal: the same 120 inputs in full batches of the simulator's max_client_batch_size (32)
-    assert rows["ideal"]["requests"] == rows["ideal"]["ok"] == 4
+    # ideal: the same 120 inputs, in the best of a grid of shapes around full batches of the
+    # simulator's max_client_batch_size (32) at the proxy's calls at once (4 for auto)
+    ideal = rows["ideal"]
+    shapes = [(p["batch_size"], p["concurrency"]) for p in ideal["ideal_grid"]]
+    assert shapes == [(b, c) for b in (32, 16, 8) for c in (4, 8, 16)]
+    best = max(ideal["ideal_grid"], key=lambda p: p["inputs_per_s"])
+    assert ideal["inputs_per_s"] == best["inputs_per_s"]
+    assert (ideal["ideal_batch_size"], ideal["ideal_concurrency"]) == (
+        best["batch_size"],
+        best["concurrency"],
+    )
+    assert ideal["requests"] == ideal["ok"] == -(-120 // ideal["ideal_batch_size"])
+    assert ideal["fixed"]["batch_size"] == 32 and ideal["fixed"]["concurrency"] == 4
+    assert ideal["fixed"]["inputs_per_s"] == ideal["ideal_grid"][0]["inputs_per_s"]
+    assert ideal["grid_failed"] == 0
+    # The grid's best is at least the fixed shape: proxy/ideal is never above proxy/ideal fixed.
+    assert report["ratios"]["proxy/ideal"] <= report["ratios"]["proxy/ideal fixed"]
     for row in rows.values():
         assert row["failed"] == 0
         assert row["inputs_ok"] == 120
@@ -82,6 +97,21 @@ def test_bench_refuses_an_unknown_target() -> None:
     done = run_bench("--targets", "proxy,nonsense")
     assert done.returncode == 2
     assert "targets are proxy, direct, ideal" in done.stderr
+
+
+def test_bench_ideal_of_one_shape_when_given() -> None:
+    """`--ideal-batch-size` or `--ideal-concurrency` pins `ideal` to that one shape: no grid."""
+    done = run_bench(
+        "--requests", "60", "--concurrency", "8", "--tokens", "5", "--warmup", "5",
+        "--targets", "proxy,ideal", "--ideal-batch-size", "10", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    ideal = {r["target"]: r for r in report["results"]}["ideal"]
+    assert "ideal_grid" not in ideal and "fixed" not in ideal
+    assert ideal["requests"] == ideal["ok"] == 6
+    assert report["settings"]["ideal_grid"] is False
+    assert "proxy/ideal fixed" not in report["ratios"]
 
 
 def _first_table(text: str) -> list[list[str]]:

@@ -210,7 +210,8 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]], lines: 
     ]
     m = settings["machine"]
     head = (
-        f"machine: {m['cpus']} CPUs, {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}\n"
+        f"machine: {m['cpus']} CPUs, {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}, "
+        f"reference speed {m['reference_mips']} M Python loops/s\n"
         f"reference: the upstream's best (ideal: full batches of {settings['ideal_batch_size']}, "
         f"{settings['ideal_concurrency']} at once) {settings['ideal_inputs_per_s']:,.0f} inputs/s\n"
         f"{settings['interactive']} interactive callers (1 input, closed loop); "
@@ -248,6 +249,9 @@ def main(args: argparse.Namespace) -> int:
         ideal = run_target(settings, "ideal", upstream, simulator, secrets.token_hex(3))
         settings.update(
             ideal_inputs_per_s=ideal["inputs_per_s"],
+            # The shape that was best, when a grid was measured (ideal.py).
+            ideal_batch_size=ideal.get("ideal_batch_size", settings["ideal_batch_size"]),
+            ideal_concurrency=ideal.get("ideal_concurrency", settings["ideal_concurrency"]),
             interactive=args.interactive_callers,
             batch_clients=args.batch_clients,
             batch_queued=args.batch_queued,

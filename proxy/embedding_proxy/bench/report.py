@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import time
 from typing import Any
 
 import psutil
+
+REFERENCE_LOOPS = 200_000  # of the reference loop: about 10 ms a try
 
 COLUMNS = [
     ("target", "{}"),
@@ -29,7 +33,22 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}",
+        "reference_mips": reference_speed(),
     }
+
+
+def reference_speed() -> float:
+    """Millions of iterations a second of a fixed pure-Python loop, the best of five: how fast
+    one core of this machine runs Python, so that tables from different machines (or a machine
+    busier one day than another) can be set side by side."""
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        x = 0
+        for i in range(REFERENCE_LOOPS):
+            x += i & 7
+        best = min(best, time.perf_counter() - started)
+    return round(REFERENCE_LOOPS / best / 1e6, 1)
 
 
 def _cpu_model() -> str:
@@ -80,6 +99,9 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
         base = by.get(other)
         if base is not None and base["inputs_per_s"] > 0:
             out[f"proxy/{other}"] = proxy["inputs_per_s"] / base["inputs_per_s"]
+    fixed = by.get("ideal", {}).get("fixed")
+    if fixed and fixed["inputs_per_s"] > 0:  # the one shape `ideal` was before it was a grid
+        out["proxy/ideal fixed"] = proxy["inputs_per_s"] / fixed["inputs_per_s"]
     if "direct" in by:
         out["p50 proxy-direct ms"] = proxy["p50_ms"] - by["direct"]["p50_ms"]
     return out
@@ -109,15 +131,18 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
     lines = [
         f"embedding-proxy bench: {settings['tokens']} tokens/input, "
         f"{settings['inputs_per_request']} input(s)/request, concurrency "
-        f"{settings['concurrency']}; ideal: batches of {settings['ideal_batch_size']} at "
-        f"concurrency {settings['ideal_concurrency']}",
+        f"{settings['concurrency']}; ideal: "
+        + ("the best of a grid around " if settings.get("ideal_grid") else "")
+        + f"batches of {settings['ideal_batch_size']} at concurrency "
+        f"{settings['ideal_concurrency']}",
         *_loop_line(settings),
         f"upstream: {settings['upstream']}"
         + (" (through the proxy)" if settings["upstream"] == settings["proxy_url"] else ""),
         *([f"proxy: {settings['proxy_url']} (already running)"] if settings["proxy_url"] else []),
         *([f"proxy: {settings['workers']} worker process(es)"] if settings.get("workers") else []),
-        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; load generator, "
-        "proxy and a local upstream share them",
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, reference speed "
+        f"{m['reference_mips']} M Python loops/s; load generator, proxy and a local upstream "
+        "share them",
         "",
         markdown_table([c for c, _ in COLUMNS], [_cells(r) for r in results]),
         "",
@@ -132,6 +157,8 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"{r['target']}: {r['proxy_inputs_per_call']:.1f} inputs per upstream call"
             )
+        if "ideal_grid" in r:
+            lines.append(ideal_line(r))
         if "answers_checked" in r:
             lines.append(
                 f"{r['target']}: {r['answers_checked'] - r['answers_wrong']} of "
@@ -140,3 +167,18 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         if r["failed"]:
             lines.append(f"{r['target']}: failures {r['statuses']}; first: {r['first_error']}")
     return "\n".join(lines)
+
+
+def ideal_line(result: dict[str, Any]) -> str:
+    """Which shape `ideal` was, of the grid measured, and the fixed shape's figure."""
+    fixed = result["fixed"]
+    shapes = ", ".join(
+        f"{p['batch_size']}x{p['concurrency']} {p['inputs_per_s']:,.0f}"
+        for p in result["ideal_grid"]
+    )
+    return (
+        f"ideal: the best of {len(result['ideal_grid'])} shapes (batch x calls, inputs/s: "
+        f"{shapes}): batches of {result['ideal_batch_size']}, {result['ideal_concurrency']} at "
+        f"once; the fixed shape {fixed['batch_size']}x{fixed['concurrency']}: "
+        f"{fixed['inputs_per_s']:,.0f} inputs/s"
+    )

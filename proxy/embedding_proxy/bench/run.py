@@ -13,7 +13,7 @@ import orjson
 
 from ..config.settings import BatchingConfig
 from ..failure import Failure
-from . import report, verify
+from . import ideal, report, verify
 from .procs import (
     LoadProcess,
     Service,
@@ -79,6 +79,8 @@ def settings_of(args: argparse.Namespace, upstream: str, info: dict[str, Any]) -
         "workers": args.workers if not args.proxy else None,
         "ideal_batch_size": args.ideal_batch_size or int(info.get("max_client_batch_size", 32)),
         "ideal_concurrency": args.ideal_concurrency or _proxy_max_concurrency(proxy_args),
+        # The best of a grid around that shape (bench/ideal.py), unless a shape is given.
+        "ideal_grid": not (args.ideal_batch_size or args.ideal_concurrency),
         "timeout_s": args.timeout,
         "client": args.client,
         "machine": report.machine(),
@@ -124,6 +126,19 @@ def _upstream_info(upstream: str) -> dict[str, Any]:
 
 
 def run_target(
+    settings: dict[str, Any], target: str, upstream: str, simulator: Service | None, run_id: str
+) -> dict[str, Any]:
+    if target != "ideal" or not settings.get("ideal_grid"):
+        return _run_one(settings, target, upstream, simulator, run_id)
+
+    def shape(batch: int, calls: int) -> dict[str, Any]:
+        at = {**settings, "ideal_batch_size": batch, "ideal_concurrency": calls}
+        return _run_one(at, target, upstream, simulator, f"{run_id}{batch}x{calls}")
+
+    return ideal.best(settings["ideal_batch_size"], settings["ideal_concurrency"], shape)
+
+
+def _run_one(
     settings: dict[str, Any], target: str, upstream: str, simulator: Service | None, run_id: str
 ) -> dict[str, Any]:
     proxy: Service | None = None
@@ -245,7 +260,8 @@ def main(args: argparse.Namespace) -> int:
         print(report.text_report(settings, results))
         if settings["connections"]:
             _print_memory_check(results)
-    return 0 if all(r["failed"] == 0 and not r.get("answers_wrong") for r in results) else 1
+    failed = any(r["failed"] or r.get("grid_failed") or r.get("answers_wrong") for r in results)
+    return 1 if failed else 0
 
 
 def _print_memory_check(results: list[dict[str, Any]]) -> None:

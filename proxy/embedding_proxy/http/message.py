@@ -97,8 +97,8 @@ class Later:
     """An answer that waits on one future, with no task of its own: once `future` is done the
     server writes `finish(future)`. `finish` is called however the future ends, cancelled too
     (the client left), and then raises CancelledError once it has tidied up. The hot path's form:
-    a task and the coroutines it steps through cost about twice the instructions of one
-    callback (docs/benchmarks.md, "Where the proxy's CPU goes")."""
+    a task and the coroutines it steps through cost the proxy about 55k instructions a request
+    more than one callback (docs/benchmarks.md, section 11)."""
 
     __slots__ = ("finish", "future")
 
