@@ -317,7 +317,7 @@ def _document(
         f"32, {IDEAL_CONCURRENCY} at once), about {plan.cell_seconds:g} s per cell; "
         f"{len(rows)} of {cells} cells in {took:.0f} s",
         "",
-        f"- machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB; "
+        f"- machine: {report.machine_words(info)}; "
         f"GPU: {info['gpu']}; {info['system']}, Python {platform.python_version()}, "
         f"torch {info.get('torch', '?')}; {load}",
         *references,

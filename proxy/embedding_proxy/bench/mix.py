@@ -210,8 +210,7 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]], lines: 
     ]
     m = settings["machine"]
     head = (
-        f"machine: {m['cpus']} CPUs, {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}, "
-        f"reference speed {m['reference_mips']} M Python loops/s\n"
+        f"machine: {report.machine_words(m)}, Python {m['python']}\n"
         f"reference: the upstream's best (ideal: full batches of {settings['ideal_batch_size']}, "
         f"{settings['ideal_concurrency']} at once) {settings['ideal_inputs_per_s']:,.0f} inputs/s\n"
         f"{settings['interactive']} interactive callers (1 input, closed loop); "

@@ -67,9 +67,11 @@ def curves(
     m = settings.get("machine") or {}
     fig.suptitle(
         f"embedding-proxy bench: {settings.get('tokens')} tokens/input, "
-        f"{settings.get('inputs_per_request')} input(s)/request; ideal: batches of "
-        f"{settings.get('ideal_batch_size')}, {settings.get('ideal_concurrency')} at once\n"
-        f"{m.get('cpus')} CPUs ({m.get('cpu_model')}), load generator, proxy and simulator "
+        f"{settings.get('inputs_per_request')} input(s)/request; ideal: "
+        + ("the best of a grid around " if settings.get("ideal_grid") else "")
+        + f"batches of {settings.get('ideal_batch_size')}, {settings.get('ideal_concurrency')} "
+        f"at once\n{m.get('cpus')} CPUs ({m.get('cpu_model')}), reference speed "
+        f"{m.get('reference_mips')} M Python loops/s; load generator, proxy and simulator "
         "sharing them",
         fontsize="medium",
     )

@@ -51,6 +51,14 @@ def reference_speed() -> float:
     return round(REFERENCE_LOOPS / best / 1e6, 1)
 
 
+def machine_words(m: dict[str, Any]) -> str:
+    """The machine as every table states it: CPUs and their model, memory, reference speed."""
+    speed = m.get("reference_mips")
+    return f"{m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB" + (
+        f", reference speed {speed} M Python loops/s" if speed is not None else ""
+    )
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -140,9 +148,7 @@ def text_report(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
         + (" (through the proxy)" if settings["upstream"] == settings["proxy_url"] else ""),
         *([f"proxy: {settings['proxy_url']} (already running)"] if settings["proxy_url"] else []),
         *([f"proxy: {settings['workers']} worker process(es)"] if settings.get("workers") else []),
-        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, reference speed "
-        f"{m['reference_mips']} M Python loops/s; load generator, proxy and a local upstream "
-        "share them",
+        f"machine: {machine_words(m)}; load generator, proxy and a local upstream share them",
         "",
         markdown_table([c for c, _ in COLUMNS], [_cells(r) for r in results]),
         "",

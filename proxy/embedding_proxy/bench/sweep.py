@@ -168,8 +168,8 @@ def summary(name: str, settings: dict[str, Any], rows: list[dict[str, Any]]) -> 
     lines = [
         f"embedding-proxy bench --sweep {name}: {settings.get('tokens')} tokens/input, "
         f"{settings.get('inputs_per_request')} input(s)/request",
-        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB; load generator, "
-        "proxy and a local upstream share them",
+        f"machine: {report.machine_words(m)}; load generator, proxy and a local upstream share "
+        "them",
         "",
         report.markdown_table(headers, cells),
     ]
