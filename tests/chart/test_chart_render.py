@@ -68,7 +68,12 @@ NAMESPACES_READ = {("", "namespaces"): {"list", "watch"}}
 LEASE = {("coordination.k8s.io", "leases"): {"create", "get", "patch"}}
 # The admission webhook's configuration (the chart's own, by name): its CA bundle and webhooks.
 WEBHOOK_CONFIG = {
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"}
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
 }
 
 

@@ -353,5 +353,21 @@ async def test_status_counts_pods_whose_proxy_runs_the_current_config(
         second = await config_of(api, paths)
         project(second)
         await eventually(lambda: counted(second["version"]), "the pod counted on the new config")
+
+        # The file the pod is given turns to broken YAML (an edit of the ConfigMap that the
+        # kubelet projected before the operator put it back): the proxy keeps serving the
+        # current version, but its file is not what it runs.
+        config_file.write_text("batching: [unclosed\n")
+
+        async def failed_to_load() -> Obj | None:
+            cr = await api.get(f"{paths.proxies}/tei")
+            applied = condition(cr, names.CONFIG_APPLIED)
+            said = "failed to load its config file since" in applied.get("message", "")
+            return cr if applied.get("status") == "False" and said else None
+
+        cr = await eventually(failed_to_load, "ConfigApplied=False naming the failed reload")
+        assert cr["status"]["podsOnConfigVersion"] == 0
+        project(second)  # put back, and loaded
+        await eventually(lambda: counted(second["version"]), "the pod counted again")
     finally:
         stop_process(sidecar_process)

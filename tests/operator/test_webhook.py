@@ -29,6 +29,7 @@ from harness import (
 )
 from installed import Account, webhook_env
 from tests.helpers.control_plane import ControlPlane
+from tests.helpers.link import Link
 from tests.helpers.processes import free_port
 
 from embedding_proxy_operator.logic import injection
@@ -36,6 +37,14 @@ from embedding_proxy_operator.model import names
 
 Obj = dict[str, Any]
 EXAMPLE = ROOT / "manifests" / "examples" / "tei.yaml"
+
+
+def reached_through(port: int, front: int) -> dict[str, str]:
+    """The operator's webhook on `port`, which the API server is sent to at `front`."""
+    return {
+        **webhook_env(port),
+        "EMBEDDING_PROXY_OPERATOR_WEBHOOK_URL": f"https://127.0.0.1:{front}",
+    }
 
 
 def configuration_path(account: Account) -> str:
@@ -229,16 +238,14 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     kubelet: Callable[[list[str]], Kubelet],
 ) -> None:
     port = free_port()
-    operator(**webhook_env(port))  # Deployment mode by default; this EmbeddingProxy asks
-    path = configuration_path(cluster_account)
-    working = await published(api, cluster_account, port)
+    # The API server reaches the webhook through a link the test cuts (a network partition):
+    # the configuration is the operator's, and an edit of it would be put back at once.
+    link = Link(port)
+    front = await link.start()
+    operator(**reached_through(port, front))  # Deployment mode by default; this one asks
+    await published(api, cluster_account, front)
     kubelet(["127.0.0.94", "127.0.0.95"])
-    # The webhook "down": the API server is sent to a port where nothing listens.
-    dead = free_port()
-    broken = json.loads(json.dumps(working["webhooks"]))
-    for hook in broken:
-        hook["clientConfig"]["url"] = hook["clientConfig"]["url"].replace(f":{port}/", f":{dead}/")
-    await api.merge(path, {"webhooks": broken})
+    link.cut()
 
     await api.create(paths.proxies, embedding_proxy(paths.ns, injection="Webhook"))
     await api.create(paths.deployments, tei_deployment(paths.ns, replicas=1))
@@ -278,7 +285,7 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     )
 
     # Back: the pod is made anew, through the webhook.
-    await api.merge(path, {"webhooks": working["webhooks"]})
+    link.restore()
 
     async def replaced() -> list[Obj] | None:
         pods = [
@@ -305,6 +312,7 @@ async def test_pods_made_while_the_webhook_is_unreachable_are_named_and_made_ane
     assert still is not None and still["metadata"]["uid"] == impostor["metadata"]["uid"]
     assert not still["metadata"].get("deletionTimestamp")
     assert not any("impostor" in e.get("message", "") for e in await api.items(paths.events))
+    await link.close()
 
 
 async def test_pods_of_a_target_the_plan_refuses_are_never_deleted_as_escaped(
@@ -378,19 +386,18 @@ async def test_with_failure_policy_fail_no_pod_is_made_until_the_webhook_answers
     api: Api, paths: Paths, operator: Any, cluster_account: Account
 ) -> None:
     port = free_port()
-    operator(EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY="Fail", **webhook_env(port))
-    path = configuration_path(cluster_account)
-    working = await published(api, cluster_account, port)
+    link = Link(port)
+    front = await link.start()
+    # For this namespace only: the session's other namespaces are not held back while it is down.
+    operator(
+        EMBEDDING_PROXY_OPERATOR_WEBHOOK_FAILURE_POLICY="Fail",
+        EMBEDDING_PROXY_OPERATOR_WEBHOOK_NAMESPACES=paths.ns,
+        **reached_through(port, front),
+    )
+    working = await published(api, cluster_account, front)
     hooks = {h["name"]: h for h in working["webhooks"]}
     assert hooks[injection.POD_WEBHOOK]["failurePolicy"] == "Fail"
-    # Down, for this namespace only (the session's other namespaces are not held back).
-    broken = json.loads(json.dumps(working["webhooks"]))
-    for hook in broken:
-        hook["clientConfig"]["url"] = hook["clientConfig"]["url"].replace(
-            f":{port}/", f":{free_port()}/"
-        )
-        hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": paths.ns}}
-    await api.merge(path, {"webhooks": broken})
+    link.cut()  # down
     recorder = PodRecorder(api, paths)
     await recorder.start()
     try:
@@ -407,7 +414,7 @@ async def test_with_failure_policy_fail_no_pod_is_made_until_the_webhook_answers
         await eventually(refused, "the ReplicaSet's pod refused while the webhook is down")
         assert not await pods_of(api, paths, "app", "tei") and not recorder.first
 
-        await api.merge(path, {"webhooks": working["webhooks"]})
+        link.restore()
 
         async def made() -> list[Obj] | None:
             pods = await pods_of(api, paths, "app", "tei")
@@ -418,4 +425,4 @@ async def test_with_failure_policy_fail_no_pod_is_made_until_the_webhook_answers
         assert all(names.SIDECAR_NAME in first for first in recorder.first.values())
     finally:
         await recorder.stop()
-        await api.merge(path, {"webhooks": working["webhooks"]})
+        await link.close()

@@ -195,12 +195,14 @@ Secrets are absent on purpose: the sidecar mounts them by name, the operator nev
 {{- end }}
 
 {{/* The admission webhook's configuration, which the chart creates and the operator fills in
-(its CA bundle, made and renewed by the operator): that one object only. */}}
+(its CA bundle, made and renewed by the operator): that one object only, watched by name (a
+list or watch with the field selector metadata.name is checked against resourceNames) so that a
+change by someone else is put back at once. */}}
 {{- define "embedding-proxy.webhookRules" -}}
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["mutatingwebhookconfigurations"]
   resourceNames: [{{ include "embedding-proxy.fullname" . | quote }}]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{/* The alert rule groups, as a YAML list: each rule gets alerts.labels and, with

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -22,7 +23,7 @@ import kopf
 from ..io import kube
 from ..io.kube import ApiError
 from ..io.webhook_server import WebhookServer
-from ..logic import certs, injection, pods
+from ..logic import certs, drift, injection, pods
 from ..logic.conditions import Fact
 from ..model import names
 from ..model.images import with_sidecar_image
@@ -72,38 +73,12 @@ async def publish_configuration(
     """Write the webhooks into the configuration (the chart creates it empty): this replica's
     CAs joined to the other replicas' still valid ones, since the Service may send a request to
     any of them. Returns once written."""
-    options = state.options
-    path = configuration_path(options.webhook_configuration)
-
-    async def write() -> None:
-        api = state.client()
-        current = await api.get(path)
-        if current is None:
-            raise ApiError(404, "NotFound", f"MutatingWebhookConfiguration {path} is missing")
-        present = b""
-        for hook in current.get("webhooks") or []:
-            if hook.get("name") == injection.POD_WEBHOOK:
-                present = base64.b64decode((hook.get("clientConfig") or {}).get("caBundle", ""))
-        now = datetime.datetime.now(datetime.UTC)
-        merged = certs.bundle([mine], present, now)
-        hooks = injection.webhooks(
-            options.webhook_url,
-            options.webhook_service,
-            base64.b64encode(merged).decode(),
-            options.webhook_failure_policy,
-            options.webhook_namespaces,
-            own_namespace,
-            options.webhook_namespace_labels,
-        )
-        rv = current["metadata"].get("resourceVersion")
-        body = {"metadata": {"resourceVersion": rv}, "webhooks": hooks}
-        await api.request("PATCH", path, body, kube.MERGE_PATCH)
-
+    state.webhook_bundle, state.webhook_namespace = mine, own_namespace
     while True:
         try:
             await kube.retrying(
-                write,
-                what=f"writing MutatingWebhookConfiguration {options.webhook_configuration}",
+                functools.partial(write_configuration, state),
+                what=f"writing MutatingWebhookConfiguration {state.options.webhook_configuration}",
                 logger=logger,
                 max_delay=state.options.max_retry_seconds,
             )
@@ -113,6 +88,46 @@ async def publish_configuration(
         except ApiError as e:
             logger.error("the admission webhook cannot be configured: %s", e)
             await asyncio.sleep(PUBLISH_RETRY_SECONDS)
+
+
+def configuration_hooks(state: State, current: Mapping[str, Any]) -> list[Obj]:
+    """The webhooks this replica publishes, given the configuration as read: its own CAs, and
+    the still valid ones of the other replicas found there."""
+    options = state.options
+    assert state.webhook_bundle is not None, "no certificate yet"
+    present = b""
+    for hook in current.get("webhooks") or []:
+        if hook.get("name") == injection.POD_WEBHOOK:
+            present = str((hook.get("clientConfig") or {}).get("caBundle") or "").encode()
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        merged = certs.bundle([state.webhook_bundle], base64.b64decode(present), now)
+    except ValueError:  # a bundle edited into something that is no PEM: only ours then
+        merged = certs.bundle([state.webhook_bundle], b"", now)
+    return injection.webhooks(
+        options.webhook_url,
+        options.webhook_service,
+        base64.b64encode(merged).decode(),
+        options.webhook_failure_policy,
+        options.webhook_namespaces,
+        state.webhook_namespace,
+        options.webhook_namespace_labels,
+    )
+
+
+async def write_configuration(state: State) -> Obj | None:
+    """Read the configuration and write this replica's webhooks into it, unless it holds them.
+    Returns the configuration as it was when something was written, else None."""
+    path = configuration_path(state.options.webhook_configuration)
+    api = state.client()
+    current = await api.get(path)
+    if current is None:
+        raise ApiError(404, "NotFound", f"MutatingWebhookConfiguration {path} is missing")
+    patch = drift.configuration_patch(current, configuration_hooks(state, current))
+    if patch is None:
+        return None
+    await api.request("PATCH", path, patch, kube.MERGE_PATCH)
+    return current
 
 
 @kopf.on.mutate("", "v1", "pods", id=injection.POD_HANDLER, operations=["CREATE"])

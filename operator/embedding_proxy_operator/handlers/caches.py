@@ -36,10 +36,11 @@ def hpas_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Ob
     return {namespace: cached(body)}
 
 
-# Empty where KEDA is not installed (kopf watches only what the API server serves).
+# Empty where KEDA is not installed (kopf watches only what the API server serves). Kept with
+# their managedFields (there are few): a repair names who changed ours (`observe`).
 @kopf.index("keda.sh", "v1alpha1", "scaledobjects")
 def scaled_objects_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Obj]:
-    return {namespace: cached(body)}
+    return {namespace: dict(body)}
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)

@@ -12,7 +12,7 @@ import kopf
 from ..model import images, names
 from ..model.settings import api_backoffs
 from .admission import server_for
-from .drift import CONFIGMAP_SELECTOR
+from .drift import CONFIGMAP_SELECTOR, watch_configuration
 from .leading import find_credentials, lead, step_down
 from .state import state_of
 
@@ -63,6 +63,9 @@ async def configure(
     # managed one would match every namespace and wait 30 s for an answer).
     settings.admission.server = server_for(state, os.environ.get("POD_NAMESPACE", ""), logger)
     settings.admission.managed = None
+    if options.webhook_port:
+        # Its configuration, changed or deleted by someone else, is noticed at once (`drift`).
+        watch_configuration(settings, options.webhook_configuration)
     logger.info("injection by default: %s", options.injection)
     # Last: from here on only the leader goes on (kopf starts its watches after the start-up).
     await lead(state, settings, logger)

@@ -16,12 +16,13 @@ from ..io import kube, metrics
 from ..io.kube import ApiError
 from ..io.writes import changes, remove_scaled_object, write_status
 from ..logic import (
+    drift,
     hpa,
     hpa_policy,
     injection,
     keda,
-    patches,
     pods,
+    reloads,
     render,
     replica_failure,
     scaling_status,
@@ -136,7 +137,16 @@ async def observe_once(
         [pods.metrics_url(p, spec.sidecar.ports.metrics) for p in ready]
     )
     pages = [scrape.parse_metrics(t) if t is not None else scrape.ProxyReading() for t in texts]
-    current = sum(1 for page in pages if page.config_version == version)
+    by_pod = {p["metadata"]["name"]: page for p, page in zip(ready, pages, strict=True)}
+    loads = reloads.track(state.reloads.get((namespace, name), {}), by_pod)
+    state.reloads[namespace, name] = loads
+    # On the version, and no reload failed since it loaded it.
+    applied = {
+        pod
+        for pod, page in by_pod.items()
+        if page.config_version == version and not loads[pod].failed_since
+    }
+    current = len(applied)
     readings = {p["metadata"]["name"]: page.load for p, page in zip(ready, pages, strict=True)}
     if planned.acts:
         fact, scaling = await autoscale(
@@ -154,7 +164,7 @@ async def observe_once(
         spec.autoscaling,
         fact.reason,
         scaling,
-        metrics.pod_readings(ready, texts, pages, version),
+        metrics.pod_readings(ready, texts, pages, applied),
     )
 
     def status_for(fresh: Mapping[str, Any]) -> tuple[list[Fact], Obj]:
@@ -178,9 +188,9 @@ async def observe_once(
         if (fresh.get("status") or {}).get("configVersion") == version:
             # Only a config the reconciliation wrote (a refused or failed write says why).
             behind = [
-                lagging(p["metadata"]["name"], page.config_version, page.failed_reloads)
-                for p, page in zip(ready, pages, strict=True)
-                if page.config_version != version
+                lagging(pod, page.config_version, page.failed_reloads, loads[pod].failed_since)
+                for pod, page in by_pod.items()
+                if pod not in applied
             ]
             facts.insert(0, config_fact(len(ready), current, version, behind))
         return facts, fields
@@ -315,27 +325,32 @@ async def write_scaled_object(
     ours, target = wanted["metadata"]["name"], spec.scale_target_name
     fields = {"scaleTargetName": target, "scaledObjectName": ours}
     current = cached.scaled_object(namespace, ours)
+    written = ((proxy.get("status") or {}).get("autoscaling") or {}).get("scaledObjectName")
     try:
         if current is None:
             await api.request("POST", kube.scaledobject_path(namespace), wanted)
-            state.post_event(
-                proxy, "Normal", "ScaledObjectCreated", f"created ScaledObject {ours!r}"
-            )
+            if written == ours:  # status says it was there: someone deleted it
+                message = f"ScaledObject {ours!r} was deleted: put back"
+                state.post_event(proxy, "Warning", "ScaledObjectRepaired", message)
+            else:
+                message = f"created ScaledObject {ours!r}"
+                state.post_event(proxy, "Normal", "ScaledObjectCreated", message)
         elif not keda.owned_by(current, uid):
             message = f"ScaledObject {ours!r} exists and is not this EmbeddingProxy's"
             state.post_event(proxy, "Warning", "ConflictingAutoscaler", message, once=True)
             fields = {"scaleTargetName": target}
             return Fact(names.AUTOSCALING, "False", "ConflictingAutoscaler", message), fields
-        else:
-            patch = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": wanted["spec"]}
-            if not patches.covers(current, patch):
-                patch["metadata"]["ownerReferences"] = wanted["metadata"]["ownerReferences"]
-                await api.request(
-                    "PATCH", kube.scaledobject_path(namespace, ours), patch, kube.MERGE_PATCH
-                )
-                state.post_event(
-                    proxy, "Normal", "ScaledObjectUpdated", f"updated ScaledObject {ours!r}"
-                )
+        elif (patch := drift.scaled_object_patch(current, wanted)) is not None:
+            await api.request(
+                "PATCH", kube.scaledobject_path(namespace, ours), patch, kube.MERGE_PATCH
+            )
+            if drift.edited_by_others(current, names.FIELD_MANAGER, "f:spec"):
+                who = drift.changed_by(current, names.FIELD_MANAGER, "f:spec")
+                message = f"ScaledObject {ours!r} was changed by {who}: put back"
+                state.post_event(proxy, "Warning", "ScaledObjectRepaired", message)
+            else:
+                message = f"updated ScaledObject {ours!r}"
+                state.post_event(proxy, "Normal", "ScaledObjectUpdated", message)
     except ApiError as e:
         if e.status == 404:
             message = "the keda.sh/v1alpha1 ScaledObject API is not served: install KEDA"

@@ -17,6 +17,7 @@ from ..io import metrics
 from ..io.fetch import MetricsFetcher
 from ..io.kube import Kube
 from ..io.leader import Elector
+from ..logic.reloads import Loaded
 from ..model.settings import (
     Options,
     native_from_version,
@@ -42,8 +43,13 @@ class State:
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     notices: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
-    # Whether the admission webhook's configuration holds this replica's CA (Webhook mode).
+    # Per EmbeddingProxy, per pod: its proxy's reload counts as last seen (`logic.reloads`).
+    reloads: dict[Key, dict[str, Loaded]] = field(default_factory=dict)
+    # Whether the admission webhook's configuration holds this replica's CA (Webhook mode); the
+    # CAs it publishes, and the operator's own namespace (which the webhook leaves out).
     webhook_published: bool = False
+    webhook_bundle: bytes | None = None
+    webhook_namespace: str = ""
     # Set by the operator's clean-up: kopf may still run a daemon's poll after it.
     closed: bool = False
     # The Lease that makes this replica the leader.
@@ -104,7 +110,7 @@ class State:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what was kept for a deleted EmbeddingProxy."""
         self.metrics.forget(namespace, name)
-        for kept in (self.notices, self.locks, self.wakeups):
+        for kept in (self.notices, self.locks, self.wakeups, self.reloads):
             kept.pop((namespace, name), None)
 
     def post_event(

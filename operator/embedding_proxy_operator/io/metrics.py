@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,14 +258,15 @@ def pod_readings(
     ready: Sequence[Mapping[str, Any]],
     texts: Sequence[str | None],
     pages: Sequence[ProxyReading],
-    version: str,
+    applied: Collection[str],
 ) -> dict[str, PodReading]:
-    """Per ready pod (by name), what its page said; `texts` and `pages` in the same order."""
+    """Per ready pod (by name), what its page said; `texts` and `pages` in the same order;
+    `applied`, the pods that run the current config."""
     out: dict[str, PodReading] = {}
     for pod, text, page in zip(ready, texts, pages, strict=True):
         batch = batchfill.parse(text) if text is not None else None
-        reading = PodReading(page.queue_depth_avg, batch, page.config_version == version)
-        out[pod["metadata"]["name"]] = reading
+        name = pod["metadata"]["name"]
+        out[name] = PodReading(page.queue_depth_avg, batch, name in applied)
     return out
 
 

@@ -1,5 +1,6 @@
-"""Drift: the patch that puts the ConfigMap back as the operator wrote it, whether a write put
-back what someone else changed, and who that was, from the object's managedFields (pure)."""
+"""Drift: the patches that put back what the operator owns (its ConfigMaps, its KEDA
+ScaledObjects, the admission webhook's configuration) as it wrote them, whether a write put back
+what someone else changed, and who that was, from the object's managedFields (pure)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,41 @@ def configmap_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Ob
     if "ownerReferences" in meta:
         patch["metadata"]["ownerReferences"] = meta["ownerReferences"]
     return patch
+
+
+def scaled_object_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Obj | None:
+    """The merge patch that brings our ScaledObject `current` to `wanted`, top-level spec fields
+    added by hand taken out again (`cooldownPeriod`, `idleReplicaCount` would change how it
+    scales); None when it is so."""
+    spec: Obj = dict(wanted["spec"])
+    spec.update({key: None for key in current.get("spec") or {} if key not in spec})
+    patch: Obj = {"metadata": {"labels": wanted["metadata"]["labels"]}, "spec": spec}
+    if covers(current, patch):
+        return None
+    if "ownerReferences" in wanted["metadata"]:
+        patch["metadata"]["ownerReferences"] = wanted["metadata"]["ownerReferences"]
+    return patch
+
+
+def configuration_patch(current: Mapping[str, Any], hooks: list[Obj]) -> Obj | None:
+    """The merge patch that writes the webhooks `hooks` into the MutatingWebhookConfiguration
+    `current` (its resourceVersion checked); None when it holds them already (the API server
+    adds defaults, which are no reason to write)."""
+    if covers(current, {"webhooks": hooks}):
+        return None
+    rv = (current.get("metadata") or {}).get("resourceVersion")
+    return {"metadata": {"resourceVersion": rv}, "webhooks": hooks}
+
+
+def edited_by_others(obj: Mapping[str, Any], own: str, field: str) -> bool:
+    """Whether a field manager other than `own` holds any of `field` (such as "f:spec"): someone
+    changed what the operator writes there since it last wrote it."""
+    return any(
+        isinstance(e, Mapping)
+        and e.get("manager") not in (None, own)
+        and field in (e.get("fieldsV1") or {})
+        for e in (obj.get("metadata") or {}).get("managedFields") or []
+    )
 
 
 def drifted(

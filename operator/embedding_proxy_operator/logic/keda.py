@@ -1,7 +1,8 @@
 """Pure rendering of the KEDA ScaledObject written for `spec.autoscaling.provider: KEDA`.
 
 It scales on the same signal, target and behavior as the built-in autoscaler: a Prometheus
-trigger on the sum of the proxies' `embedding_proxy_queue_depth_avg` with an AverageValue
+trigger on the sum of the proxies' `embedding_proxy_queue_depth_avg` (of the pods whose TEI is
+up) with an AverageValue
 target, so KEDA's HPA computes `ceil(sum / targetQueueDepthPerPod)` (see
 manifests/examples/keda-scaledobject.yaml, which this reproduces)."""
 
@@ -14,7 +15,7 @@ from ..model import names
 from ..model.spec import ProxySpec
 from .hpa_policy import ScalingRules, policy_of
 from .render import owned_metadata
-from .scrape import QUEUE_DEPTH_AVG
+from .scrape import QUEUE_DEPTH_AVG, UPSTREAM_UP
 
 Obj = dict[str, Any]
 
@@ -31,9 +32,14 @@ def pod_pattern(deployment: str) -> str:
 
 
 def query(namespace: str, deployment: str) -> str:
-    """The PromQL that sums the proxies' queue depth over the pods of `deployment`. A sum, not an
+    """The PromQL that sums the proxies' queue depth over the pods of `deployment`, leaving out
+    the pods whose proxy finds its TEI down (`embedding_proxy_upstream_up` 0), as the built-in
+    autoscaler does (`scrape.ProxyReading.load`): a hung TEI fills its proxy's queue, which more
+    replicas would not drain. A pod that exports no `upstream_up` still counts. A sum, not an
     average: the trigger's AverageValue divides by the replica count already."""
-    return f'sum({QUEUE_DEPTH_AVG}{{namespace="{namespace}", pod=~"{pod_pattern(deployment)}"}})'
+    pods = f'{{namespace="{namespace}", pod=~"{pod_pattern(deployment)}"}}'
+    down = f"({UPSTREAM_UP}{pods} == 0)"
+    return f"sum({QUEUE_DEPTH_AVG}{pods} unless on(namespace, pod) {down})"
 
 
 def _rules(rules: ScalingRules) -> Obj:

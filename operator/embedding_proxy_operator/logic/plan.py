@@ -363,10 +363,15 @@ def config_fact(
     )
 
 
-def lagging(name: str, served: str | None, failed_reloads: float | None) -> str:
-    """One pod not on the current config, as ConfigApplied names it."""
+def lagging(
+    name: str, served: str | None, failed_reloads: float | None, failed_since: float = 0
+) -> str:
+    """One pod not on the current config, as ConfigApplied names it: `failed_since`, reloads
+    that failed since it loaded the version it serves (the file it has is not what it runs)."""
     what = f"serves {served}" if served else "did not say"
-    if failed_reloads:
+    if failed_since:
+        what += f", but failed to load its config file since ({failed_since:g} failed reloads)"
+    elif failed_reloads:
         what += f", {failed_reloads:g} failed reloads"
     return f"{name} ({what})"
 

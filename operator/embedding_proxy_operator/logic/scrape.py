@@ -25,8 +25,10 @@ class ProxyReading:
     config_version: str | None = None
     # Whether the proxy finds its TEI answering (`embedding_proxy_upstream_up`); None: not said.
     upstream_up: bool | None = None
-    # Reloads of the config file that failed since the proxy started (the file kept as it was).
+    # Reloads of the config file that failed since the proxy started (the file kept as it was),
+    # and those that succeeded.
     failed_reloads: float | None = None
+    ok_reloads: float | None = None
 
     @property
     def load(self) -> float | None:
@@ -43,6 +45,7 @@ def parse_metrics(text: str) -> ProxyReading:
     version: str | None = None
     up: bool | None = None
     failed: float | None = None
+    ok: float | None = None
     try:
         for family in text_string_to_metric_families(text):
             if family.name == QUEUE_DEPTH_AVG:
@@ -55,8 +58,12 @@ def parse_metrics(text: str) -> ProxyReading:
                         up = sample.value >= 1
             elif family.name == CONFIG_RELOADS:
                 for sample in family.samples:
-                    if sample.name.endswith("_total") and sample.labels.get("result") == "failed":
+                    if not sample.name.endswith("_total"):
+                        continue
+                    if sample.labels.get("result") == "failed":
                         failed = _usable(sample.value)
+                    elif sample.labels.get("result") == "ok":
+                        ok = _usable(sample.value)
             elif family.name == CONFIG_INFO:
                 for sample in family.samples:
                     if sample.value == 1 and sample.labels.get("version"):
@@ -64,7 +71,11 @@ def parse_metrics(text: str) -> ProxyReading:
     except (ValueError, TypeError, IndexError):
         return ProxyReading()
     return ProxyReading(
-        queue_depth_avg=depth, config_version=version, upstream_up=up, failed_reloads=failed
+        queue_depth_avg=depth,
+        config_version=version,
+        upstream_up=up,
+        failed_reloads=failed,
+        ok_reloads=ok,
     )
 
 

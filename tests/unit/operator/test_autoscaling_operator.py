@@ -186,9 +186,11 @@ def test_the_query_selects_the_deployments_pods(deployment: str, pod: str, match
     assert bool(re.fullmatch(keda.pod_pattern(deployment), pod)) is matches
 
 
-def test_the_query_sums_the_gauge_in_the_namespace() -> None:
+def test_the_query_sums_the_gauge_in_the_namespace_but_of_pods_whose_tei_is_down() -> None:
+    pods = '{namespace="gpu", pod=~"tei-[a-z0-9]+-[a-z0-9]{5}"}'
     assert keda.query("gpu", "tei") == (
-        'sum(embedding_proxy_queue_depth_avg{namespace="gpu", pod=~"tei-[a-z0-9]+-[a-z0-9]{5}"})'
+        f"sum(embedding_proxy_queue_depth_avg{pods} unless on(namespace, pod) "
+        f"(embedding_proxy_upstream_up{pods} == 0))"
     )
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedding_proxy_operator.logic.drift import changed_by, configmap_patch, drifted
+from embedding_proxy_operator.logic.drift import (
+    changed_by,
+    configmap_patch,
+    configuration_patch,
+    drifted,
+    edited_by_others,
+    scaled_object_patch,
+)
 
 OWN = "embedding-proxy-operator"
 
@@ -67,3 +74,42 @@ def test_the_configmap_is_put_back_whole_keys_added_by_hand_taken_out() -> None:
     assert configmap_patch(binary, wanted)["binaryData"] is None  # type: ignore[index]
     edited = {**same, "data": {"config.yaml": "broken: ["}}
     assert configmap_patch(edited, wanted)["data"] == {"config.yaml": "v: 1\n"}  # type: ignore[index]
+
+
+def test_a_scaled_object_is_put_back_with_fields_added_by_hand_taken_out() -> None:
+    wanted = {
+        "metadata": {"labels": {"a": "b"}, "ownerReferences": [{"uid": "u"}]},
+        "spec": {"maxReplicaCount": 6, "triggers": [{"type": "prometheus"}]},
+    }
+    stored = {
+        "metadata": {"labels": {"a": "b", "keda": "x"}},
+        "spec": {"maxReplicaCount": 6, "triggers": [{"type": "prometheus"}]},
+        "status": {"ready": True},
+    }
+    assert scaled_object_patch(stored, wanted) is None  # KEDA's label and status are no drift
+    edited = {**stored, "spec": {**stored["spec"], "maxReplicaCount": 1, "cooldownPeriod": 30}}
+    patch = scaled_object_patch(edited, wanted)
+    assert patch is not None
+    assert patch["spec"] == {**wanted["spec"], "cooldownPeriod": None}
+    assert patch["metadata"]["ownerReferences"] == [{"uid": "u"}]
+
+
+def test_only_another_manager_holding_the_field_is_an_edit() -> None:
+    keda = cm(entry(OWN, "2026-01-01T00:00:01Z", "f:spec"), entry("keda", "t", "f:status"))
+    assert not edited_by_others(keda, OWN, "f:spec")
+    edited = cm(entry(OWN, "t", "f:spec"), entry("kubectl-edit", "t", "f:spec"))
+    assert edited_by_others(edited, OWN, "f:spec")
+
+
+def test_the_webhook_configuration_is_written_only_when_it_lacks_the_webhooks() -> None:
+    hooks = [{"name": "pods.x", "failurePolicy": "Ignore"}]
+    stored = {
+        "metadata": {"resourceVersion": "7"},
+        "webhooks": [{"name": "pods.x", "failurePolicy": "Ignore", "timeoutSeconds": 5}],
+    }
+    assert configuration_patch(stored, hooks) is None  # defaults the server added are kept
+    edited = {**stored, "webhooks": [{"name": "pods.x", "failurePolicy": "Fail"}]}
+    assert configuration_patch(edited, hooks) == {
+        "metadata": {"resourceVersion": "7"},
+        "webhooks": hooks,
+    }

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from embedding_proxy.telemetry import metrics as proxy_metrics
 from embedding_proxy.telemetry.metrics import Metrics
-from embedding_proxy_operator.logic import plan, scrape
+from embedding_proxy_operator.logic import plan, reloads, scrape
 from embedding_proxy_operator.logic.hpa import History, decide
 from embedding_proxy_operator.logic.hpa_policy import Policy
 from embedding_proxy_operator.logic.scrape import ProxyReading, config_version, parse_metrics
@@ -139,3 +139,37 @@ def test_configapplied_names_the_pods_behind_and_their_failed_reloads() -> None:
     many = [f"tei-{i} (did not say)" for i in range(8)]
     assert plan.config_fact(9, 1, "new", many).message.endswith("tei-4 (did not say) and 3 more")
     assert plan.config_fact(3, 3, "new").status == "True"
+
+
+def test_a_pod_that_failed_to_load_its_file_since_it_loaded_the_version_is_not_applied() -> None:
+    """A proxy that cannot load the file it was given keeps serving the version it had, the
+    current one: only its failed-reload count says so. From the proxy's own exporter."""
+    proxy = busy_proxy(1, version="v2")
+    proxy.config_reloads.labels(result="ok").inc()
+    proxy.config_reloads.labels(result="failed").inc(3)  # failures long ago, before v2
+    seen = reloads.track({}, {"tei-a": parse_metrics(page(proxy))})
+    assert seen["tei-a"].failed_since == 0  # first seen: counts as loaded then
+    assert reloads.track(seen, {"tei-a": parse_metrics(page(proxy))})["tei-a"].failed_since == 0
+
+    proxy.config_reloads.labels(result="failed").inc()  # the file edited into broken YAML
+    reading = parse_metrics(page(proxy))
+    assert (reading.config_version, reading.ok_reloads, reading.failed_reloads) == ("v2", 1, 4)
+    failing = reloads.track(seen, {"tei-a": reading})
+    assert failing["tei-a"].failed_since == 1
+    assert reloads.track(failing, {"tei-a": reading})["tei-a"].failed_since == 1  # it stays
+    message = plan.lagging("tei-a", "v2", 4, failing["tei-a"].failed_since)
+    assert (
+        message == "tei-a (serves v2, but failed to load its config file since (1 failed reloads))"
+    )
+    fact = plan.config_fact(1, 0, "v2", [message])
+    assert (fact.status, fact.reason) == ("False", "Rolling")
+    assert "tei-a (serves v2, but failed to load its config file since" in fact.message
+
+    proxy.config_reloads.labels(result="ok").inc()  # the file put back, and loaded
+    assert reloads.track(failing, {"tei-a": parse_metrics(page(proxy))})["tei-a"].failed_since == 0
+    # A restarted proxy (its counts start again) read the file afresh at its start.
+    fresh = busy_proxy(1, version="v2")
+    assert reloads.track(failing, {"tei-a": parse_metrics(page(fresh))})["tei-a"].failed_since == 0
+    # A pod on another version is behind for that reason, whatever its counts.
+    other = reloads.track(failing, {"tei-a": parse_metrics(page(busy_proxy(1, version="v3")))})
+    assert other["tei-a"].failed_since == 0
