@@ -3,6 +3,7 @@ what a user sees in the cluster after each thing they do."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,53 @@ async def test_delete_gives_the_deployment_back_as_it_was(
 
 async def _gone(api: Api, path: str) -> bool:
     return await api.get(path) is None
+
+
+# Rounds of the race: before the fix, one round in five passed.
+ROUNDS = 3
+
+
+async def test_deleting_three_proxies_of_one_deployment_at_once_gives_it_back_as_it_was(
+    api: Api, paths: Paths, operator: Any
+) -> None:
+    """One of them injected the Deployment, the others stand back (TargetClaimed). Deleted at
+    once, the first takes its sidecar out; the others, reading the Deployment after that, must
+    not take the pods that still run its sidecar (its old ReplicaSet's, until the new one's are
+    ready: here, with no kubelet, for good) for pods of their own and roll the Deployment once
+    more with `kubectl.kubernetes.io/restartedAt`; nor may a removal whose `test` of the
+    resourceVersion failed (the Deployment changed meanwhile) be given up as invalid."""
+    original = await api.create(paths.deployments, tei_deployment(paths.ns, replicas=1))
+    operator()
+    proxies = ["tei", "tei-b", "tei-c"]
+
+    async def claimed() -> bool:  # every one reconciled: the others stand back
+        reasons = []
+        for name in proxies:
+            cr = await api.get(f"{paths.proxies}/{name}")
+            reasons.append(condition(cr, names.SIDECAR_INJECTED).get("reason"))
+        return reasons.count("TargetClaimed") == 2
+
+    async def pod_with_sidecar() -> bool:
+        return any(
+            c["name"] == names.SIDECAR_NAME
+            for p in await api.items(paths.pods)
+            for c in p["spec"].get("initContainers") or []
+        )
+
+    async def all_released() -> bool:
+        return not await api.items(paths.proxies)
+
+    for _ in range(ROUNDS):
+        for name in proxies:
+            await api.create(paths.proxies, embedding_proxy(paths.ns, name=name))
+        await injected(api, paths)
+        await eventually(claimed, "two EmbeddingProxies standing back")
+        await eventually(pod_with_sidecar, "a pod of the injected template")
+        await asyncio.gather(*(api.delete(f"{paths.proxies}/{n}") for n in proxies))
+        await eventually(all_released, "every finalizer released", timeout=60)
+        dep = await api.get(f"{paths.deployments}/tei") or {}
+        assert dep["spec"]["template"] == original["spec"]["template"]
+        assert names.PROXY_ANNOTATION not in (dep["metadata"].get("annotations") or {})
 
 
 async def test_port_conflict_is_reported_and_the_deployment_left_alone(

@@ -287,19 +287,19 @@ def _condition_status(proxy: Mapping[str, Any], type_: str) -> str | None:
 # ---- deletion and retargeting ---------------------------------------------------------------
 
 
-async def _pods_injected(api: kube.Kube, namespace: str, deployment: Mapping[str, Any]) -> bool:
-    """Whether a live pod of the Deployment runs the sidecar the webhook put there (one that
-    mounts the operator's config: a user's own container of that name is not it)."""
+async def _pods_injected(
+    api: kube.Kube, namespace: str, deployment: Mapping[str, Any], name: str
+) -> bool:
+    """Whether a live pod of the Deployment runs the sidecar that the webhook put there for
+    this EmbeddingProxy. Only its own: the pods of another one that injected the Deployment
+    (this one stood back, TargetClaimed) still run that one's sidecar until their rollout ends,
+    and are no reason for this one to roll them again."""
     selector = (deployment.get("spec") or {}).get("selector") or {}
     listing = await api.request(
         "GET", kube.pods_path(namespace), params={"labelSelector": pods.selector_query(selector)}
     )
-    return any(
-        pods.looks_ours(c)
-        for p in pods.live_pods(listing.get("items") or [], selector)
-        for c in pods.containers(p)
-        if c.get("name") == names.SIDECAR_NAME
-    )
+    live = pods.live_pods(listing.get("items") or [], selector)
+    return any(pods.runs_sidecar_of(p, name) for p in live)
 
 
 @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL)
@@ -345,7 +345,7 @@ async def release_target(
         ops: list[Obj] = []
         if release_marked(deployment, name):
             ops = patches.remove_ops(deployment)
-        if not ops and await _pods_injected(api, namespace, deployment):
+        if not ops and await _pods_injected(api, namespace, deployment, name):
             # Webhook mode, no change ever rolled the pods: roll them now, as `kubectl rollout
             # restart` does, so that none keeps the sidecar.
             ops = patches.restart_ops(deployment, now())
@@ -355,6 +355,13 @@ async def release_target(
             await api.request("PATCH", path, ops, kube.JSON_PATCH)
         except ApiError as e:
             if e.status != 422:
+                raise
+            # 422 is also the patch's `test` of the resourceVersion failing: the Deployment
+            # changed since it was read (another EmbeddingProxy's release, the controller's
+            # status), so read it and plan again.
+            fresh = await api.get(path)
+            rv = (fresh or {}).get("metadata", {}).get("resourceVersion")
+            if fresh is not None and rv != deployment["metadata"].get("resourceVersion"):
                 raise
             # The Deployment without it would be invalid: retrying changes nothing, and the
             # EmbeddingProxy must not hang in deletion.

@@ -62,6 +62,18 @@ def looks_ours(container: Mapping[str, Any]) -> bool:
     return any(m.get("name") == names.CONFIG_VOLUME for m in container.get("volumeMounts") or [])
 
 
+def runs_sidecar_of(pod: Mapping[str, Any], proxy_name: str) -> bool:
+    """Whether the pod runs the sidecar of the EmbeddingProxy `proxy_name`: one the operator
+    rendered, whose config volume is that EmbeddingProxy's ConfigMap (another one's sidecar,
+    or a user's own container of that name, is not)."""
+    volumes = (pod.get("spec") or {}).get("volumes") or []
+    config = next((v for v in volumes if v.get("name") == names.CONFIG_VOLUME), {})
+    mine = (config.get("configMap") or {}).get("name") == names.configmap_name(proxy_name)
+    return mine and any(
+        c.get("name") == names.SIDECAR_NAME and looks_ours(c) for c in containers(pod)
+    )
+
+
 def runs_sidecar(pod: Mapping[str, Any]) -> bool:
     return any(c.get("name") == names.SIDECAR_NAME for c in containers(pod))
 
